@@ -1,0 +1,241 @@
+// braid/transport.h — point-to-point transport: Context, Worker, Listener, Endpoint, Request.
+//
+// Threading: a Context may be shared by threads. A Worker and every Listener, Endpoint
+// and Request created on it are NOT thread-safe: drive them from one thread at a time
+// (e.g. NCCL's proxy thread). Different Workers may run in different threads at once.
+//
+// Progress is caller-driven: Request::test(), Endpoint::connectProgress(),
+// Listener::accept() and Worker::progress() move data; nothing moves between calls.
+//
+// Blocking: only calls named wait*() block, and each takes a timeout.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "braid/status.h"
+
+namespace braid {
+
+class Worker;
+class Endpoint;
+class Request;
+struct WorkerImpl;
+struct EndpointImpl;
+struct ListenerImpl;
+struct OpState;
+
+/// Which transport an endpoint uses.
+enum class Transport : uint8_t { kAuto = 0, kTcp = 1, kVerbs = 2 };
+
+/// Options of a Context. Unset fields come from the BRAID_* environment knobs.
+struct ContextOptions {
+  std::optional<Transport> transport;     ///< BRAID_TRANSPORT
+  std::optional<std::string> socketIfname;  ///< BRAID_SOCKET_IFNAME (NCCL_SOCKET_IFNAME syntax)
+  std::optional<int> socketsPerRail;      ///< BRAID_SOCKET_NSOCKS
+  std::optional<uint64_t> jobToken;       ///< BRAID_JOB_TOKEN
+  std::optional<int> timeoutMs;           ///< BRAID_TIMEOUT_MS
+  std::optional<size_t> eagerMax;         ///< BRAID_EAGER_MAX
+  std::optional<size_t> chunkSize;        ///< BRAID_CHUNK_SIZE
+};
+
+/// One rail this host would use.
+struct RailInfo {
+  Transport transport = Transport::kTcp;
+  std::string name;     ///< interface (tcp) or device:port (verbs)
+  std::string address;  ///< IP address (tcp) or GID (verbs)
+  int sockets = 0;      ///< tcp: data sockets per endpoint on this rail
+};
+
+/// Process-level state: params snapshot and rail list. Thread-safe, shared.
+class Context {
+ public:
+  /// Resolves options and env knobs and discovers rails. Fails with kInvalidArgument on
+  /// a bad knob and kNotFound when BRAID_SOCKET_IFNAME matches no interface.
+  static Result<std::shared_ptr<Context>> create(const ContextOptions& options = {});
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  const std::vector<RailInfo>& rails() const;
+  Transport transport() const;
+  int timeoutMs() const;
+
+  struct Impl;
+  const Impl& impl() const { return *impl_; }
+
+ private:
+  explicit Context(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// A buffer registered for zero-copy transfers, one registration per rail. On TCP rails
+/// registration is free; passing a MemoryRegion is optional everywhere.
+class MemoryRegion {
+ public:
+  MemoryRegion() = default;
+  MemoryRegion(void* base, size_t length) : base_(base), length_(length) {}
+  void* base() const { return base_; }
+  size_t length() const { return length_; }
+  bool contains(const void* p, size_t len) const {
+    auto b = reinterpret_cast<uintptr_t>(base_), q = reinterpret_cast<uintptr_t>(p);
+    return q >= b && len <= length_ && q - b <= length_ - len;
+  }
+
+ private:
+  void* base_ = nullptr;
+  size_t length_ = 0;
+};
+
+/// A listener's address handle: what a peer needs to connect (IP, port, job token).
+/// Fixed size, copyable as bytes (fits NCCL's 128-byte handle).
+struct Address {
+  static constexpr size_t kSize = 64;
+  uint8_t bytes[kSize] = {};
+
+  /// "host:port" plus token -> address (for tools that know the server's host and port).
+  static Result<Address> fromHostPort(const std::string& host, uint16_t port, uint64_t token);
+  /// Printable form "braid://ip:port?token=0x..." and back.
+  std::string toString() const;
+  static Result<Address> parse(const std::string& text);
+};
+
+/// Per-endpoint counters.
+struct EndpointStats {
+  uint64_t bytesSent = 0;
+  uint64_t bytesReceived = 0;
+  uint64_t messagesSent = 0;
+  uint64_t messagesReceived = 0;
+  std::vector<uint64_t> bytesSentPerRail;
+};
+
+/// An outstanding isend/irecv. Move-only. Destroying an unfinished Request does not
+/// cancel it: the operation goes on and its buffer must stay valid until the endpoint is
+/// closed or the operation finishes.
+class Request {
+ public:
+  Request() = default;
+  ~Request();
+  Request(Request&& other) noexcept;
+  Request& operator=(Request&& other) noexcept;
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+
+  /// Non-blocking: drives progress once. ok when finished, kInProgress when not, else the
+  /// error (kTruncated, kConnectionReset, kTimedOut, ...). Requests with the same tag on
+  /// the same endpoint finish in posting order.
+  Status test();
+  /// Blocks until finished, an error, or `timeout` (kTimedOut; the request stays valid).
+  Status wait(std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
+  /// Bytes transferred: for a receive, the size of the message that arrived.
+  size_t size() const;
+  bool valid() const { return op_ != nullptr; }
+
+ private:
+  friend struct EndpointImpl;
+  Request(std::shared_ptr<EndpointImpl> ep, OpState* op);
+  void reset() noexcept;
+  std::shared_ptr<EndpointImpl> ep_;
+  OpState* op_ = nullptr;
+};
+
+/// Progress engine: one epoll set serving listeners and endpoints. Not thread-safe.
+class Worker {
+ public:
+  static Result<std::unique_ptr<Worker>> create(std::shared_ptr<Context> context);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  /// Non-blocking: moves whatever data is ready. Returns the number of events handled.
+  Result<size_t> progress();
+  /// Blocks until some socket is ready or `timeout` passes, then progresses.
+  Result<size_t> waitAndProgress(std::chrono::milliseconds timeout);
+
+  Context& context() const;
+  WorkerImpl& impl() { return *impl_; }
+
+ private:
+  explicit Worker(std::unique_ptr<WorkerImpl> impl);
+  std::unique_ptr<WorkerImpl> impl_;
+};
+
+/// Options of a listener.
+struct ListenOptions {
+  uint16_t port = 0;                  ///< control port on the first rail; 0 picks one
+  std::optional<uint64_t> jobToken;   ///< default: BRAID_JOB_TOKEN, else a random token
+};
+
+/// Accepts peers on every rail. Not thread-safe (belongs to its Worker).
+class Listener {
+ public:
+  /// Binds one listening socket per rail (the first carries the control port).
+  static Result<std::unique_ptr<Listener>> create(Worker& worker, const ListenOptions& options = {});
+  ~Listener();
+  Listener(const Listener&) = delete;
+  Listener& operator=(const Listener&) = delete;
+
+  /// What peers pass to Endpoint::connect.
+  const Address& address() const;
+  uint16_t port() const;
+
+  /// Non-blocking: returns a connected Endpoint once a peer has completed the handshake
+  /// and joined every data socket; kInProgress otherwise. Bad peers (wrong magic, version
+  /// or token, garbage, truncated or oversized frames, silence past BRAID_TIMEOUT_MS) are
+  /// refused with a logged error and a reject frame; they never fail this call.
+  Result<std::unique_ptr<Endpoint>> accept();
+  /// Blocking accept with a timeout (kTimedOut).
+  Result<std::unique_ptr<Endpoint>> waitAccept(std::chrono::milliseconds timeout);
+
+  /// Peers refused so far (for tests and tools).
+  uint64_t refusedCount() const;
+
+ private:
+  explicit Listener(std::unique_ptr<ListenerImpl> impl);
+  std::unique_ptr<ListenerImpl> impl_;
+};
+
+/// One peer over 1..N rails. Not thread-safe (belongs to its Worker).
+class Endpoint {
+ public:
+  /// Starts a non-blocking connect; the handshake advances in connectProgress().
+  static Result<std::unique_ptr<Endpoint>> connect(Worker& worker, const Address& address);
+  ~Endpoint();
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+
+  /// Non-blocking: ok once connected, kInProgress while the handshake runs, else the error
+  /// (kConnectionRefused with the listener's reason, kTimedOut, ...).
+  Status connectProgress();
+  /// Blocking connect with a timeout.
+  Status waitConnected(std::chrono::milliseconds timeout);
+
+  /// Non-blocking send of `len` bytes (0 to 2^64-1) under `tag`. The buffer must stay
+  /// valid and unchanged until the request finishes. `mr` is optional.
+  Result<Request> isend(const void* buf, size_t len, uint64_t tag,
+                        const MemoryRegion* mr = nullptr);
+  /// Non-blocking receive into `buf` of capacity `len`. The n-th receive posted for a tag
+  /// matches the n-th message sent with that tag. A larger message fails both sides with
+  /// kTruncated and writes nothing past `len`.
+  Result<Request> irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr = nullptr);
+
+  /// The peer's address and rails, for messages.
+  std::string peerName() const;
+  /// Number of rails in use.
+  size_t railCount() const;
+  EndpointStats stats() const;
+  /// The error that failed the endpoint, or ok.
+  Status error() const;
+
+ private:
+  friend class Listener;
+  explicit Endpoint(std::shared_ptr<EndpointImpl> impl);
+  std::shared_ptr<EndpointImpl> impl_;
+};
+
+}  // namespace braid

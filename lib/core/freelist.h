@@ -1,0 +1,70 @@
+// lib/core/freelist.h — fixed-object pool and a growable ring, so the post/poll path
+// does not allocate once it has warmed up.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <utility>
+#include <vector>
+
+namespace braid::core {
+
+/// Pool of T. get() reuses a released object (reset by the caller) or makes a new one;
+/// put() returns it. Objects never move, so raw pointers stay valid while held.
+template <typename T>
+class Freelist {
+ public:
+  T* get() {
+    if (free_.empty()) {
+      all_.push_back(std::make_unique<T>());
+      return all_.back().get();
+    }
+    T* t = free_.back();
+    free_.pop_back();
+    return t;
+  }
+  void put(T* t) { free_.push_back(t); }
+  size_t allocated() const { return all_.size(); }
+  size_t available() const { return free_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<T>> all_;
+  std::vector<T*> free_;
+};
+
+/// FIFO ring buffer over a vector that doubles when full (amortised, then allocation-free).
+template <typename T>
+class Ring {
+ public:
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+  T& front() { return buf_[head_]; }
+  T& operator[](size_t i) { return buf_[(head_ + i) & (buf_.size() - 1)]; }
+  T& back() { return buf_[(head_ + size_ - 1) & (buf_.size() - 1)]; }
+  void push_back(T v) {
+    if (size_ == buf_.size()) grow();
+    buf_[(head_ + size_) & (buf_.size() - 1)] = std::move(v);
+    ++size_;
+  }
+  void pop_front() {
+    buf_[head_] = T();
+    head_ = (head_ + 1) & (buf_.size() - 1);
+    --size_;
+  }
+  void clear() {
+    while (!empty()) pop_front();
+  }
+
+ private:
+  void grow() {
+    std::vector<T> n(buf_.empty() ? 16 : buf_.size() * 2);
+    for (size_t i = 0; i < size_; ++i) n[i] = std::move((*this)[i]);
+    buf_ = std::move(n);
+    head_ = 0;
+  }
+  std::vector<T> buf_;
+  size_t head_ = 0;
+  size_t size_ = 0;
+};
+
+}  // namespace braid::core

@@ -1,0 +1,71 @@
+// lib/core/params.h — the one registry of BRAID_* environment knobs.
+//
+// Every knob is declared once (params.cc: name, type, default, bounds, one line of doc).
+// Nothing else in braid calls getenv. Values are parsed and validated together into a
+// Params snapshot; a bad value is an error naming the variable, the value and the range.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "braid/status.h"
+
+namespace braid::core {
+
+/// All knobs, parsed. Field docs live in the registry table (params.cc).
+struct Params {
+  std::string logLevel;          // BRAID_LOG_LEVEL
+  std::string logFile;           // BRAID_LOG_FILE
+  std::optional<uint64_t> jobToken;  // BRAID_JOB_TOKEN (unset: generated per listener)
+  int64_t timeoutMs = 0;         // BRAID_TIMEOUT_MS
+  std::string transport;         // BRAID_TRANSPORT
+  std::string socketIfname;      // BRAID_SOCKET_IFNAME
+  int64_t socketNsocks = 0;      // BRAID_SOCKET_NSOCKS
+  int64_t socketBufSize = 0;     // BRAID_SOCKET_BUFSIZE
+  int64_t eagerMax = 0;          // BRAID_EAGER_MAX
+  int64_t chunkSize = 0;         // BRAID_CHUNK_SIZE
+  int64_t spinUs = 0;            // BRAID_SPIN_US
+  // verbs (issue 3)
+  std::string ibHca;             // BRAID_IB_HCA
+  int64_t ibGidIndex = -1;       // BRAID_IB_GID_INDEX
+  int64_t ibRoceVersion = 0;     // BRAID_IB_ROCE_VERSION
+  std::string ibAddrFamily;      // BRAID_IB_ADDR_FAMILY
+  std::string ibAddrRange;       // BRAID_IB_ADDR_RANGE
+  int64_t ibTimeout = 0;         // BRAID_IB_TIMEOUT
+  int64_t ibRetryCnt = 0;        // BRAID_IB_RETRY_CNT
+  int64_t ibTc = 0;              // BRAID_IB_TC
+  int64_t ibSl = 0;              // BRAID_IB_SL
+};
+
+/// One row of the registry, with the value in force.
+struct ParamRow {
+  std::string name;
+  std::string type;          // "int", "size", "string", "enum", "token"
+  std::string defaultValue;  // as text
+  std::string value;         // in force (the default when unset)
+  bool isSet = false;        // set in the environment
+  std::string doc;
+};
+
+/// Looks a variable up; returns nullopt when unset. Injected for tests.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+
+/// The process environment (the only getenv in braid).
+EnvLookup processEnv();
+
+/// Parses every knob from `env`. Errors name the variable, the value and what is allowed.
+Result<Params> parseParams(const EnvLookup& env);
+
+/// The process-wide snapshot, parsed once on first use (errors are returned each time).
+Result<Params> params();
+
+/// Every knob with its current value, in declaration order.
+std::vector<ParamRow> listParams(const EnvLookup& env);
+
+/// "64K", "1M", "2G", "4096" -> bytes. Exposed for tests and tools.
+Result<int64_t> parseSize(const std::string& text);
+
+}  // namespace braid::core

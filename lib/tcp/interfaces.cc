@@ -1,0 +1,110 @@
+#include "tcp/interfaces.h"
+
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace braid::tcp {
+
+IfFilter IfFilter::parse(const std::string& spec) {
+  IfFilter f;
+  std::string s = spec;
+  if (!s.empty() && s[0] == '^') {
+    f.exclude_ = true;
+    s.erase(0, 1);
+  }
+  if (!s.empty() && s[0] == '=') {
+    f.exact_ = true;
+    s.erase(0, 1);
+  }
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t comma = s.find(',', pos);
+    if (comma == std::string::npos) comma = s.size();
+    std::string item = s.substr(pos, comma - pos);
+    if (!item.empty()) f.items_.push_back(item);
+    pos = comma + 1;
+  }
+  return f;
+}
+
+bool IfFilter::matches(const std::string& ifname) const {
+  bool hit = false;
+  for (const auto& it : items_) {
+    if (exact_ ? ifname == it : ifname.compare(0, it.size(), it) == 0) {
+      hit = true;
+      break;
+    }
+  }
+  return exclude_ ? !hit : hit;
+}
+
+Result<std::vector<Interface>> listInterfaces() {
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0)
+    return Status(Code::kSystemError, fmt::format("getifaddrs: {}", std::strerror(errno)));
+  std::vector<Interface> v4, v6;
+  for (ifaddrs* a = list; a; a = a->ifa_next) {
+    if (!a->ifa_addr || !(a->ifa_flags & IFF_UP) || !(a->ifa_flags & IFF_RUNNING)) continue;
+    int fam = a->ifa_addr->sa_family;
+    if (fam != AF_INET && fam != AF_INET6) continue;
+    Interface i;
+    i.name = a->ifa_name;
+    i.loopback = (a->ifa_flags & IFF_LOOPBACK) != 0;
+    if (fam == AF_INET) {
+      std::memcpy(&i.addr.storage, a->ifa_addr, sizeof(sockaddr_in));
+      i.addr.len = sizeof(sockaddr_in);
+      v4.push_back(i);
+    } else {
+      auto* s6 = reinterpret_cast<sockaddr_in6*>(a->ifa_addr);
+      if (IN6_IS_ADDR_LINKLOCAL(&s6->sin6_addr)) continue;  // needs a scope id: not a rail
+      std::memcpy(&i.addr.storage, a->ifa_addr, sizeof(sockaddr_in6));
+      i.addr.len = sizeof(sockaddr_in6);
+      v6.push_back(i);
+    }
+  }
+  freeifaddrs(list);
+  std::vector<Interface> out;
+  auto seen = [&](const std::string& n) {
+    for (auto& o : out)
+      if (o.name == n) return true;
+    return false;
+  };
+  for (auto& i : v4)
+    if (!seen(i.name)) out.push_back(i);
+  for (auto& i : v6)
+    if (!seen(i.name)) out.push_back(i);
+  return out;
+}
+
+Result<std::vector<Interface>> selectRails(const std::string& spec,
+                                           const std::vector<Interface>& all) {
+  std::vector<Interface> out;
+  if (spec.empty()) {
+    for (const auto& i : all)
+      if (!i.loopback && i.name.compare(0, 6, "docker") != 0) out.push_back(i);
+    if (out.empty())
+      for (const auto& i : all)
+        if (i.loopback) out.push_back(i);
+  } else {
+    IfFilter f = IfFilter::parse(spec);
+    for (const auto& i : all)
+      if (f.matches(i.name)) out.push_back(i);
+  }
+  if (out.empty()) {
+    std::string names;
+    for (const auto& i : all) names += (names.empty() ? "" : ", ") + i.name;
+    return Status(Code::kNotFound,
+                  fmt::format("BRAID_SOCKET_IFNAME='{}' matches no usable interface (up, with an "
+                              "address); interfaces here: {}",
+                              spec, names.empty() ? "none" : names));
+  }
+  return out;
+}
+
+}  // namespace braid::tcp

@@ -1,0 +1,728 @@
+// Endpoint: the message protocol (matching, CTS, eager, chunking) and the client side
+// of the connection handshake.
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "transport/internal.h"
+
+namespace braid {
+
+namespace {
+
+uint64_t randomU64() {
+  uint64_t v = 0;
+  while (v == 0) {
+    if (getrandom(&v, sizeof v, 0) != sizeof v) v = core::nowNs() * 0x9E3779B97F4A7C15ull;
+  }
+  return v;
+}
+
+wire::FrameHeader frame(wire::FrameType t, uint64_t tag, uint64_t seq, uint64_t total,
+                        uint32_t length = 0, uint64_t offset = 0) {
+  wire::FrameHeader h{};
+  h.magic = wire::kFrameMagic;
+  h.type = static_cast<uint8_t>(t);
+  h.length = length;
+  h.tag = tag;
+  h.seq = seq;
+  h.offset = offset;
+  h.total = total;
+  return h;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- lifecycle
+
+EndpointImpl::EndpointImpl(WorkerImpl* w)
+    : worker(w),
+      ctx(w->ctx),
+      scheduler(SchedulerConfig{w->ctx->chunkSize, std::min<uint64_t>(64 * 1024, w->ctx->chunkSize),
+                                128}) {
+  lastRxNs = lastTxNs = core::nowNs();
+  worker->addEndpoint(this);
+}
+
+EndpointImpl::~EndpointImpl() { close(); }
+
+void EndpointImpl::close() {
+  if (closed) return;
+  closed = true;
+  worker->removeEndpoint(this);
+  if (state == EpState::kConnected && control && control->fd() >= 0) {
+    // Tell the peer this is a close, not a crash; best effort, never blocks.
+    wire::FrameHeader h = frame(wire::FrameType::kClose, 0, 0, 0);
+    iovec iov{&h, sizeof h};
+    (void)tcp::writeSomeV(control->fd(), &iov, 1, peer);
+  }
+  if (control) worker->linger(control->detach());
+  for (auto& d : data)
+    if (d) worker->linger(d->detach());
+  if (state != EpState::kFailed) {
+    state = EpState::kFailed;
+    error = Status(Code::kCanceled, "endpoint closed");
+  }
+}
+
+std::string EndpointImpl::describe() const {
+  return fmt::format("endpoint {:x} with {}", endpointId, peer.empty() ? "?" : peer);
+}
+
+void EndpointImpl::fail(Status st) {
+  if (state == EpState::kFailed) return;
+  state = EpState::kFailed;
+  error = st.code() == Code::kConnectionReset || st.code() == Code::kTimedOut ||
+                  st.code() == Code::kConnectionRefused || st.code() == Code::kProtocolError
+              ? st
+              : Status(Code::kEndpointFailed, st.toString());
+  BRAID_LOG_ERROR(kTransport, "{} failed: {}", describe(), error.toString());
+  if (control) control->closeFd();
+  for (auto& d : data)
+    if (d) d->closeFd();
+  for (auto& [tag, ts] : tags) {
+    for (size_t i = 0; i < ts.sends.size(); ++i)
+      if (!ts.sends[i]->finished) finish(ts.sends[i], error);
+    for (size_t i = 0; i < ts.recvs.size(); ++i)
+      if (!ts.recvs[i]->finished) finish(ts.recvs[i], error);
+    ts.unmatchedSends.clear();
+  }
+}
+
+// ---------------------------------------------------------------- posting
+
+std::vector<Channel*> EndpointImpl::allChannels() const {
+  std::vector<Channel*> v;
+  if (control) v.push_back(control.get());
+  for (auto& d : data)
+    if (d) v.push_back(d.get());
+  return v;
+}
+
+TagState& EndpointImpl::tagState(uint64_t tag) { return tags[tag]; }
+
+Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag) {
+  if (state == EpState::kFailed) return error;
+  if (state != EpState::kConnected)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("{} is not connected yet: call connectProgress() until it returns ok",
+                              describe()));
+  if (buf == nullptr && len > 0)
+    return Status(Code::kInvalidArgument, "null buffer with a non-zero length");
+  OpState* op = ops.get();
+  op->reset();
+  op->kind = kind;
+  op->tag = tag;
+  op->buf = buf;
+  op->len = len;
+  op->hasHandle = true;
+  ++outstanding;
+  TagState& ts = tagState(tag);
+  if (kind == OpState::Kind::kSend) {
+    op->seq = ts.nextSendSeq++;
+    ts.sends.push_back(op);
+    if (len <= eagerMax) {
+      OutFrame f;
+      f.hdr = frame(wire::FrameType::kEager, tag, op->seq, len, static_cast<uint32_t>(len));
+      f.payload = buf;
+      f.op = op;
+      control->queue(f, true);
+      controlDirty = control->hasOutput();
+    }
+    ts.unmatchedSends.push_back(op);
+    matchSends(ts);
+  } else {
+    op->seq = ts.nextRecvSeq++;
+    ts.recvs.push_back(op);
+    OutFrame f;
+    f.hdr = frame(wire::FrameType::kCts, tag, op->seq, len);
+    control->queue(f, false);  // goes out with the next send or progress()
+    controlDirty = true;
+    // An eager message may already be here.
+    if (!ts.unexpected.empty() && ts.unexpected.front().seq == op->seq) {
+      auto& u = ts.unexpected.front();
+      op->matched = true;
+      op->size = u.size;
+      if (u.size > len) {
+        finish(op, Status(Code::kTruncated,
+                          fmt::format("message {} of tag {} from {} has {} bytes but the receive "
+                                      "buffer holds {}: post a larger buffer",
+                                      op->seq, tag, peer, u.size, len)));
+      } else {
+        if (u.size) std::memcpy(buf, u.data.data(), u.size);
+        op->bytesDone = u.size;
+        finish(op, Status::ok());
+      }
+      ts.unexpected.erase(ts.unexpected.begin());
+      ++stats.messagesReceived;
+    }
+  }
+  return Request(shared_from_this(), op);
+}
+
+void EndpointImpl::flushControl() {
+  controlDirty = false;
+  if (control && control->fd() >= 0) control->flush();
+}
+
+// ---------------------------------------------------------------- send side
+
+void EndpointImpl::matchSends(TagState& ts) {
+  while (!ts.unmatchedSends.empty() && !ts.cts.empty()) {
+    OpState* op = ts.unmatchedSends.front();
+    wire::FrameHeader cts = ts.cts.front();
+    ts.unmatchedSends.pop_front();
+    ts.cts.pop_front();
+    if (cts.seq != op->seq) {
+      fail(Status(Code::kProtocolError,
+                  fmt::format("clear-to-send for tag {} seq {} while seq {} was expected", cts.tag,
+                              cts.seq, op->seq)));
+      return;
+    }
+    startSend(op, cts);
+    if (state == EpState::kFailed) return;
+  }
+}
+
+void EndpointImpl::startSend(OpState* op, const wire::FrameHeader& cts) {
+  op->matched = true;
+  if (op->len > cts.total) {
+    Status st(Code::kTruncated,
+              fmt::format("message {} of tag {} to {} has {} bytes but the peer posted a receive "
+                          "of {}: the peer must post a larger buffer",
+                          op->seq, op->tag, peer, op->len, cts.total));
+    if (op->len > eagerMax) {
+      OutFrame f;
+      f.hdr = frame(wire::FrameType::kTruncated, op->tag, op->seq, op->len);
+      control->queue(f, true);
+    }
+    finish(op, st);
+    return;
+  }
+  if (op->len <= eagerMax) {  // payload already queued or sent
+    if (op->pendingFrames == 0) finish(op, Status::ok());
+    return;
+  }
+  // Large: stripe over rails, each chunk to the least-loaded socket of its rail.
+  snaps.resize(railCount);
+  for (uint32_t r = 0; r < railCount; ++r) {
+    uint64_t q = 0;
+    for (uint32_t k = 0; k < socketsPerRail; ++k) q += data[r * socketsPerRail + k]->queuedBytes();
+    snaps[r] = RailSnapshot{r, socketsPerRail, q, 0.0, true};
+  }
+  scheduler.plan(op->len, snaps, plan);
+  for (const Chunk& c : plan) {
+    Channel* best = nullptr;
+    for (uint32_t k = 0; k < socketsPerRail; ++k) {
+      Channel* ch = data[c.rail * socketsPerRail + k].get();
+      if (!best || ch->queuedBytes() < best->queuedBytes()) best = ch;
+    }
+    OutFrame f;
+    f.hdr = frame(wire::FrameType::kChunk, op->tag, op->seq, op->len,
+                  static_cast<uint32_t>(c.length), c.offset);
+    f.payload = op->buf + c.offset;
+    f.op = op;
+    best->queue(f, true);
+    if (state == EpState::kFailed) return;
+  }
+}
+
+void EndpointImpl::onFrameSent(OutFrame& f) {
+  OpState* op = f.op;
+  if (!op) return;
+  --op->pendingFrames;
+  if (!op->finished) {
+    op->bytesDone += f.hdr.length;
+    if (op->matched && op->bytesDone == op->len) finish(op, Status::ok());
+  } else {
+    maybeRecycle(op);
+  }
+}
+
+// ---------------------------------------------------------------- receive side
+
+void EndpointImpl::onFrame(Channel& ch, const wire::FrameHeader& f, const uint8_t* payload) {
+  (void)ch;
+  switch (static_cast<wire::FrameType>(f.type)) {
+    case wire::FrameType::kCts: {
+      TagState& ts = tagState(f.tag);
+      ts.cts.push_back(f);
+      matchSends(ts);
+      return;
+    }
+    case wire::FrameType::kEager: {
+      TagState& ts = tagState(f.tag);
+      OpState* op = nullptr;
+      if (!ts.recvs.empty() && f.seq >= ts.recvs.front()->seq &&
+          f.seq - ts.recvs.front()->seq < ts.recvs.size())
+        op = ts.recvs[f.seq - ts.recvs.front()->seq];
+      if (op == nullptr) {
+        if (f.seq < ts.nextRecvSeq) {
+          fail(Status(Code::kProtocolError,
+                      fmt::format("eager message for tag {} seq {} that was already received",
+                                  f.tag, f.seq)));
+          return;
+        }
+        ts.unexpected.push_back({f.seq, std::vector<uint8_t>(payload, payload + f.length), f.total});
+        return;
+      }
+      ++stats.messagesReceived;
+      op->matched = true;
+      op->size = f.total;
+      if (f.total > op->len) {
+        finish(op, Status(Code::kTruncated,
+                          fmt::format("message {} of tag {} from {} has {} bytes but the receive "
+                                      "buffer holds {}: post a larger buffer",
+                                      f.seq, f.tag, peer, f.total, op->len)));
+        return;
+      }
+      if (f.length) std::memcpy(op->buf, payload, f.length);
+      op->bytesDone = f.length;
+      stats.bytesReceived += f.length;
+      finish(op, Status::ok());
+      return;
+    }
+    case wire::FrameType::kTruncated: {
+      TagState& ts = tagState(f.tag);
+      for (size_t i = 0; i < ts.recvs.size(); ++i) {
+        OpState* op = ts.recvs[i];
+        if (op->seq == f.seq && !op->finished) {
+          op->size = f.total;
+          finish(op, Status(Code::kTruncated,
+                            fmt::format("message {} of tag {} from {} has {} bytes but the "
+                                        "receive buffer holds {}: post a larger buffer",
+                                        f.seq, f.tag, peer, f.total, op->len)));
+        }
+      }
+      return;
+    }
+    case wire::FrameType::kHeartbeat:
+      return;
+    case wire::FrameType::kClose:
+      fail(Status(Code::kConnectionReset, fmt::format("peer {} closed the endpoint", peer)));
+      return;
+    case wire::FrameType::kChunk:
+      fail(Status(Code::kProtocolError, "chunk frame on the control socket"));
+      return;
+  }
+}
+
+uint8_t* EndpointImpl::chunkDest(const wire::FrameHeader& f, OpState** out) {
+  *out = nullptr;
+  auto it = tags.find(f.tag);
+  OpState* op = nullptr;
+  if (it != tags.end()) {
+    TagState& ts = it->second;
+    if (!ts.recvs.empty() && f.seq >= ts.recvs.front()->seq &&
+        f.seq - ts.recvs.front()->seq < ts.recvs.size())
+      op = ts.recvs[f.seq - ts.recvs.front()->seq];
+  }
+  if (op == nullptr || op->finished) {
+    fail(Status(Code::kProtocolError,
+                fmt::format("chunk for tag {} seq {} that has no posted receive", f.tag, f.seq)));
+    return nullptr;
+  }
+  if (f.total > op->len) {
+    fail(Status(Code::kProtocolError,
+                fmt::format("chunk of a {}-byte message for a {}-byte receive (tag {} seq {})",
+                            f.total, op->len, f.tag, f.seq)));
+    return nullptr;
+  }
+  op->matched = true;
+  op->size = f.total;
+  *out = op;
+  return op->buf + f.offset;
+}
+
+void EndpointImpl::onChunkLanded(OpState* op, uint64_t bytes) {
+  op->bytesDone += bytes;
+  stats.bytesReceived += bytes;
+  if (op->bytesDone == op->size && !op->finished) {
+    ++stats.messagesReceived;
+    finish(op, Status::ok());
+  }
+}
+
+// ---------------------------------------------------------------- completion
+
+void EndpointImpl::finish(OpState* op, Status st) {
+  if (op->finished) return;
+  op->finished = true;
+  op->status = std::move(st);
+  --outstanding;
+  if (op->kind == OpState::Kind::kSend && op->status.isOk()) {
+    ++stats.messagesSent;
+    stats.bytesSent += op->len;
+  }
+  if (!op->status.isOk() && op->status.code() == Code::kTruncated)
+    BRAID_LOG_WARN(kTransport, "{}", op->status.message());
+  TagState& ts = tagState(op->tag);
+  releaseInOrder(ts, op->kind == OpState::Kind::kSend);
+}
+
+void EndpointImpl::releaseInOrder(TagState& ts, bool sends) {
+  core::Ring<OpState*>& q = sends ? ts.sends : ts.recvs;
+  while (!q.empty() && q.front()->finished) {
+    OpState* op = q.front();
+    q.pop_front();
+    op->released = true;
+    maybeRecycle(op);
+  }
+}
+
+void EndpointImpl::maybeRecycle(OpState* op) {
+  if (op->released && !op->hasHandle && op->pendingFrames == 0) {
+    op->reset();
+    ops.put(op);
+  }
+}
+
+void EndpointImpl::dropHandle(OpState* op) {
+  op->hasHandle = false;
+  maybeRecycle(op);
+}
+
+// ---------------------------------------------------------------- timers
+
+void EndpointImpl::tick(uint64_t now) {
+  if (state == EpState::kFailed) return;
+  if (state != EpState::kConnected) {
+    if (now > deadlineNs)
+      fail(Status(Code::kTimedOut,
+                  fmt::format("connection with {} not established within BRAID_TIMEOUT_MS={} "
+                              "(state {}); check the address, firewall and that the peer accepts",
+                              peer, ctx->timeoutMs, static_cast<int>(state))));
+    return;
+  }
+  uint64_t timeoutNs = static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull;
+  if (now - lastTxNs > timeoutNs / 3 && !control->hasOutput()) {
+    OutFrame f;
+    f.hdr = frame(wire::FrameType::kHeartbeat, 0, 0, 0);
+    control->queue(f, true);
+  }
+  if (outstanding > 0 && now - lastRxNs > timeoutNs)
+    fail(Status(Code::kTimedOut,
+                fmt::format("nothing heard from peer {} for {} ms (BRAID_TIMEOUT_MS) while {} "
+                            "requests wait: the peer is hung, stopped or unreachable",
+                            peer, (now - lastRxNs) / 1000000, outstanding)));
+}
+
+// ---------------------------------------------------------------- client handshake
+
+Status EndpointImpl::startConnect(const Address& addr) {
+  // Address layout: see listener.cc (encodeAddress).
+  uint32_t magic;
+  std::memcpy(&magic, addr.bytes, 4);
+  if (magic != wire::kMagic) return Status(Code::kInvalidArgument, "not a braid address");
+  uint16_t family, port;
+  std::memcpy(&family, addr.bytes + 6, 2);
+  std::memcpy(&port, addr.bytes + 8, 2);
+  std::memcpy(&token, addr.bytes + 16, 8);
+  tcp::SockAddr remote = tcp::SockAddr::fromBytes(family, addr.bytes + 24, port);
+  if (remote.len == 0) return Status(Code::kInvalidArgument, "address with unknown family");
+  peer = remote.toString();
+  ctrlAddr = remote;
+  nonce = randomU64();
+  deadlineNs = core::nowNs() + static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull;
+  for (const auto& i : ctx->tcpRails) {
+    uint8_t bytes[16];
+    i.addr.toBytes(bytes);
+    localRails.push_back(wire::makeRailDesc(i.name, i.addr.family(), bytes, 0));
+  }
+  tcp::SockAddr local;  // control socket: let the kernel choose the source
+  BRAID_ASSIGN_OR_RETURN(tcp::Fd fd,
+                         tcp::startConnect(local, remote, {0, ctx->timeoutMs}));
+  control = std::make_unique<Channel>(this, std::move(fd), -1, 0, true);
+  BRAID_RETURN_IF_ERROR(worker->poller.add(control->fd(), EPOLLIN | EPOLLOUT, control.get()));
+  wire::HelloBody hb{};
+  hb.token = token;
+  hb.nonce = nonce;
+  hb.railCount = static_cast<uint32_t>(localRails.size());
+  hb.socketsPerRail = static_cast<uint32_t>(ctx->socketsPerRail);
+  hb.eagerMax = ctx->eagerMax;
+  hb.transport = static_cast<uint32_t>(Transport::kTcp);
+  hsOut = wire::encodeHello(hb, localRails);
+  hsSent = 0;
+  hsBuf.assign(sizeof(wire::HsHeader), 0);
+  hsGot = 0;
+  state = EpState::kConnecting;
+  return Status::ok();
+}
+
+void EndpointImpl::onHandshakeEvent(Channel& ch, uint32_t events) {
+  (void)events;
+  if (state == EpState::kFailed) return;
+  Status st = progressHandshake(ch);
+  if (!st.isOk() && st.code() != Code::kInProgress) fail(st);
+}
+
+Status EndpointImpl::progressHandshake(Channel& ch) {
+  if (&ch == control.get()) {
+    if (state == EpState::kConnecting) {
+      Status c = tcp::finishConnect(ch.fd(), ctrlAddr);
+      if (c.code() == Code::kInProgress) return c;
+      if (!c.isOk())
+        return Status(c.code(), fmt::format("connect to listener {}: {}", peer, c.message()));
+      // Write the hello (small: normally one call).
+      while (hsSent < hsOut.size()) {
+        iovec iov{hsOut.data() + hsSent, hsOut.size() - hsSent};
+        BRAID_ASSIGN_OR_RETURN(auto r, tcp::writeSomeV(ch.fd(), &iov, 1, peer));
+        if (r.wouldBlock) return Status(Code::kInProgress, "");
+        hsSent += r.bytes;
+      }
+      BRAID_RETURN_IF_ERROR(worker->poller.modify(ch.fd(), EPOLLIN, &ch));
+      state = EpState::kAwaitAck;
+    }
+    if (state == EpState::kAwaitAck) {
+      for (;;) {
+        BRAID_ASSIGN_OR_RETURN(auto r, tcp::readSome(ch.fd(), hsBuf.data() + hsGot,
+                                                     hsBuf.size() - hsGot, peer));
+        if (r.eof)
+          return Status(Code::kConnectionRefused,
+                        fmt::format("listener {} closed the connection during the handshake "
+                                    "(wrong job token or version, or not a braid listener?)",
+                                    peer));
+        if (r.wouldBlock) return Status(Code::kInProgress, "");
+        hsGot += r.bytes;
+        if (hsGot < hsBuf.size()) continue;
+        wire::HsHeader h;
+        std::memcpy(&h, hsBuf.data(), sizeof h);
+        if (hsBuf.size() == sizeof h) {
+          auto chk = wire::checkHeader(h);
+          if (!chk.status.isOk()) return chk.status.withContext("reply from " + peer);
+          hsBuf.resize(sizeof h + h.length);
+          if (h.length > 0) continue;
+        }
+        const uint8_t* body = hsBuf.data() + sizeof h;
+        if (h.type == static_cast<uint16_t>(wire::HsType::kReject))
+          return wire::decodeReject(body, h.length).withContext(peer);
+        if (h.type != static_cast<uint16_t>(wire::HsType::kHelloAck))
+          return Status(Code::kProtocolError, fmt::format("{} answered the hello with frame "
+                                                          "type {}", peer, h.type));
+        BRAID_ASSIGN_OR_RETURN(wire::HelloAck ack, wire::decodeHelloAck(body, h.length));
+        if (ack.body.nonce != nonce)
+          return Status(Code::kProtocolError, fmt::format("{} acked another connection", peer));
+        return startDataSockets(ack);
+      }
+    }
+    return Status(Code::kInProgress, "");
+  }
+  // A data socket: finish the connect, then write its join.
+  for (size_t i = 0; i < data.size(); ++i) {
+    if (data[i].get() != &ch || dataReady[i]) continue;
+    if (dataConnecting[i]) {
+      const wire::RailDesc& pr = peerRails[i / socketsPerRail];
+      Status c = tcp::finishConnect(ch.fd(), tcp::SockAddr::fromBytes(pr.family, pr.addr, pr.port));
+      if (c.code() == Code::kInProgress) return c;
+      if (!c.isOk())
+        return Status(c.code(), fmt::format("data socket {} of rail {} to {}: {}",
+                                            i % socketsPerRail, i / socketsPerRail,
+                                            wire::railName(peerRails[i / socketsPerRail]),
+                                            c.message()));
+      dataConnecting[i] = false;
+    }
+    while (joinSent[i] < joinOut[i].size()) {
+      iovec iov{joinOut[i].data() + joinSent[i], joinOut[i].size() - joinSent[i]};
+      BRAID_ASSIGN_OR_RETURN(auto r, tcp::writeSomeV(ch.fd(), &iov, 1, peer));
+      if (r.wouldBlock) return Status(Code::kInProgress, "");
+      joinSent[i] += r.bytes;
+    }
+    dataReady[i] = true;
+    BRAID_RETURN_IF_ERROR(worker->poller.modify(ch.fd(), EPOLLIN, &ch));
+  }
+  if (std::all_of(dataReady.begin(), dataReady.end(), [](bool b) { return b; })) onConnected();
+  return Status::ok();
+}
+
+Status EndpointImpl::startDataSockets(const wire::HelloAck& ack) {
+  endpointId = ack.body.endpointId;
+  railCount = ack.body.railCount;
+  socketsPerRail = ack.body.socketsPerRail;
+  eagerMax = ack.body.eagerMax;
+  peerRails = ack.rails;
+  if (railCount > localRails.size() || railCount != peerRails.size())
+    return Status(Code::kProtocolError, "listener acked more rails than offered");
+  state = EpState::kJoining;
+  size_t n = static_cast<size_t>(railCount) * socketsPerRail;
+  data.resize(n);
+  dataReady.assign(n, false);
+  dataConnecting.assign(n, true);
+  joinOut.resize(n);
+  joinSent.assign(n, 0);
+  for (uint32_t r = 0; r < railCount; ++r) {
+    tcp::SockAddr local = tcp::SockAddr::fromBytes(localRails[r].family, localRails[r].addr, 0);
+    tcp::SockAddr remote =
+        tcp::SockAddr::fromBytes(peerRails[r].family, peerRails[r].addr, peerRails[r].port);
+    for (uint32_t k = 0; k < socketsPerRail; ++k) {
+      size_t i = r * socketsPerRail + k;
+      tcp::SocketTuning t{static_cast<int>(ctx->params.socketBufSize), ctx->timeoutMs};
+      BRAID_ASSIGN_OR_RETURN(tcp::Fd fd, tcp::startConnect(local, remote, t));
+      data[i] = std::make_unique<Channel>(this, std::move(fd), static_cast<int>(r),
+                                          static_cast<int>(k), false);
+      BRAID_RETURN_IF_ERROR(worker->poller.add(data[i]->fd(), EPOLLOUT, data[i].get()));
+      joinOut[i] = wire::encodeJoin({token, endpointId, r, k});
+    }
+  }
+  BRAID_LOG_DEBUG(kTransport, "{}: hello acked, {} rails x {} sockets", describe(), railCount,
+                  socketsPerRail);
+  return Status(Code::kInProgress, "");
+}
+
+void EndpointImpl::onConnected() {
+  state = EpState::kConnected;
+  for (Channel* ch : allChannels()) {
+    Status st = ch->arm(EPOLLIN);
+    if (!st.isOk()) return fail(st);
+  }
+  stats.bytesSentPerRail.assign(railCount, 0);
+  lastRxNs = lastTxNs = core::nowNs();
+  hsBuf.clear();
+  hsBuf.shrink_to_fit();
+  joinOut.clear();
+  std::string rails;
+  for (uint32_t r = 0; r < railCount; ++r)
+    rails += fmt::format(" {}->{}", wire::railName(localRails[r]), wire::railName(peerRails[r]));
+  BRAID_LOG_INFO(kTransport, "{} connected ({}): {} rails x {} sockets:{}", describe(),
+                 isServer ? "accepted" : "connected", railCount, socketsPerRail, rails);
+}
+
+Status EndpointImpl::connectProgress() {
+  if (state == EpState::kConnected) return Status::ok();
+  if (state == EpState::kFailed) return error;
+  BRAID_ASSIGN_OR_RETURN(size_t n, worker->progress(0));
+  (void)n;
+  if (state == EpState::kConnected) return Status::ok();
+  if (state == EpState::kFailed) return error;
+  return Status(Code::kInProgress, "connecting to " + peer);
+}
+
+// ---------------------------------------------------------------- public wrappers
+
+Endpoint::Endpoint(std::shared_ptr<EndpointImpl> impl) : impl_(std::move(impl)) {}
+
+Endpoint::~Endpoint() {
+  if (!impl_) return;
+  if (impl_->state != EpState::kFailed && impl_->outstanding > 0)
+    BRAID_LOG_WARN(kTransport, "{} closed with {} requests outstanding: they are canceled",
+                   impl_->describe(), impl_->outstanding);
+  // Cancel what is left so Request handles see a clean error; keep the impl alive for them.
+  for (auto& [tag, ts] : impl_->tags) {
+    for (size_t i = 0; i < ts.sends.size(); ++i)
+      impl_->finish(ts.sends[i], Status(Code::kCanceled, "endpoint closed"));
+    for (size_t i = 0; i < ts.recvs.size(); ++i)
+      impl_->finish(ts.recvs[i], Status(Code::kCanceled, "endpoint closed"));
+  }
+  impl_->close();
+}
+
+Result<std::unique_ptr<Endpoint>> Endpoint::connect(Worker& worker, const Address& address) {
+  auto impl = std::make_shared<EndpointImpl>(&worker.impl());
+  Status st = impl->startConnect(address);
+  if (!st.isOk()) {
+    BRAID_LOG_ERROR(kTransport, "connect to {}: {}", address.toString(), st.toString());
+    return st;
+  }
+  return std::unique_ptr<Endpoint>(new Endpoint(std::move(impl)));
+}
+
+Status Endpoint::connectProgress() { return impl_->connectProgress(); }
+
+Status Endpoint::waitConnected(std::chrono::milliseconds timeout) {
+  uint64_t end = core::nowNs() + static_cast<uint64_t>(std::min<int64_t>(
+                                     timeout.count(), INT64_MAX / 2000000)) * 1000000ull;
+  for (;;) {
+    Status st = connectProgress();
+    if (st.code() != Code::kInProgress) return st;
+    if (core::nowNs() > end)
+      return Status(Code::kTimedOut, fmt::format("not connected to {} within {} ms",
+                                                 impl_->peer, timeout.count()));
+    auto r = impl_->worker->progress(1);
+    if (!r) return r.status();
+  }
+}
+
+Result<Request> Endpoint::isend(const void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
+  if (mr && !mr->contains(buf, len))
+    return Status(Code::kInvalidArgument, "isend: buffer outside its MemoryRegion");
+  return impl_->post(OpState::Kind::kSend, static_cast<uint8_t*>(const_cast<void*>(buf)), len,
+                     tag);
+}
+
+Result<Request> Endpoint::irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
+  if (mr && !mr->contains(buf, len))
+    return Status(Code::kInvalidArgument, "irecv: buffer outside its MemoryRegion");
+  return impl_->post(OpState::Kind::kRecv, static_cast<uint8_t*>(buf), len, tag);
+}
+
+std::string Endpoint::peerName() const { return impl_->peer; }
+size_t Endpoint::railCount() const { return impl_->railCount; }
+EndpointStats Endpoint::stats() const { return impl_->stats; }
+Status Endpoint::error() const { return impl_->state == EpState::kFailed ? impl_->error : Status(); }
+
+// ---------------------------------------------------------------- Request
+
+Request::Request(std::shared_ptr<EndpointImpl> ep, OpState* op) : ep_(std::move(ep)), op_(op) {}
+
+Request::~Request() { reset(); }
+
+Request::Request(Request&& o) noexcept : ep_(std::move(o.ep_)), op_(o.op_) { o.op_ = nullptr; }
+
+Request& Request::operator=(Request&& o) noexcept {
+  if (this != &o) {
+    reset();
+    ep_ = std::move(o.ep_);
+    op_ = o.op_;
+    o.op_ = nullptr;
+  }
+  return *this;
+}
+
+void Request::reset() noexcept {
+  if (op_) ep_->dropHandle(op_);
+  op_ = nullptr;
+  ep_.reset();
+}
+
+Status Request::test() {
+  if (!op_) return Status(Code::kInvalidArgument, "test() on an empty Request");
+  if (op_->released) return op_->status;
+  auto r = ep_->worker->progress(0);
+  if (!r) return r.status();
+  if (op_->released) return op_->status;
+  return Status(Code::kInProgress, "");
+}
+
+Status Request::wait(std::chrono::milliseconds timeout) {
+  if (!op_) return Status(Code::kInvalidArgument, "wait() on an empty Request");
+  uint64_t start = core::nowNs();
+  uint64_t limit = timeout.count() >= INT64_MAX / 2000000
+                       ? UINT64_MAX
+                       : start + static_cast<uint64_t>(std::max<int64_t>(0, timeout.count())) * 1000000ull;
+  uint64_t spinEnd = start + static_cast<uint64_t>(ep_->ctx->spinUs) * 1000ull;
+  for (;;) {
+    Status st = test();
+    if (st.code() != Code::kInProgress) return st;
+    uint64_t now = core::nowNs();
+    if (now >= limit)
+      return Status(Code::kTimedOut, fmt::format("request (tag {}) not finished within {} ms",
+                                                 op_->tag, timeout.count()));
+    if (now >= spinEnd) {
+      uint64_t left = (limit - now) / 1000000ull;
+      auto r = ep_->worker->progress(static_cast<int>(std::clamp<uint64_t>(left, 1, 100)));
+      if (!r) return r.status();
+    }
+  }
+}
+
+size_t Request::size() const {
+  if (!op_) return 0;
+  return op_->kind == OpState::Kind::kSend ? op_->len : op_->size;
+}
+
+}  // namespace braid

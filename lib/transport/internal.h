@@ -1,0 +1,249 @@
+// lib/transport/internal.h — implementation types behind include/braid/transport.h.
+//
+// Protocol (docs/protocol.md): every receive posts a clear-to-send (CTS) frame carrying
+// its capacity; the n-th send of a tag matches the n-th CTS of that tag. Small messages
+// (<= eagerMax) go at once on the control socket and finish when their CTS is matched;
+// large ones wait for the CTS, then are cut by the Scheduler into chunks written on the
+// data sockets of every rail and received straight into the user's buffer at their
+// offset. A sender larger than the CTS capacity fails both sides with kTruncated before
+// any payload moves (eager: the receiver discards it).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "braid/transport.h"
+#include "core/freelist.h"
+#include "core/params.h"
+#include "tcp/interfaces.h"
+#include "tcp/poller.h"
+#include "tcp/socket.h"
+#include "transport/scheduler.h"
+#include "transport/wire.h"
+
+namespace braid {
+using transport::Chunk;
+using transport::RailSnapshot;
+using transport::Scheduler;
+using transport::SchedulerConfig;
+
+struct Context::Impl {
+  core::Params params;
+  Transport transport = Transport::kTcp;
+  std::vector<tcp::Interface> tcpRails;
+  std::vector<RailInfo> rails;
+  int socketsPerRail = 2;
+  std::optional<uint64_t> jobToken;
+  int timeoutMs = 30000;
+  uint64_t eagerMax = 16384;
+  uint64_t chunkSize = 512 * 1024;
+  int spinUs = 50;
+};
+
+/// One isend or irecv.
+struct OpState {
+  enum class Kind : uint8_t { kSend, kRecv };
+  Kind kind = Kind::kSend;
+  uint64_t tag = 0;
+  uint64_t seq = 0;
+  uint8_t* buf = nullptr;
+  uint64_t len = 0;         ///< send: message size; recv: capacity
+  uint64_t size = 0;        ///< recv: message size once known
+  uint64_t bytesDone = 0;   ///< send: handed to the kernel; recv: landed
+  bool matched = false;     ///< send: CTS seen; recv: size known
+  bool finished = false;
+  bool released = false;    ///< finished and every earlier op of its tag released
+  bool hasHandle = false;   ///< a Request refers to it
+  uint32_t pendingFrames = 0;  ///< queued frames pointing at buf
+  Status status;
+  void reset() { *this = OpState(); }
+};
+
+struct EndpointImpl;
+struct WorkerImpl;
+
+/// A frame waiting to be written: header plus an optional payload pointer.
+struct OutFrame {
+  wire::FrameHeader hdr{};
+  const uint8_t* payload = nullptr;
+  uint64_t sent = 0;  ///< bytes of header+payload written so far
+  OpState* op = nullptr;
+  uint64_t total() const { return sizeof hdr + hdr.length; }
+};
+
+/// One TCP socket of an endpoint: the control socket or a data socket of a rail.
+class Channel final : public tcp::Pollable {
+ public:
+  Channel(EndpointImpl* ep, tcp::Fd fd, int rail, int index, bool control);
+  ~Channel() override;
+  void onEvent(uint32_t events) override;
+
+  /// Queues a frame; writes at once when `flushNow` and nothing else is queued.
+  void queue(const OutFrame& f, bool flushNow);
+  /// Writes what the socket accepts. Errors fail the endpoint.
+  void flush();
+  void readAll();
+  void closeFd() noexcept;
+  uint64_t queuedBytes() const { return queuedBytes_; }
+  bool hasOutput() const { return !out_.empty(); }
+  int fd() const { return fd_.get(); }
+  /// Drops queued frames and hands the socket over (to linger or to another owner).
+  tcp::Fd detach();
+  /// Re-homes the channel's socket in the poller with `events` (after a hand-over).
+  Status arm(uint32_t events);
+  int rail() const { return rail_; }
+
+  // Handshake-phase helpers (exact reads, so no data-phase byte is consumed early).
+  tcp::Fd& fdRef() { return fd_; }
+
+ private:
+  void setWantOut(bool want);
+  bool handleControlBuffer();
+  void readData();
+
+  EndpointImpl* ep_;
+  tcp::Fd fd_;
+  int rail_;
+  int index_;
+  bool control_;
+  bool wantOut_ = false;
+  core::Ring<OutFrame> out_;
+  uint64_t queuedBytes_ = 0;
+  // Control inbound: buffered parse.
+  std::vector<uint8_t> rx_;
+  size_t rxHead_ = 0, rxTail_ = 0;
+  // Data inbound: header then payload straight into the receive buffer.
+  wire::FrameHeader hdr_{};
+  size_t hdrGot_ = 0;
+  bool inPayload_ = false;
+  uint8_t* dest_ = nullptr;  // nullptr: discard
+  uint64_t remaining_ = 0;
+  OpState* rxOp_ = nullptr;
+  std::vector<uint8_t> scratch_;
+};
+
+/// Per-tag matching state.
+struct TagState {
+  uint64_t nextSendSeq = 0;
+  uint64_t nextRecvSeq = 0;
+  core::Ring<OpState*> sends;            ///< posted, not released, in order
+  core::Ring<OpState*> unmatchedSends;   ///< waiting for their CTS
+  core::Ring<wire::FrameHeader> cts;     ///< CTS received before their send was posted
+  core::Ring<OpState*> recvs;            ///< posted, not released, in order
+  struct Unexpected {
+    uint64_t seq;
+    std::vector<uint8_t> data;
+    uint64_t size;
+  };
+  std::vector<Unexpected> unexpected;    ///< eager messages before their receive
+};
+
+/// Connection state machine of an endpoint.
+enum class EpState : uint8_t {
+  kConnecting,     ///< client: control socket connecting
+  kAwaitAck,       ///< client: hello sent, reading the ack
+  kJoining,        ///< client: data sockets connecting; server: waiting for joins
+  kConnected,
+  kFailed,
+};
+
+struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
+  explicit EndpointImpl(WorkerImpl* w);
+  ~EndpointImpl();
+
+  // --- data path ---
+  Result<Request> post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag);
+  void onFrame(Channel& ch, const wire::FrameHeader& f, const uint8_t* payload);
+  /// Data channel: where the payload of chunk `f` goes (nullptr: discard). Sets *op.
+  uint8_t* chunkDest(const wire::FrameHeader& f, OpState** op);
+  void onChunkLanded(OpState* op, uint64_t bytes);
+  void onFrameSent(OutFrame& f);
+  void matchSends(TagState& ts);
+  void startSend(OpState* op, const wire::FrameHeader& cts);
+  void finish(OpState* op, Status st);
+  void releaseInOrder(TagState& ts, bool sends);
+  void dropHandle(OpState* op);
+  void maybeRecycle(OpState* op);
+  TagState& tagState(uint64_t tag);
+  void fail(Status st);
+  /// Sends a close frame, lingers the sockets, cancels what is left. Idempotent.
+  void close();
+  void tick(uint64_t nowNs);
+  void flushControl();
+
+  // --- connection ---
+  Status startConnect(const Address& addr);
+  void onHandshakeEvent(Channel& ch, uint32_t events);
+  Status progressHandshake(Channel& ch);
+  Status startDataSockets(const wire::HelloAck& ack);
+  Status connectProgress();
+  void onConnected();
+  std::string describe() const;
+  std::vector<Channel*> allChannels() const;
+
+  WorkerImpl* worker;
+  const Context::Impl* ctx;
+  EpState state = EpState::kConnecting;
+  bool isServer = false;
+  Status error;
+  std::string peer;  // "ip:port"
+  tcp::SockAddr ctrlAddr;
+  bool closed = false;
+  uint64_t token = 0;
+  uint64_t nonce = 0;
+  uint64_t endpointId = 0;
+  uint64_t eagerMax = 0;
+  uint32_t railCount = 0;
+  uint32_t socketsPerRail = 0;
+  uint64_t deadlineNs = 0;
+  std::vector<wire::RailDesc> localRails, peerRails;
+
+  std::unique_ptr<Channel> control;
+  std::vector<std::unique_ptr<Channel>> data;  ///< rail-major: rail*socketsPerRail + k
+  std::vector<bool> dataReady;                  ///< client: join written; server: joined
+  // Handshake scratch (client).
+  std::vector<uint8_t> hsBuf;
+  size_t hsGot = 0;
+  std::vector<uint8_t> hsOut;
+  size_t hsSent = 0;
+  std::vector<std::vector<uint8_t>> joinOut;
+  std::vector<size_t> joinSent;
+  std::vector<bool> dataConnecting;
+
+  std::unordered_map<uint64_t, TagState> tags;
+  core::Freelist<OpState> ops;
+  uint64_t outstanding = 0;
+  Scheduler scheduler;
+  std::vector<RailSnapshot> snaps;
+  std::vector<Chunk> plan;
+  bool controlDirty = false;
+  uint64_t lastRxNs = 0, lastTxNs = 0, nextTickNs = 0;
+  EndpointStats stats;
+};
+
+/// A socket being closed: drained until the peer's FIN so our close sends no RST that
+/// would discard data the peer has not read yet.
+struct Lingering {
+  tcp::Fd fd;
+  uint64_t deadlineNs;
+};
+
+struct WorkerImpl {
+  std::shared_ptr<Context> context;
+  const Context::Impl* ctx = nullptr;
+  tcp::Poller poller;
+  std::vector<EndpointImpl*> endpoints;
+  std::vector<Lingering> lingering;
+  uint64_t nextTickNs = 0;
+
+  Result<size_t> progress(int timeoutMs);
+  void addEndpoint(EndpointImpl* e) { endpoints.push_back(e); }
+  void removeEndpoint(EndpointImpl* e);
+  void linger(tcp::Fd fd);
+  void tick();
+};
+
+}  // namespace braid

@@ -1,0 +1,376 @@
+// Listener: accepts control and data sockets, runs the server side of the handshake,
+// refuses bad peers without disturbing good ones. Also the Address format.
+#include <arpa/inet.h>
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cstring>
+#include <deque>
+
+#include <fmt/format.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "transport/internal.h"
+
+namespace braid {
+
+// ---------------------------------------------------------------- Address
+// bytes: [0,4) magic  [4,6) version  [6,8) family  [8,10) port  [10,16) 0
+//        [16,24) job token  [24,40) IPv4 (first 4 bytes) or IPv6 address  [40,64) 0
+
+namespace {
+
+Address encodeAddress(const tcp::SockAddr& a, uint64_t token) {
+  Address out;
+  uint32_t magic = wire::kMagic;
+  uint16_t version = wire::kVersion, family = static_cast<uint16_t>(a.family()), port = a.port();
+  std::memcpy(out.bytes, &magic, 4);
+  std::memcpy(out.bytes + 4, &version, 2);
+  std::memcpy(out.bytes + 6, &family, 2);
+  std::memcpy(out.bytes + 8, &port, 2);
+  std::memcpy(out.bytes + 16, &token, 8);
+  a.toBytes(out.bytes + 24);
+  return out;
+}
+
+uint64_t randomToken() {
+  uint64_t v = 0;
+  while (v == 0)
+    if (getrandom(&v, sizeof v, 0) != sizeof v) v = core::nowNs() ^ 0xB7A1D5EEDull;
+  return v;
+}
+
+}  // namespace
+
+Result<Address> Address::fromHostPort(const std::string& host, uint16_t port, uint64_t token) {
+  BRAID_ASSIGN_OR_RETURN(tcp::SockAddr a, tcp::SockAddr::resolve(host, port));
+  return encodeAddress(a, token);
+}
+
+std::string Address::toString() const {
+  uint16_t family, port;
+  uint64_t token;
+  std::memcpy(&family, bytes + 6, 2);
+  std::memcpy(&port, bytes + 8, 2);
+  std::memcpy(&token, bytes + 16, 8);
+  tcp::SockAddr a = tcp::SockAddr::fromBytes(family, bytes + 24, port);
+  return fmt::format("braid://{}?token=0x{:016x}", a.toString(), token);
+}
+
+Result<Address> Address::parse(const std::string& text) {
+  const std::string prefix = "braid://";
+  auto bad = Status(Code::kInvalidArgument,
+                    fmt::format("'{}' is not a braid address (braid://IP:PORT?token=0xHEX)", text));
+  if (text.compare(0, prefix.size(), prefix) != 0) return bad;
+  auto q = text.find("?token=");
+  if (q == std::string::npos) return bad;
+  std::string hostport = text.substr(prefix.size(), q - prefix.size());
+  auto colon = hostport.rfind(':');
+  if (colon == std::string::npos) return bad;
+  std::string host = hostport.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  char* end = nullptr;
+  unsigned long port = std::strtoul(hostport.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || port > 65535) return bad;
+  unsigned long long token = std::strtoull(text.c_str() + q + 7, &end, 0);
+  if (*end != '\0') return bad;
+  return fromHostPort(host, static_cast<uint16_t>(port), token);
+}
+
+// ---------------------------------------------------------------- Listener internals
+
+struct ListenerImpl;
+
+/// A listening socket of one rail.
+struct ListenSock final : tcp::Pollable {
+  ListenerImpl* l = nullptr;
+  tcp::Fd fd;
+  int rail = 0;
+  void onEvent(uint32_t) override;
+};
+
+/// An accepted socket whose first frame (hello or join) is not read yet.
+struct PendingConn final : tcp::Pollable {
+  ListenerImpl* l = nullptr;
+  tcp::Fd fd;
+  tcp::SockAddr peer;
+  int rail = 0;
+  uint64_t deadlineNs = 0;
+  std::vector<uint8_t> buf = std::vector<uint8_t>(sizeof(wire::HsHeader));
+  size_t got = 0;
+  bool done = false;
+  void onEvent(uint32_t) override;
+};
+
+struct ListenerImpl {
+  WorkerImpl* worker = nullptr;
+  const Context::Impl* ctx = nullptr;
+  uint64_t token = 0;
+  Address address;
+  uint16_t port = 0;
+  std::vector<std::unique_ptr<ListenSock>> socks;
+  std::vector<wire::RailDesc> rails;  // with listening ports
+  std::vector<std::unique_ptr<PendingConn>> pending;
+  std::vector<std::shared_ptr<EndpointImpl>> joining;
+  std::deque<std::shared_ptr<EndpointImpl>> ready;
+  uint64_t refused = 0;
+
+  void onAcceptable(ListenSock& s);
+  void onPending(PendingConn& p);
+  Status handle(PendingConn& p, const wire::HsHeader& h, const uint8_t* body);
+  void refuse(PendingConn& p, wire::RejectReason why, const Status& detail);
+  void sweep();
+};
+
+void ListenSock::onEvent(uint32_t) { l->onAcceptable(*this); }
+void PendingConn::onEvent(uint32_t) { l->onPending(*this); }
+
+void ListenerImpl::onAcceptable(ListenSock& s) {
+  for (int i = 0; i < 16; ++i) {
+    tcp::SockAddr peer;
+    tcp::SocketTuning t{static_cast<int>(ctx->params.socketBufSize), ctx->timeoutMs};
+    auto r = tcp::acceptOne(s.fd.get(), &peer, t);
+    if (!r) {
+      if (r.status().code() != Code::kInProgress)
+        BRAID_LOG_WARN(kTransport, "listener {}: {}", address.toString(), r.status().toString());
+      return;
+    }
+    auto p = std::make_unique<PendingConn>();
+    p->l = this;
+    p->fd = std::move(r).value();
+    p->peer = peer;
+    p->rail = s.rail;
+    p->deadlineNs = core::nowNs() + static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull;
+    Status st = worker->poller.add(p->fd.get(), EPOLLIN, p.get());
+    if (!st.isOk()) {
+      BRAID_LOG_WARN(kTransport, "listener: {}", st.toString());
+      continue;
+    }
+    pending.push_back(std::move(p));
+  }
+}
+
+void ListenerImpl::refuse(PendingConn& p, wire::RejectReason why, const Status& detail) {
+  ++refused;
+  BRAID_LOG_ERROR(kTransport,
+                  "listener {} refused peer {} on rail {}: {} ({}); the peer was told why",
+                  address.toString(), p.peer.toString(), p.rail, wire::rejectReasonName(why),
+                  detail.message());
+  auto frame = wire::encodeReject(why, detail.message());
+  iovec iov{frame.data(), frame.size()};
+  (void)tcp::writeSomeV(p.fd.get(), &iov, 1, p.peer.toString());  // best effort
+  worker->linger(std::move(p.fd));
+  p.done = true;
+}
+
+void ListenerImpl::onPending(PendingConn& p) {
+  if (p.done) return;
+  for (;;) {
+    auto r = tcp::readSome(p.fd.get(), p.buf.data() + p.got, p.buf.size() - p.got,
+                           p.peer.toString());
+    if (!r || r->eof) {
+      ++refused;
+      BRAID_LOG_ERROR(kTransport, "listener {}: peer {} {} after {} bytes of handshake",
+                      address.toString(), p.peer.toString(),
+                      r ? "closed the connection" : r.status().toString(), p.got);
+      worker->poller.remove(p.fd.get());
+      p.fd.reset();
+      p.done = true;
+      return;
+    }
+    if (r->wouldBlock) return;
+    p.got += r->bytes;
+    if (p.got < p.buf.size()) continue;
+    wire::HsHeader h;
+    std::memcpy(&h, p.buf.data(), sizeof h);
+    if (p.buf.size() == sizeof h) {
+      auto chk = wire::checkHeader(h);
+      if (!chk.status.isOk()) return refuse(p, chk.reason, chk.status);
+      if (h.type != static_cast<uint16_t>(wire::HsType::kHello) &&
+          h.type != static_cast<uint16_t>(wire::HsType::kJoin))
+        return refuse(p, wire::RejectReason::kMalformed,
+                      Status(Code::kProtocolError,
+                             fmt::format("first frame has type {}, not hello or join", h.type)));
+      p.buf.resize(sizeof h + h.length);
+      if (h.length > 0) continue;
+    }
+    Status st = handle(p, h, p.buf.data() + sizeof h);
+    if (!st.isOk()) {
+      auto why = st.code() == Code::kConnectionRefused ? wire::RejectReason::kBadToken
+                 : st.code() == Code::kNotFound        ? wire::RejectReason::kUnknownEndpoint
+                                                       : wire::RejectReason::kMalformed;
+      refuse(p, why, st);
+    }
+    return;
+  }
+}
+
+Status ListenerImpl::handle(PendingConn& p, const wire::HsHeader& h, const uint8_t* body) {
+  if (h.type == static_cast<uint16_t>(wire::HsType::kHello)) {
+    BRAID_ASSIGN_OR_RETURN(wire::Hello hello, wire::decodeHello(body, h.length));
+    if (hello.body.token != token)
+      return Status(Code::kConnectionRefused,
+                    fmt::format("job token 0x{:016x} does not match this listener's; set the same "
+                                "BRAID_JOB_TOKEN on every rank or pass the listener's address",
+                                hello.body.token));
+    if (p.rail != 0)
+      return Status(Code::kProtocolError, "hello arrived on a data rail's port");
+    auto ep = std::make_shared<EndpointImpl>(worker);
+    ep->isServer = true;
+    ep->peer = p.peer.toString();
+    ep->token = token;
+    ep->endpointId = randomToken();
+    ep->railCount = std::min<uint32_t>(hello.body.railCount, static_cast<uint32_t>(rails.size()));
+    ep->socketsPerRail =
+        std::min<uint32_t>(hello.body.socketsPerRail, static_cast<uint32_t>(ctx->socketsPerRail));
+    ep->eagerMax = std::min<uint64_t>(hello.body.eagerMax, ctx->eagerMax);
+    ep->localRails.assign(rails.begin(), rails.begin() + ep->railCount);
+    ep->peerRails.assign(hello.rails.begin(), hello.rails.begin() + ep->railCount);
+    ep->deadlineNs = p.deadlineNs;
+    wire::HelloAckBody ab{ep->endpointId, hello.body.nonce, ep->railCount, ep->socketsPerRail,
+                          ep->eagerMax};
+    auto ack = wire::encodeHelloAck(ab, ep->localRails);
+    iovec iov{ack.data(), ack.size()};
+    BRAID_ASSIGN_OR_RETURN(auto w, tcp::writeSomeV(p.fd.get(), &iov, 1, ep->peer));
+    if (w.bytes != ack.size())
+      return Status(Code::kSystemError, "could not write the hello-ack in one go");
+    ep->control = std::make_unique<Channel>(ep.get(), std::move(p.fd), -1, 0, true);
+    BRAID_RETURN_IF_ERROR(ep->control->arm(0));  // quiet until every data socket joined
+    size_t n = static_cast<size_t>(ep->railCount) * ep->socketsPerRail;
+    ep->data.resize(n);
+    ep->dataReady.assign(n, false);
+    ep->state = EpState::kJoining;
+    p.done = true;
+    BRAID_LOG_DEBUG(kTransport, "listener: hello from {}: endpoint {:x}, {} rails x {} sockets",
+                    ep->peer, ep->endpointId, ep->railCount, ep->socketsPerRail);
+    joining.push_back(std::move(ep));
+    return Status::ok();
+  }
+  BRAID_ASSIGN_OR_RETURN(wire::JoinBody j, wire::decodeJoin(body, h.length));
+  if (j.token != token)
+    return Status(Code::kConnectionRefused,
+                  fmt::format("data socket with job token 0x{:016x}", j.token));
+  auto it = std::find_if(joining.begin(), joining.end(),
+                         [&](auto& e) { return e->endpointId == j.endpointId; });
+  if (it == joining.end())
+    return Status(Code::kNotFound, fmt::format("join for unknown endpoint {:x}", j.endpointId));
+  EndpointImpl& ep = **it;
+  if (j.rail >= ep.railCount || j.socket >= ep.socketsPerRail ||
+      static_cast<int>(j.rail) != p.rail)
+    return Status(Code::kProtocolError,
+                  fmt::format("join for rail {} socket {} (endpoint has {} x {}) on rail {}", j.rail,
+                              j.socket, ep.railCount, ep.socketsPerRail, p.rail));
+  size_t i = j.rail * ep.socketsPerRail + j.socket;
+  if (ep.dataReady[i])
+    return Status(Code::kProtocolError, fmt::format("rail {} socket {} joined twice", j.rail, j.socket));
+  ep.data[i] = std::make_unique<Channel>(&ep, std::move(p.fd), static_cast<int>(j.rail),
+                                         static_cast<int>(j.socket), false);
+  BRAID_RETURN_IF_ERROR(ep.data[i]->arm(0));
+  ep.dataReady[i] = true;
+  p.done = true;
+  if (std::all_of(ep.dataReady.begin(), ep.dataReady.end(), [](bool b) { return b; })) {
+    ep.onConnected();
+    ready.push_back(std::move(*it));
+    joining.erase(it);
+  }
+  return Status::ok();
+}
+
+void ListenerImpl::sweep() {
+  uint64_t now = core::nowNs();
+  for (auto& p : pending)
+    if (!p->done && now > p->deadlineNs)
+      refuse(*p, wire::RejectReason::kTimeout,
+             Status(Code::kTimedOut,
+                    fmt::format("no complete hello/join within BRAID_TIMEOUT_MS={} ({} bytes "
+                                "received)",
+                                ctx->timeoutMs, p->got)));
+  pending.erase(std::remove_if(pending.begin(), pending.end(), [](auto& p) { return p->done; }),
+                pending.end());
+  // Endpoints whose data sockets never all joined time out in their own tick().
+  for (auto it = joining.begin(); it != joining.end();) {
+    if ((*it)->state == EpState::kFailed) {
+      ++refused;
+      it = joining.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- Listener
+
+Listener::Listener(std::unique_ptr<ListenerImpl> impl) : impl_(std::move(impl)) {}
+
+Listener::~Listener() {
+  for (auto& s : impl_->socks) impl_->worker->poller.remove(s->fd.get());
+  for (auto& p : impl_->pending)
+    if (p->fd.valid()) impl_->worker->poller.remove(p->fd.get());
+}
+
+Result<std::unique_ptr<Listener>> Listener::create(Worker& worker, const ListenOptions& o) {
+  auto l = std::make_unique<ListenerImpl>();
+  l->worker = &worker.impl();
+  l->ctx = l->worker->ctx;
+  l->token = o.jobToken ? *o.jobToken : l->ctx->jobToken ? *l->ctx->jobToken : randomToken();
+  const auto& rails = l->ctx->tcpRails;
+  for (size_t r = 0; r < rails.size(); ++r) {
+    tcp::SockAddr a = rails[r].addr;
+    a.setPort(r == 0 ? o.port : 0);
+    auto fd = tcp::listenOn(a);
+    if (!fd) {
+      Status st = fd.status().withContext(fmt::format("listen on rail {} ({})", r, rails[r].name));
+      BRAID_LOG_ERROR(kTransport, "{}", st.toString());
+      return st;
+    }
+    auto s = std::make_unique<ListenSock>();
+    s->l = l.get();
+    s->fd = std::move(fd).value();
+    s->rail = static_cast<int>(r);
+    BRAID_ASSIGN_OR_RETURN(tcp::SockAddr bound, tcp::localAddress(s->fd.get()));
+    BRAID_RETURN_IF_ERROR(l->worker->poller.add(s->fd.get(), EPOLLIN, s.get()));
+    uint8_t bytes[16];
+    bound.toBytes(bytes);
+    l->rails.push_back(wire::makeRailDesc(rails[r].name, bound.family(), bytes, bound.port()));
+    if (r == 0) {
+      l->address = encodeAddress(bound, l->token);
+      l->port = bound.port();
+    }
+    l->socks.push_back(std::move(s));
+  }
+  BRAID_LOG_INFO(kTransport, "listening at {} on {} rails", l->address.toString(), l->rails.size());
+  return std::unique_ptr<Listener>(new Listener(std::move(l)));
+}
+
+const Address& Listener::address() const { return impl_->address; }
+uint16_t Listener::port() const { return impl_->port; }
+uint64_t Listener::refusedCount() const { return impl_->refused; }
+
+Result<std::unique_ptr<Endpoint>> Listener::accept() {
+  if (impl_->ready.empty()) {
+    BRAID_ASSIGN_OR_RETURN(size_t n, impl_->worker->progress(0));
+    (void)n;
+    impl_->sweep();
+  }
+  if (impl_->ready.empty()) return Status(Code::kInProgress, "no peer yet");
+  auto ep = std::move(impl_->ready.front());
+  impl_->ready.pop_front();
+  return std::unique_ptr<Endpoint>(new Endpoint(std::move(ep)));
+}
+
+Result<std::unique_ptr<Endpoint>> Listener::waitAccept(std::chrono::milliseconds timeout) {
+  uint64_t end = core::nowNs() + static_cast<uint64_t>(std::min<int64_t>(
+                                     timeout.count(), INT64_MAX / 2000000)) * 1000000ull;
+  for (;;) {
+    auto r = accept();
+    if (r || r.status().code() != Code::kInProgress) return r;
+    if (core::nowNs() > end)
+      return Status(Code::kTimedOut, fmt::format("no peer connected to {} within {} ms",
+                                                 impl_->address.toString(), timeout.count()));
+    auto w = impl_->worker->progress(10);
+    if (!w) return w.status();
+  }
+}
+
+}  // namespace braid

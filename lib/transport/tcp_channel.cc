@@ -1,0 +1,243 @@
+// One TCP socket of an endpoint: framed writes from user buffers, and reads that land
+// chunk payloads straight in the receive buffer.
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "transport/internal.h"
+
+namespace braid {
+
+namespace {
+constexpr int kMaxIov = 64;
+constexpr size_t kMaxReadPerEvent = 8u << 20;  // fairness between sockets
+}  // namespace
+
+Channel::Channel(EndpointImpl* ep, tcp::Fd fd, int rail, int index, bool control)
+    : ep_(ep), fd_(std::move(fd)), rail_(rail), index_(index), control_(control) {
+  if (control_) rx_.resize(std::max<size_t>(256 * 1024, 2 * (ep->ctx->eagerMax + 64)));
+}
+
+Channel::~Channel() { closeFd(); }
+
+void Channel::closeFd() noexcept {
+  if (fd_.valid()) {
+    ep_->worker->poller.remove(fd_.get());
+    fd_.reset();
+  }
+  while (!out_.empty()) {
+    if (out_.front().op) {
+      --out_.front().op->pendingFrames;
+      ep_->maybeRecycle(out_.front().op);
+    }
+    out_.pop_front();
+  }
+  queuedBytes_ = 0;
+}
+
+tcp::Fd Channel::detach() {
+  if (fd_.valid()) ep_->worker->poller.remove(fd_.get());
+  tcp::Fd f = std::move(fd_);
+  closeFd();
+  return f;
+}
+
+Status Channel::arm(uint32_t events) {
+  wantOut_ = (events & EPOLLOUT) != 0;
+  return ep_->worker->poller.modify(fd_.get(), events, this);
+}
+
+void Channel::setWantOut(bool want) {
+  if (want == wantOut_ || !fd_.valid()) return;
+  wantOut_ = want;
+  Status st = ep_->worker->poller.modify(fd_.get(), EPOLLIN | (want ? EPOLLOUT : 0u), this);
+  if (!st.isOk()) ep_->fail(st);
+}
+
+void Channel::onEvent(uint32_t events) {
+  if (!fd_.valid()) return;
+  if (ep_->state != EpState::kConnected) {
+    ep_->onHandshakeEvent(*this, events);
+    return;
+  }
+  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) readAll();
+  if (fd_.valid() && (events & EPOLLOUT)) flush();
+}
+
+void Channel::queue(const OutFrame& f, bool flushNow) {
+  bool wasEmpty = out_.empty();
+  out_.push_back(f);
+  queuedBytes_ += f.total();
+  if (f.op) ++f.op->pendingFrames;
+  if (flushNow && wasEmpty) flush();
+}
+
+void Channel::flush() {
+  while (!out_.empty() && fd_.valid()) {
+    iovec iov[kMaxIov];
+    int n = 0;
+    for (size_t i = 0; i < out_.size() && n + 2 <= kMaxIov; ++i) {
+      OutFrame& f = out_[i];
+      uint64_t skip = f.sent;
+      if (skip < sizeof f.hdr) {
+        iov[n++] = {reinterpret_cast<uint8_t*>(&f.hdr) + skip, sizeof f.hdr - skip};
+        skip = 0;
+      } else {
+        skip -= sizeof f.hdr;
+      }
+      if (f.hdr.length > skip)
+        iov[n++] = {const_cast<uint8_t*>(f.payload) + skip, f.hdr.length - skip};
+    }
+    auto r = tcp::writeSomeV(fd_.get(), iov, n, ep_->peer);
+    if (!r) {
+      ep_->fail(r.status().withContext(fmt::format("rail {} socket {}", rail_, index_)));
+      return;
+    }
+    if (r->wouldBlock) {
+      setWantOut(true);
+      return;
+    }
+    ep_->lastTxNs = core::nowNs();
+    uint64_t moved = r->bytes;
+    queuedBytes_ -= moved;
+    while (moved > 0) {
+      OutFrame& f = out_.front();
+      uint64_t take = std::min(moved, f.total() - f.sent);
+      f.sent += take;
+      moved -= take;
+      if (f.sent == f.total()) {
+        if (f.hdr.type == static_cast<uint8_t>(wire::FrameType::kChunk) && rail_ >= 0)
+          ep_->stats.bytesSentPerRail[static_cast<size_t>(rail_)] += f.hdr.length;
+        ep_->onFrameSent(f);
+        out_.pop_front();
+      }
+    }
+  }
+  if (out_.empty()) setWantOut(false);
+}
+
+void Channel::readAll() {
+  if (control_) {
+    size_t budget = kMaxReadPerEvent;
+    while (fd_.valid() && budget > 0) {
+      if (rxTail_ == rx_.size()) {
+        // Compact: the unparsed tail moves to the front.
+        std::memmove(rx_.data(), rx_.data() + rxHead_, rxTail_ - rxHead_);
+        rxTail_ -= rxHead_;
+        rxHead_ = 0;
+      }
+      auto r = tcp::readSome(fd_.get(), rx_.data() + rxTail_, rx_.size() - rxTail_, ep_->peer);
+      if (!r) {
+        ep_->fail(r.status().withContext("control socket"));
+        return;
+      }
+      if (r->eof) {
+        ep_->fail(Status(Code::kConnectionReset,
+                         fmt::format("peer {} closed the control connection without a close "
+                                     "frame: the peer process died or exited",
+                                     ep_->peer)));
+        return;
+      }
+      if (r->wouldBlock) return;
+      ep_->lastRxNs = core::nowNs();
+      rxTail_ += r->bytes;
+      budget -= std::min(budget, r->bytes);
+      if (!handleControlBuffer()) return;
+    }
+    return;
+  }
+  readData();
+}
+
+bool Channel::handleControlBuffer() {
+  while (rxTail_ - rxHead_ >= sizeof(wire::FrameHeader)) {
+    wire::FrameHeader h;
+    std::memcpy(&h, rx_.data() + rxHead_, sizeof h);
+    Status st = wire::checkFrame(h, ep_->eagerMax);
+    if (!st.isOk()) {
+      ep_->fail(st.withContext(fmt::format("control socket from {}", ep_->peer)));
+      return false;
+    }
+    if (rxTail_ - rxHead_ < sizeof h + h.length) break;
+    rxHead_ += sizeof h;
+    const uint8_t* payload = rx_.data() + rxHead_;
+    rxHead_ += h.length;
+    ep_->onFrame(*this, h, payload);
+    if (!fd_.valid()) return false;
+  }
+  if (rxHead_ == rxTail_) rxHead_ = rxTail_ = 0;
+  return true;
+}
+
+void Channel::readData() {
+  size_t budget = kMaxReadPerEvent;
+  while (fd_.valid() && budget > 0) {
+    if (!inPayload_) {
+      auto r = tcp::readSome(fd_.get(), reinterpret_cast<uint8_t*>(&hdr_) + hdrGot_,
+                             sizeof hdr_ - hdrGot_, ep_->peer);
+      if (!r) {
+        ep_->fail(r.status().withContext(fmt::format("rail {} socket {}", rail_, index_)));
+        return;
+      }
+      if (r->eof) {
+        ep_->fail(Status(Code::kConnectionReset,
+                         fmt::format("peer {} closed data socket {} of rail {}: the peer process "
+                                     "died or exited",
+                                     ep_->peer, index_, rail_)));
+        return;
+      }
+      if (r->wouldBlock) return;
+      ep_->lastRxNs = core::nowNs();
+      hdrGot_ += r->bytes;
+      if (hdrGot_ < sizeof hdr_) continue;
+      hdrGot_ = 0;
+      Status st = wire::checkFrame(hdr_, ep_->eagerMax);
+      if (st.isOk() && hdr_.type != static_cast<uint8_t>(wire::FrameType::kChunk))
+        st = Status(Code::kProtocolError, "a data socket carried a non-chunk frame");
+      if (!st.isOk()) {
+        ep_->fail(st.withContext(fmt::format("rail {} socket {} from {}", rail_, index_, ep_->peer)));
+        return;
+      }
+      dest_ = ep_->chunkDest(hdr_, &rxOp_);
+      if (!fd_.valid()) return;  // chunkDest may fail the endpoint
+      remaining_ = hdr_.length;
+      inPayload_ = true;
+    }
+    uint8_t* to = dest_;
+    size_t want = static_cast<size_t>(std::min<uint64_t>(remaining_, budget));
+    if (to == nullptr) {
+      if (scratch_.empty()) scratch_.resize(64 * 1024);
+      to = scratch_.data();
+      want = std::min(want, scratch_.size());
+    }
+    auto r = tcp::readSome(fd_.get(), to, want, ep_->peer);
+    if (!r) {
+      ep_->fail(r.status().withContext(fmt::format("rail {} socket {}", rail_, index_)));
+      return;
+    }
+    if (r->eof) {
+      ep_->fail(Status(Code::kConnectionReset,
+                       fmt::format("peer {} closed data socket {} of rail {} in the middle of a "
+                                   "chunk: the peer process died",
+                                   ep_->peer, index_, rail_)));
+      return;
+    }
+    if (r->wouldBlock) return;
+    ep_->lastRxNs = core::nowNs();
+    budget -= std::min(budget, r->bytes);
+    remaining_ -= r->bytes;
+    if (dest_) dest_ += r->bytes;
+    if (remaining_ == 0) {
+      inPayload_ = false;
+      if (rxOp_) ep_->onChunkLanded(rxOp_, hdr_.length);
+      rxOp_ = nullptr;
+    }
+  }
+}
+
+}  // namespace braid

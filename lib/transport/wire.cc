@@ -1,0 +1,197 @@
+#include "transport/wire.h"
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace braid::wire {
+
+const char* rejectReasonName(RejectReason r) {
+  switch (r) {
+    case RejectReason::kBadMagic: return "bad magic";
+    case RejectReason::kBadVersion: return "protocol version mismatch";
+    case RejectReason::kBadToken: return "wrong job token";
+    case RejectReason::kMalformed: return "malformed handshake";
+    case RejectReason::kUnknownEndpoint: return "unknown endpoint";
+    case RejectReason::kTimeout: return "handshake timed out";
+    case RejectReason::kNoRails: return "no common rails";
+    case RejectReason::kInternal: return "internal error";
+  }
+  return "unknown reason";
+}
+
+std::vector<uint8_t> encodeFrame(HsType type, const void* body, size_t len, uint32_t magic,
+                                 uint16_t version) {
+  HsHeader h{magic, version, static_cast<uint16_t>(type), static_cast<uint32_t>(len), 0};
+  std::vector<uint8_t> out(sizeof h + len);
+  std::memcpy(out.data(), &h, sizeof h);
+  if (len) std::memcpy(out.data() + sizeof h, body, len);
+  return out;
+}
+
+namespace {
+template <typename Body>
+std::vector<uint8_t> encodeWithRails(HsType type, const Body& body,
+                                     const std::vector<RailDesc>& rails) {
+  std::vector<uint8_t> b(sizeof body + rails.size() * sizeof(RailDesc));
+  std::memcpy(b.data(), &body, sizeof body);
+  if (!rails.empty())
+    std::memcpy(b.data() + sizeof body, rails.data(), rails.size() * sizeof(RailDesc));
+  return encodeFrame(type, b.data(), b.size());
+}
+
+Status malformed(const std::string& what) {
+  return Status(Code::kProtocolError, "malformed handshake: " + what);
+}
+
+Status checkRails(const uint8_t* p, size_t len, uint32_t count, std::vector<RailDesc>& out) {
+  if (count == 0 || count > kMaxRails)
+    return malformed(fmt::format("rail count {} outside 1..{}", count, kMaxRails));
+  if (len != count * sizeof(RailDesc))
+    return malformed(fmt::format("{} bytes of rail data for {} rails (expected {})", len, count,
+                                 count * sizeof(RailDesc)));
+  out.resize(count);
+  std::memcpy(out.data(), p, len);
+  for (uint32_t i = 0; i < count; ++i) {
+    if (out[i].family != AF_INET && out[i].family != AF_INET6)
+      return malformed(fmt::format("rail {} has address family {}", i, out[i].family));
+    out[i].ifname[sizeof out[i].ifname - 1] = '\0';
+  }
+  return Status::ok();
+}
+}  // namespace
+
+std::vector<uint8_t> encodeHello(const HelloBody& body, const std::vector<RailDesc>& rails) {
+  return encodeWithRails(HsType::kHello, body, rails);
+}
+
+std::vector<uint8_t> encodeHelloAck(const HelloAckBody& body, const std::vector<RailDesc>& rails) {
+  return encodeWithRails(HsType::kHelloAck, body, rails);
+}
+
+std::vector<uint8_t> encodeJoin(const JoinBody& body) {
+  return encodeFrame(HsType::kJoin, &body, sizeof body);
+}
+
+std::vector<uint8_t> encodeReject(RejectReason reason, const std::string& message) {
+  RejectBody b{};
+  b.reason = static_cast<uint32_t>(reason);
+  std::strncpy(b.message, message.c_str(), sizeof b.message - 1);
+  return encodeFrame(HsType::kReject, &b, sizeof b);
+}
+
+HeaderCheck checkHeader(const HsHeader& h) {
+  if (h.magic != kMagic)
+    return {Status(Code::kProtocolError,
+                   fmt::format("bad magic 0x{:08x} (expected 0x{:08x}): the peer is not braid", 
+                               h.magic, kMagic)),
+            RejectReason::kBadMagic};
+  if (h.version != kVersion)
+    return {Status(Code::kProtocolError,
+                   fmt::format("protocol version {} (this side speaks {}): run the same braid "
+                               "release on both ends",
+                               h.version, kVersion)),
+            RejectReason::kBadVersion};
+  if (h.type < static_cast<uint16_t>(HsType::kHello) ||
+      h.type > static_cast<uint16_t>(HsType::kJoin))
+    return {malformed(fmt::format("unknown frame type {}", h.type)), RejectReason::kMalformed};
+  if (h.length > kMaxHandshakeBody)
+    return {malformed(fmt::format("absurd length {} (limit {})", h.length, kMaxHandshakeBody)),
+            RejectReason::kMalformed};
+  return {Status::ok(), RejectReason::kMalformed};
+}
+
+Result<Hello> decodeHello(const uint8_t* body, size_t len) {
+  Hello h;
+  if (len < sizeof h.body)
+    return malformed(fmt::format("hello of {} bytes (at least {})", len, sizeof h.body));
+  std::memcpy(&h.body, body, sizeof h.body);
+  if (h.body.socketsPerRail == 0 || h.body.socketsPerRail > kMaxSocketsPerRail)
+    return malformed(fmt::format("{} sockets per rail outside 1..{}", h.body.socketsPerRail,
+                                 kMaxSocketsPerRail));
+  BRAID_RETURN_IF_ERROR(
+      checkRails(body + sizeof h.body, len - sizeof h.body, h.body.railCount, h.rails));
+  return h;
+}
+
+Result<HelloAck> decodeHelloAck(const uint8_t* body, size_t len) {
+  HelloAck a;
+  if (len < sizeof a.body)
+    return malformed(fmt::format("hello-ack of {} bytes (at least {})", len, sizeof a.body));
+  std::memcpy(&a.body, body, sizeof a.body);
+  if (a.body.socketsPerRail == 0 || a.body.socketsPerRail > kMaxSocketsPerRail)
+    return malformed(fmt::format("{} sockets per rail outside 1..{}", a.body.socketsPerRail,
+                                 kMaxSocketsPerRail));
+  BRAID_RETURN_IF_ERROR(
+      checkRails(body + sizeof a.body, len - sizeof a.body, a.body.railCount, a.rails));
+  return a;
+}
+
+Result<JoinBody> decodeJoin(const uint8_t* body, size_t len) {
+  JoinBody j{};
+  if (len != sizeof j) return malformed(fmt::format("join of {} bytes (expected {})", len, sizeof j));
+  std::memcpy(&j, body, sizeof j);
+  if (j.rail >= kMaxRails || j.socket >= kMaxSocketsPerRail)
+    return malformed(fmt::format("join for rail {} socket {} out of range", j.rail, j.socket));
+  return j;
+}
+
+Status decodeReject(const uint8_t* body, size_t len) {
+  RejectBody r{};
+  if (len != sizeof r)
+    return Status(Code::kConnectionRefused, "the peer refused the connection (unreadable reason)");
+  std::memcpy(&r, body, sizeof r);
+  r.message[sizeof r.message - 1] = '\0';
+  return Status(Code::kConnectionRefused,
+                fmt::format("the peer refused the connection: {}: {}",
+                            rejectReasonName(static_cast<RejectReason>(r.reason)), r.message));
+}
+
+Status checkFrame(const FrameHeader& f, uint64_t eagerMax) {
+  auto bad = [&](const std::string& why) {
+    return Status(Code::kProtocolError,
+                  fmt::format("bad data frame (type {}, tag {}, seq {}, length {}): {}", f.type,
+                              f.tag, f.seq, f.length, why));
+  };
+  if (f.magic != kFrameMagic) return bad(fmt::format("magic 0x{:04x}: stream out of sync", f.magic));
+  switch (static_cast<FrameType>(f.type)) {
+    case FrameType::kCts:
+    case FrameType::kTruncated:
+    case FrameType::kHeartbeat:
+    case FrameType::kClose:
+      if (f.length != 0) return bad("control frame with a payload");
+      return Status::ok();
+    case FrameType::kEager:
+      if (f.length > eagerMax || f.total != f.length || f.offset != 0)
+        return bad(fmt::format("eager payload over the agreed limit {}", eagerMax));
+      return Status::ok();
+    case FrameType::kChunk:
+      if (f.length == 0 || f.length > kMaxFrameLength) return bad("absurd chunk length");
+      if (f.offset > f.total || f.total - f.offset < f.length) return bad("chunk beyond message");
+      return Status::ok();
+  }
+  return bad("unknown type");
+}
+
+RailDesc makeRailDesc(const std::string& ifname, int family, const uint8_t addr[16], uint16_t port) {
+  RailDesc d{};
+  d.family = static_cast<uint16_t>(family);
+  d.port = port;
+  std::memcpy(d.addr, addr, 16);
+  std::memcpy(d.ifname, ifname.data(), std::min(ifname.size(), sizeof d.ifname - 1));
+  return d;
+}
+
+std::string railName(const RailDesc& r) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  inet_ntop(r.family, r.addr, buf, sizeof buf);
+  char ifn[17] = {};
+  std::memcpy(ifn, r.ifname, 16);
+  return fmt::format("{}({}:{})", ifn, buf, r.port);
+}
+
+}  // namespace braid::wire

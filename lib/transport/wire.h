@@ -1,0 +1,169 @@
+// lib/transport/wire.h — braid's wire formats (docs/protocol.md explains the exchange).
+//
+// Every struct is fixed-width, little-endian (braid runs on x86_64/aarch64 only, both
+// little-endian; checked below), packed by construction (no implicit padding) and
+// static_asserted. Decoding validates everything a peer controls: magic, version, type,
+// lengths, counts; a failure says what was wrong and never reads past the bytes given.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "braid/status.h"
+
+namespace braid::wire {
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "braid's wire format is little-endian");
+
+constexpr uint32_t kMagic = 0x44494152;  // "RAID" read as bytes 'R','A','I','D' — braid
+constexpr uint16_t kVersion = 1;
+constexpr uint32_t kMaxRails = 16;        // per endpoint
+constexpr uint32_t kMaxSocketsPerRail = 64;
+constexpr uint32_t kMaxHandshakeBody = 4096;  // anything longer is refused as absurd
+
+/// Handshake frame types (control socket before it carries data frames).
+enum class HsType : uint16_t {
+  kHello = 1,     ///< connector -> listener: who I am, my rails
+  kHelloAck = 2,  ///< listener -> connector: accepted; your endpoint id, my data addresses
+  kReject = 3,    ///< either way: refused, with a reason
+  kJoin = 4,      ///< connector -> listener, first frame of each data socket
+};
+
+/// Why a handshake was refused.
+enum class RejectReason : uint32_t {
+  kBadMagic = 1,
+  kBadVersion = 2,
+  kBadToken = 3,
+  kMalformed = 4,
+  kUnknownEndpoint = 5,
+  kTimeout = 6,
+  kNoRails = 7,
+  kInternal = 8,
+};
+const char* rejectReasonName(RejectReason r);
+
+/// Prefix of every handshake frame.
+struct HsHeader {
+  uint32_t magic;    ///< kMagic
+  uint16_t version;  ///< kVersion of the sender
+  uint16_t type;     ///< HsType
+  uint32_t length;   ///< bytes of body that follow (<= kMaxHandshakeBody)
+  uint32_t reserved; ///< 0
+};
+static_assert(sizeof(HsHeader) == 16);
+
+/// One rail's reachable address.
+struct RailDesc {
+  uint16_t family;    ///< AF_INET or AF_INET6
+  uint16_t port;      ///< listening port of this rail (0 in a Hello: not listening)
+  uint32_t flags;     ///< 0
+  uint8_t addr[16];   ///< IPv4 in the first 4 bytes, or IPv6
+  char ifname[16];    ///< NUL-padded interface name, for messages
+};
+static_assert(sizeof(RailDesc) == 40);
+
+/// Body of kHello (followed by railCount RailDesc).
+struct HelloBody {
+  uint64_t token;           ///< job token; must equal the listener's
+  uint64_t nonce;           ///< connector's random id, echoed in the ack
+  uint32_t railCount;       ///< rails the connector offers (1..kMaxRails)
+  uint32_t socketsPerRail;  ///< data sockets the connector wants per rail
+  uint64_t eagerMax;        ///< connector's eager limit (the smaller one is used)
+  uint32_t transport;       ///< braid::Transport the connector wants
+  uint32_t reserved;        ///< 0
+};
+static_assert(sizeof(HelloBody) == 40);
+
+/// Body of kHelloAck (followed by railCount RailDesc of the listener's data addresses).
+struct HelloAckBody {
+  uint64_t endpointId;      ///< listener-assigned id, presented in every kJoin
+  uint64_t nonce;           ///< echo of the Hello's nonce
+  uint32_t railCount;       ///< rails in use: min of both sides
+  uint32_t socketsPerRail;  ///< data sockets per rail: min of both sides
+  uint64_t eagerMax;        ///< agreed eager limit
+};
+static_assert(sizeof(HelloAckBody) == 32);
+
+/// Body of kJoin: a data socket presenting itself.
+struct JoinBody {
+  uint64_t token;       ///< job token
+  uint64_t endpointId;  ///< from the HelloAck
+  uint32_t rail;        ///< rail index
+  uint32_t socket;      ///< socket index within the rail
+};
+static_assert(sizeof(JoinBody) == 24);
+
+/// Body of kReject.
+struct RejectBody {
+  uint32_t reason;      ///< RejectReason
+  uint32_t reserved;    ///< 0
+  char message[120];    ///< NUL-terminated explanation
+};
+static_assert(sizeof(RejectBody) == 128);
+
+/// Data-phase frame types.
+enum class FrameType : uint8_t {
+  kCts = 1,        ///< receiver posted receive (tag, seq) with capacity `total`
+  kEager = 2,      ///< whole message of `length` bytes follows
+  kChunk = 3,      ///< `length` bytes of message (tag, seq) at `offset` follow
+  kTruncated = 4,  ///< sender's message (tag, seq) of `total` bytes exceeds the receive
+  kHeartbeat = 5,  ///< liveness, no payload
+  kClose = 6,      ///< graceful close, no payload
+};
+
+/// Data-phase frame header: 40 bytes, followed by `length` payload bytes.
+struct FrameHeader {
+  uint16_t magic;   ///< kFrameMagic
+  uint8_t type;     ///< FrameType
+  uint8_t flags;    ///< 0
+  uint32_t length;  ///< payload bytes after this header
+  uint64_t tag;     ///< user tag
+  uint64_t seq;     ///< ordinal of the message among those with this tag
+  uint64_t offset;  ///< kChunk: byte offset of the payload in the message
+  uint64_t total;   ///< kEager/kChunk/kTruncated: message size; kCts: receive capacity
+};
+static_assert(sizeof(FrameHeader) == 40);
+constexpr uint16_t kFrameMagic = 0xB7A1;
+constexpr uint32_t kMaxFrameLength = 1u << 30;
+
+// ---- encode (pure) ----
+std::vector<uint8_t> encodeHello(const HelloBody& body, const std::vector<RailDesc>& rails);
+std::vector<uint8_t> encodeHelloAck(const HelloAckBody& body, const std::vector<RailDesc>& rails);
+std::vector<uint8_t> encodeJoin(const JoinBody& body);
+std::vector<uint8_t> encodeReject(RejectReason reason, const std::string& message);
+/// Wraps an arbitrary body (tests use this to forge frames).
+std::vector<uint8_t> encodeFrame(HsType type, const void* body, size_t len,
+                                 uint32_t magic = kMagic, uint16_t version = kVersion);
+
+// ---- decode (pure) ----
+/// Validates a header; on a bad magic/version the error carries the RejectReason to send.
+struct HeaderCheck {
+  Status status;
+  RejectReason reason = RejectReason::kMalformed;
+};
+HeaderCheck checkHeader(const HsHeader& h);
+
+struct Hello {
+  HelloBody body{};
+  std::vector<RailDesc> rails;
+};
+Result<Hello> decodeHello(const uint8_t* body, size_t len);
+struct HelloAck {
+  HelloAckBody body{};
+  std::vector<RailDesc> rails;
+};
+Result<HelloAck> decodeHelloAck(const uint8_t* body, size_t len);
+Result<JoinBody> decodeJoin(const uint8_t* body, size_t len);
+/// A reject as a Status (kConnectionRefused) with the peer's message.
+Status decodeReject(const uint8_t* body, size_t len);
+
+/// Validates a data frame header against the receiver's limits.
+Status checkFrame(const FrameHeader& f, uint64_t eagerMax);
+
+std::string railName(const RailDesc& r);
+/// Fills a RailDesc from an interface name and socket address (port included).
+RailDesc makeRailDesc(const std::string& ifname, int family, const uint8_t addr[16], uint16_t port);
+
+}  // namespace braid::wire

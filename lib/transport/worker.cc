@@ -1,0 +1,80 @@
+#include <algorithm>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "transport/internal.h"
+
+namespace braid {
+
+Worker::Worker(std::unique_ptr<WorkerImpl> impl) : impl_(std::move(impl)) {}
+
+Worker::~Worker() {
+  if (!impl_->endpoints.empty())
+    BRAID_LOG_WARN(kTransport, "worker destroyed with {} endpoints still open; destroy them first",
+                   impl_->endpoints.size());
+}
+
+Result<std::unique_ptr<Worker>> Worker::create(std::shared_ptr<Context> context) {
+  if (!context) return Status(Code::kInvalidArgument, "Worker::create: null context");
+  auto w = std::make_unique<WorkerImpl>();
+  BRAID_ASSIGN_OR_RETURN(w->poller, tcp::Poller::create());
+  w->ctx = &context->impl();
+  w->context = std::move(context);
+  return std::unique_ptr<Worker>(new Worker(std::move(w)));
+}
+
+Result<size_t> Worker::progress() { return impl_->progress(0); }
+
+Result<size_t> Worker::waitAndProgress(std::chrono::milliseconds timeout) {
+  auto ms = timeout.count();
+  return impl_->progress(ms > INT32_MAX ? INT32_MAX : static_cast<int>(std::max<int64_t>(0, ms)));
+}
+
+Context& Worker::context() const { return *impl_->context; }
+
+Result<size_t> WorkerImpl::progress(int timeoutMs) {
+  // Control frames (CTS) posted since the last call go out in one write per endpoint.
+  for (EndpointImpl* e : endpoints)
+    if (e->controlDirty) e->flushControl();
+  BRAID_ASSIGN_OR_RETURN(int n, poller.wait(timeoutMs));
+  uint64_t now = core::nowNs();
+  if (now >= nextTickNs) {
+    nextTickNs = now + 1000000;  // timers run at most once per millisecond
+    tick();
+  }
+  return static_cast<size_t>(n);
+}
+
+void WorkerImpl::tick() {
+  uint64_t now = core::nowNs();
+  // Copy: a tick may fail an endpoint, which does not remove it from the list.
+  for (size_t i = 0; i < endpoints.size(); ++i) endpoints[i]->tick(now);
+  for (size_t i = 0; i < lingering.size();) {
+    char buf[4096];
+    bool done = now >= lingering[i].deadlineNs;
+    while (!done) {
+      auto r = tcp::readSome(lingering[i].fd.get(), buf, sizeof buf, "lingering");
+      if (!r || r->eof) done = true;
+      else if (r->wouldBlock) break;
+    }
+    if (done) {
+      lingering[i] = std::move(lingering.back());
+      lingering.pop_back();
+    } else {
+      ++i;
+    }
+  }
+}
+
+void WorkerImpl::removeEndpoint(EndpointImpl* e) {
+  endpoints.erase(std::remove(endpoints.begin(), endpoints.end(), e), endpoints.end());
+}
+
+void WorkerImpl::linger(tcp::Fd fd) {
+  if (!fd.valid()) return;
+  poller.remove(fd.get());
+  ::shutdown(fd.get(), SHUT_WR);
+  lingering.push_back({std::move(fd), core::nowNs() + 2000000000ull});
+}
+
+}  // namespace braid
