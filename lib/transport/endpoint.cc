@@ -57,10 +57,12 @@ void EndpointImpl::close() {
   closed = true;
   worker->removeEndpoint(this);
   if (state == EpState::kConnected && control && control->fd() >= 0) {
-    // Tell the peer this is a close, not a crash; best effort, never blocks.
-    wire::FrameHeader h = frame(wire::FrameType::kClose, 0, 0, 0);
-    iovec iov{&h, sizeof h};
-    (void)tcp::writeSomeV(control->fd(), &iov, 1, peer);
+    // Flush what is queued (a CTS the peer's eager send waits for) and tell the peer this
+    // is a close, not a crash; best effort, never blocks.
+    OutFrame f;
+    f.hdr = frame(wire::FrameType::kClose, 0, 0, 0);
+    control->queue(f, false);
+    control->flush();
   }
   if (control) worker->linger(control->detach());
   for (auto& d : data)
@@ -161,6 +163,9 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
       }
       ts.unexpected.erase(ts.unexpected.begin());
       ++stats.messagesReceived;
+      // The sender's eager send finishes on this CTS, and the caller may not progress
+      // again (the request is already done): send it now.
+      flushControl();
     }
   }
   return Request(shared_from_this(), op);

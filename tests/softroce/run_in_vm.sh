@@ -143,8 +143,15 @@ cleanup() {
         local p; p=$(cat "$WORK/vm$i/qemu.pid" 2>/dev/null) || continue
         if [ -n "$p" ] && grep -q qemu "/proc/$p/comm" 2>/dev/null; then kill -KILL "$p" 2>/dev/null; fi
     done
-    for g in "${TAILPIDS[@]}"; do kill -TERM "$g" 2>/dev/null; done
-    wait 2>/dev/null
+    # output streams: give them a moment to print the last lines, then stop them
+    for i in $(seq 1 30); do
+        alive=0
+        for g in "${TAILPIDS[@]}"; do kill -0 "$g" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for g in "${TAILPIDS[@]}"; do kill -TERM -- "-$g" 2>/dev/null; done
+    for g in "${QGROUPS[@]}" "${TAILPIDS[@]}"; do wait "$g" 2>/dev/null; done
 }
 on_exit() {
     cleanup
@@ -192,6 +199,8 @@ write_ctl() {   # idx ip0 ip1 peer0 peer1 cmd...
 C=/run/braid/ctl
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 . $C/cfg
+tick() { read -r up _ </proc/uptime; echo "braid-stage2: t=$up $*" >/dev/console; }
+tick start
 bootfail() {
     echo "$*" >$C/bootfail
     echo "BRAID-STAGE2-FAIL: $*" >/dev/console
@@ -215,8 +224,11 @@ while read -r tag path; do
     mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "$tag" "$path" \
         || bootfail "cannot mount share $path"
 done <$C/shares
+tick shares mounted
 $MP virtio_net || bootfail "modprobe virtio_net failed"
+tick virtio_net
 $MP rdma_rxe || bootfail "modprobe rdma_rxe failed"
+tick rdma_rxe
 hostname braid-vm$VM_INDEX 2>/dev/null
 ip link set lo up
 n=0
@@ -227,6 +239,7 @@ for ip in $IP0 $IP1; do
     rdma link add rxe$n type rxe netdev eth$n || bootfail "rdma link add rxe$n failed"
     n=$((n+1))
 done
+tick links added
 # Wait (bounded) until both rxe ports are ACTIVE.
 i=0
 while [ $i -lt 100 ]; do
@@ -234,9 +247,11 @@ while [ $i -lt 100 ]; do
     [ "$a" = 2 ] && break
     sleep 0.1; i=$((i+1))
 done
+tick ports active
 cat /proc/uptime >$C/started
 env -i /bin/sh $C/cmd.sh </dev/null >>$C/out.log 2>&1
 rc=$?
+tick "command exited rc=$rc"
 echo $rc >$C/rc.tmp && mv $C/rc.tmp $C/rc
 sync
 echo o >/proc/sysrq-trigger
@@ -267,7 +282,7 @@ launch_vm() {   # idx netdev0 netdev1
         -serial "file:$c/console.log"
         -pidfile "$c/qemu.pid"
         -kernel "$VMLINUZ" -initrd "$INITRD"
-        -append "console=ttyS0 panic=-1 loglevel=4 mitigations=off nokaslr random.trust_cpu=on tsc=reliable no_timer_check 8250.nr_uarts=1"
+        -append "console=ttyS0 panic=-1 loglevel=4 mitigations=off nokaslr random.trust_cpu=on tsc=reliable no_timer_check 8250.nr_uarts=1 ${BRAID_SOFTROCE_APPEND:-}"
         -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
         -virtfs "local,path=$(qopt "$c"),mount_tag=ctl,security_model=none,multidevs=remap"
         -virtfs "local,path=$(qopt "$KMODDIR"),mount_tag=kmod,security_model=none,readonly=on,multidevs=remap"
@@ -287,13 +302,13 @@ launch_vm() {   # idx netdev0 netdev1
     QSTART[$i]=$(now_ms)
 }
 
-stream_out() {  # idx prefix
+stream_out() {  # idx prefix: stream the guest's out.log (written live over 9p) to stdout/--log
     local c=$WORK/vm$1 pre=$2
-    if [ -n "$LOG" ]; then
-        tail -n +1 -s 0.3 -F "$c/out.log" 2>/dev/null | sed -u "s/^/$pre/" | tee -a "$LOG" &
-    else
-        tail -n +1 -s 0.3 -F "$c/out.log" 2>/dev/null | sed -u "s/^/$pre/" &
-    fi
+    # own process group (setsid) so cleanup can kill the whole pipeline; tail exits by itself
+    # shortly after qemu is gone (--pid).
+    setsid bash -c 'tail -n +1 -s 0.3 -F --pid="$1" "$2" 2>/dev/null | sed -u "s/^/$3/" |
+                    if [ -n "$4" ]; then tee -a "$4"; else cat; fi' \
+        _ "${QPID[$1]}" "$c/out.log" "$pre" "$LOG" &
     TAILPIDS+=($!)
 }
 
@@ -369,10 +384,11 @@ while :; do
 done
 
 # Let each qemu power itself off (bounded), then make sure nothing is left.
-for i in $(seq 1 "$NVM"); do
-    for k in $(seq 1 50); do kill -0 "${QPID[$i]}" 2>/dev/null || break; sleep 0.2; done
-done
-sleep 0.5   # let tail catch the last lines
+if [ "$timed_out" = 0 ] && [ -z "$boot_failed" ]; then
+    for i in $(seq 1 "$NVM"); do
+        for k in $(seq 1 50); do kill -0 "${QPID[$i]}" 2>/dev/null || break; sleep 0.2; done
+    done
+fi
 cleanup
 
 if [ -n "$boot_failed" ]; then

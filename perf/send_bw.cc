@@ -1,0 +1,103 @@
+// braid_send_bw — one-way message bandwidth over braid endpoints (perftest's ib_send_bw).
+//
+//   server:  braid_send_bw [options]
+//   client:  braid_send_bw [options] SERVER
+//
+// The client keeps --tx-depth isends in flight; the server keeps as many irecvs posted and
+// reports what it received. The client's figures end when the server's end-of-size
+// message arrives, so they count only data the receiver has.
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "perf_common.h"
+
+namespace braid::perf {
+namespace {
+
+const ToolSpec kSpec{ToolKind::kSendBw,
+                     "braid_send_bw",
+                     "Send BW Test",
+                     "braid_send_bw: one-way message bandwidth over braid (perftest ib_send_bw "
+                     "conventions); a server without HOST, a client with the server's HOST",
+                     65536,
+                     1000,
+                     true};
+
+// Peak window: one tx-depth window of completions (computeBw also requires 1% of the run).
+size_t peakWindow(const TestMsg& t) { return t.txDepth; }
+
+Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict&) {
+  const uint64_t size = t.size, total = t.warmup + t.iters;
+  const uint64_t w = std::min<uint64_t>(t.txDepth, total);
+  const bool validate = (t.flags & kFlagValidate) != 0;
+  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(w * size));
+  if (!validate) fillPattern(buf.data(), w * size, 0, size);
+  std::vector<Request> reqs(w);
+  std::vector<uint64_t> marks;
+  marks.reserve(t.iters + 1);
+  if (t.warmup == 0) marks.push_back(nowNs());
+
+  auto post = [&](uint64_t i) -> Status {
+    uint8_t* p = buf.data() + (i % w) * size;
+    if (validate) fillPattern(p, size, i, size);
+    BRAID_ASSIGN_OR_RETURN(reqs[i % w], s.isend(p, size, kTagData, "a send"));
+    return Status::ok();
+  };
+  for (uint64_t i = 0; i < w; ++i) BRAID_RETURN_IF_ERROR(post(i));
+  for (uint64_t i = 0; i < total; ++i) {
+    // Sends of one tag finish in posting order: wait for the oldest.
+    Status st = s.wait(reqs[i % w], "send");
+    if (!st.isOk()) return st.withContext(fmt::format("message {} of {}", i, total));
+    if (i + 1 >= t.warmup) marks.push_back(nowNs());
+    if (i + w < total) BRAID_RETURN_IF_ERROR(post(i + w));
+  }
+  BRAID_RETURN_IF_ERROR(round.waitDone());
+  report.addBw(computeBw(size, marks, nowNs(), peakWindow(t)));
+  return Status::ok();
+}
+
+Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, ReplyMsg& done) {
+  const uint64_t size = t.size, total = t.warmup + t.iters;
+  const uint64_t w = std::min<uint64_t>(t.txDepth, total);
+  const bool validate = (t.flags & kFlagValidate) != 0;
+  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(w * size));
+  std::vector<Request> reqs(w);
+  for (uint64_t i = 0; i < w; ++i) {
+    BRAID_ASSIGN_OR_RETURN(reqs[i], s.irecv(buf.data() + i * size, size, kTagData, "a receive"));
+  }
+  BRAID_RETURN_IF_ERROR(sendReady(s));
+  std::vector<uint64_t> marks;
+  marks.reserve(t.iters + 1);
+  if (t.warmup == 0) marks.push_back(nowNs());
+  for (uint64_t i = 0; i < total; ++i) {
+    Request& r = reqs[i % w];
+    Status st = s.wait(r, "receive");
+    if (!st.isOk()) return st.withContext(fmt::format("message {} of {}", i, total));
+    if (i + 1 >= t.warmup) marks.push_back(nowNs());
+    if (r.size() != size)
+      return Status(Code::kProtocolError,
+                    fmt::format("message {} has {} bytes, {} expected", i, r.size(), size));
+    uint8_t* p = buf.data() + (i % w) * size;
+    if (validate) verdict.check(p, size, i, size);
+    if (i + w < total) {
+      BRAID_ASSIGN_OR_RETURN(r, s.irecv(p, size, kTagData, "a receive"));
+    }
+  }
+  BwRow row = computeBw(size, marks, marks.back(), peakWindow(t));
+  report.addBw(row);
+  done.elapsedNs = marks.back() - marks.front();
+  done.bytes = t.iters * size;
+  return Status::ok();
+}
+
+}  // namespace
+}  // namespace braid::perf
+
+int main(int argc, char** argv) {
+  using namespace braid::perf;
+  Options o;
+  o.size = kSpec.defaultSize;
+  if (auto rc = parseCommandLine(kSpec, argc, argv, o)) return *rc;
+  return runTool(kSpec, o, client, server);
+}

@@ -1,0 +1,113 @@
+// braid_send_lat — ping-pong latency over braid endpoints (perftest's ib_send_lat).
+//
+//   server:  braid_send_lat [options]
+//   client:  braid_send_lat [options] SERVER
+//
+// The client sends a ping and waits for the pong; one sample is half of that round trip.
+// Each side posts its next receive before it sends, so the receive is always ready (and
+// its clear-to-send rides along with the message going the other way). The server echoes
+// the ping it received, so --validate checks both directions.
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "perf_common.h"
+
+namespace braid::perf {
+namespace {
+
+const ToolSpec kSpec{ToolKind::kSendLat,
+                     "braid_send_lat",
+                     "Send Latency Test",
+                     "braid_send_lat: ping-pong message latency over braid (perftest "
+                     "ib_send_lat conventions); a server without HOST, a client with the "
+                     "server's HOST",
+                     8,
+                     1000,
+                     false};
+
+Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report,
+              Verdict& verdict) {
+  const uint64_t size = t.size, total = t.warmup + t.iters;
+  const bool validate = (t.flags & kFlagValidate) != 0;
+  // One ping buffer (its send is over before it is refilled), two pong buffers (the next
+  // pong's receive is posted before the last pong is checked).
+  BRAID_ASSIGN_OR_RETURN(Buffer ping, Buffer::allocate(size));
+  BRAID_ASSIGN_OR_RETURN(Buffer pong, Buffer::allocate(2 * size));
+  if (!validate) fillPattern(ping.data(), size, 0, size);
+  std::vector<double> samples;
+  samples.reserve(t.iters);
+  Request rq[2];
+  BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(pong.data(), size, kTagData, "a pong receive"));
+  for (uint64_t i = 0; i < total; ++i) {
+    if (validate) fillPattern(ping.data(), size, i, size);
+    uint64_t t1 = nowNs();
+    BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(ping.data(), size, kTagData, "a ping"));
+    Request& r = rq[i % 2];
+    Status st = s.wait(r, "pong");
+    if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
+    uint64_t t2 = nowNs();
+    if (i + 1 < total) {
+      BRAID_ASSIGN_OR_RETURN(rq[(i + 1) % 2], s.irecv(pong.data() + ((i + 1) % 2) * size, size,
+                                                      kTagData, "a pong receive"));
+    }
+    st = s.wait(sq, "ping");
+    if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
+    if (r.size() != size)
+      return Status(Code::kProtocolError,
+                    fmt::format("pong {} has {} bytes, {} expected", i, r.size(), size));
+    if (validate) verdict.check(pong.data() + (i % 2) * size, size, i, size);
+    if (i >= t.warmup) samples.push_back(static_cast<double>(t2 - t1) / 2000.0);
+  }
+  BRAID_RETURN_IF_ERROR(round.waitDone());
+  report.addLat(computeLat(size, std::move(samples)));
+  return Status::ok();
+}
+
+Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, ReplyMsg& done) {
+  const uint64_t size = t.size, total = t.warmup + t.iters;
+  const bool validate = (t.flags & kFlagValidate) != 0;
+  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(2 * size));
+  Request rq[2];
+  BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(buf.data(), size, kTagData, "a ping receive"));
+  BRAID_RETURN_IF_ERROR(sendReady(s));
+  // perftest's server view: the period between two pongs is one round trip.
+  std::vector<uint64_t> sent;
+  sent.reserve(total);
+  for (uint64_t i = 0; i < total; ++i) {
+    Request& r = rq[i % 2];
+    Status st = s.wait(r, "ping");
+    if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
+    if (r.size() != size)
+      return Status(Code::kProtocolError,
+                    fmt::format("ping {} has {} bytes, {} expected", i, r.size(), size));
+    // The other buffer held ping i-1, whose echo has finished.
+    if (i + 1 < total) {
+      BRAID_ASSIGN_OR_RETURN(rq[(i + 1) % 2], s.irecv(buf.data() + ((i + 1) % 2) * size, size,
+                                                      kTagData, "a ping receive"));
+    }
+    uint8_t* p = buf.data() + (i % 2) * size;
+    sent.push_back(nowNs());
+    BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(p, size, kTagData, "a pong"));
+    st = s.wait(sq, "pong");
+    if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
+    if (validate) verdict.check(p, size, i, size);  // after the echo: off the critical path
+  }
+  std::vector<double> samples;
+  for (uint64_t i = t.warmup; i + 1 < total; ++i)
+    samples.push_back(static_cast<double>(sent[i + 1] - sent[i]) / 2000.0);
+  report.addLat(computeLat(size, std::move(samples)));
+  done.elapsedNs = sent.back() - sent[std::min<uint64_t>(t.warmup, total - 1)];
+  done.bytes = 2 * t.iters * size;
+  return Status::ok();
+}
+
+}  // namespace
+}  // namespace braid::perf
+
+int main(int argc, char** argv) {
+  using namespace braid::perf;
+  Options o;
+  if (auto rc = parseCommandLine(kSpec, argc, argv, o)) return *rc;
+  return runTool(kSpec, o, client, server);
+}

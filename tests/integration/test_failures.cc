@@ -1,0 +1,153 @@
+// Dead, silent and closing peers: every wait ends with an error within the timeout.
+#include <signal.h>
+
+#include <vector>
+
+#include "support.h"
+
+using namespace braid;
+using namespace braid::test;
+
+TEST_CASE("a receiver killed mid-transfer fails the sender's request quickly") {
+  auto child = spawn([&](int pipeFd) {
+    auto ctx = Context::create(loOptions());
+    auto w = Worker::create(*ctx);
+    std::unique_ptr<Listener> l;
+    auto ep = childAccept(**w, pipeFd, l);
+    if (!ep) return 11;
+    std::vector<uint8_t> buf(512u << 20);
+    auto r = ep->irecv(buf.data(), buf.size(), 1);
+    // Receive a little, then stall forever: the parent kills us.
+    for (;;) (void)(*w)->waitAndProgress(std::chrono::milliseconds(1));
+  });
+  ContextOptions o;
+  o.timeoutMs = 5000;
+  auto ctx = makeContext(o);
+  auto w = makeWorker(ctx);
+  auto ep = connectToChild(*w, *child);
+  std::vector<uint8_t> big(512u << 20, 1);
+  auto s = ep->isend(big.data(), big.size(), 1);
+  REQUIRE(s.isOk());
+  for (int i = 0; i < 50; ++i) REQUIRE(s->test().code() == Code::kInProgress);
+  ::kill(child->pid, SIGKILL);
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = s->wait(20s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  INFO(st.toString());
+  CHECK((st.code() == Code::kConnectionReset || st.code() == Code::kEndpointFailed));
+  CHECK(took < 5s);
+  CHECK(ep->error().code() == st.code());
+  // Later calls on the dead endpoint return the same error at once.
+  char b = 0;
+  CHECK(ep->isend(&b, 1, 2).status().code() == st.code());
+}
+
+TEST_CASE("a sender killed mid-transfer fails the receiver's request quickly") {
+  auto child = spawn([&](int pipeFd) {
+    auto ctx = Context::create(loOptions());
+    auto w = Worker::create(*ctx);
+    std::unique_ptr<Listener> l;
+    auto ep = childAccept(**w, pipeFd, l);
+    if (!ep) return 11;
+    std::vector<uint8_t> buf(1u << 30, 2);
+    auto s = ep->isend(buf.data(), buf.size(), 1);
+    for (;;) (void)(*w)->waitAndProgress(std::chrono::milliseconds(1));
+  });
+  ContextOptions o;
+  o.timeoutMs = 5000;
+  auto ctx = makeContext(o);
+  auto w = makeWorker(ctx);
+  auto ep = connectToChild(*w, *child);
+  std::vector<uint8_t> in(1u << 30);
+  auto r = ep->irecv(in.data(), in.size(), 1);
+  REQUIRE(r.isOk());
+  // Wait until some payload has landed, then kill the sender.
+  auto end = std::chrono::steady_clock::now() + 20s;
+  while (ep->stats().bytesReceived == 0) {
+    REQUIRE(std::chrono::steady_clock::now() < end);
+    REQUIRE(r->test().code() == Code::kInProgress);
+  }
+  ::kill(child->pid, SIGKILL);
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = r->wait(20s);
+  INFO(st.toString());
+  CHECK(st.code() == Code::kConnectionReset);
+  CHECK_THAT(st.message(), Catch::Contains("died"));
+  CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+}
+
+TEST_CASE("a peer that goes silent fails waiting requests with timed-out within the timeout") {
+  auto child = spawn([&](int pipeFd) {
+    auto ctx = Context::create(loOptions());
+    auto w = Worker::create(*ctx);
+    std::unique_ptr<Listener> l;
+    auto ep = childAccept(**w, pipeFd, l);
+    if (!ep) return 11;
+    ::raise(SIGSTOP);  // alive but silent: the kernel still acks, braid hears nothing
+    return 0;
+  });
+  ContextOptions o;
+  o.timeoutMs = 1000;
+  auto ctx = makeContext(o);
+  auto w = makeWorker(ctx);
+  auto ep = connectToChild(*w, *child);
+  uint64_t v = 0;
+  auto r = ep->irecv(&v, 8, 1);
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = r->wait(30s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  INFO(st.toString());
+  CHECK(st.code() == Code::kTimedOut);
+  CHECK_THAT(st.message(), Catch::Contains("nothing heard from peer"));
+  CHECK(took >= 900ms);
+  CHECK(took < 3s);
+}
+
+TEST_CASE("an idle peer that keeps calling progress is not mistaken for a dead one") {
+  auto child = spawn([&](int pipeFd) {
+    auto ctx = Context::create(loOptions(600));
+    auto w = Worker::create(*ctx);
+    std::unique_ptr<Listener> l;
+    auto ep = childAccept(**w, pipeFd, l);
+    if (!ep) return 11;
+    // Progress for 2 s (heartbeats go out), then send.
+    auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (std::chrono::steady_clock::now() < end)
+      (void)(*w)->waitAndProgress(std::chrono::milliseconds(5));
+    uint64_t v = 99;
+    auto s = ep->isend(&v, 8, 1);
+    return s && s->wait(std::chrono::seconds(10)).isOk() ? 0 : 12;
+  });
+  ContextOptions o;
+  o.timeoutMs = 600;
+  auto ctx = makeContext(o);
+  auto w = makeWorker(ctx);
+  auto ep = connectToChild(*w, *child);
+  uint64_t v = 0;
+  auto r = ep->irecv(&v, 8, 1);
+  Status st = r->wait(10s);
+  INFO(st.toString());
+  CHECK(st.isOk());
+  CHECK(v == 99);
+  CHECK(child->wait() == 0);
+}
+
+TEST_CASE("closing an endpoint fails the peer's waiting requests with a clear reason") {
+  auto p = connectLocal();
+  uint64_t v = 0;
+  auto r = p.client->irecv(&v, 8, 1);
+  REQUIRE(r.isOk());
+  p.server.reset();
+  Status st = r->wait(5s);
+  CHECK(st.code() == Code::kConnectionReset);
+  CHECK_THAT(st.message(), Catch::Contains("closed the endpoint"));
+}
+
+TEST_CASE("requests outstanding when their endpoint is closed end as canceled") {
+  auto p = connectLocal();
+  uint64_t v = 0;
+  auto r = p.client->irecv(&v, 8, 1);
+  REQUIRE(r.isOk());
+  p.client.reset();
+  CHECK(r->test().code() == Code::kCanceled);
+}
