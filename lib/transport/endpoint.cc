@@ -77,14 +77,18 @@ std::string EndpointImpl::describe() const {
   return fmt::format("endpoint {:x} with {}", endpointId, peer.empty() ? "?" : peer);
 }
 
-void EndpointImpl::fail(Status st) {
+void EndpointImpl::fail(Status st, bool orderly) {
   if (state == EpState::kFailed) return;
   state = EpState::kFailed;
   error = st.code() == Code::kConnectionReset || st.code() == Code::kTimedOut ||
                   st.code() == Code::kConnectionRefused || st.code() == Code::kProtocolError
               ? st
               : Status(Code::kEndpointFailed, st.toString());
-  BRAID_LOG_ERROR(kTransport, "{} failed: {}", describe(), error.toString());
+  // A peer's orderly close with nothing outstanding is news, not an error.
+  if (orderly && outstanding == 0)
+    BRAID_LOG_INFO(kTransport, "{}: {}", describe(), error.message());
+  else
+    BRAID_LOG_ERROR(kTransport, "{} failed: {}", describe(), error.toString());
   if (control) control->closeFd();
   for (auto& d : data)
     if (d) d->closeFd();
@@ -310,7 +314,8 @@ void EndpointImpl::onFrame(Channel& ch, const wire::FrameHeader& f, const uint8_
     case wire::FrameType::kHeartbeat:
       return;
     case wire::FrameType::kClose:
-      fail(Status(Code::kConnectionReset, fmt::format("peer {} closed the endpoint", peer)));
+      fail(Status(Code::kConnectionReset, fmt::format("peer {} closed the endpoint", peer)),
+           /*orderly=*/true);
       return;
     case wire::FrameType::kChunk:
       fail(Status(Code::kProtocolError, "chunk frame on the control socket"));

@@ -168,7 +168,9 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   void dropHandle(OpState* op);
   void maybeRecycle(OpState* op);
   TagState& tagState(uint64_t tag);
-  void fail(Status st);
+  /// Fails the endpoint and every outstanding request. `orderly`: the peer closed on
+  /// purpose (logged as info when nothing was outstanding).
+  void fail(Status st, bool orderly = false);
   /// Sends a close frame, lingers the sockets, cancels what is left. Idempotent.
   void close();
   void tick(uint64_t nowNs);
