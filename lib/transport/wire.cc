@@ -105,30 +105,30 @@ HeaderCheck checkHeader(const HsHeader& h) {
   return {Status::ok(), RejectReason::kMalformed};
 }
 
-Result<Hello> decodeHello(const uint8_t* body, size_t len) {
-  Hello h;
-  if (len < sizeof h.body)
-    return malformed(fmt::format("hello of {} bytes (at least {})", len, sizeof h.body));
-  std::memcpy(&h.body, body, sizeof h.body);
-  if (h.body.socketsPerRail == 0 || h.body.socketsPerRail > kMaxSocketsPerRail)
-    return malformed(fmt::format("{} sockets per rail outside 1..{}", h.body.socketsPerRail,
+namespace {
+// Hello and HelloAck share a layout: a fixed body with socketsPerRail and railCount, then
+// railCount RailDesc.
+template <typename Msg>
+Result<Msg> decodeWithRails(const char* what, const uint8_t* body, size_t len) {
+  Msg m;
+  if (len < sizeof m.body)
+    return malformed(fmt::format("{} of {} bytes (at least {})", what, len, sizeof m.body));
+  std::memcpy(&m.body, body, sizeof m.body);
+  if (m.body.socketsPerRail == 0 || m.body.socketsPerRail > kMaxSocketsPerRail)
+    return malformed(fmt::format("{} sockets per rail outside 1..{}", m.body.socketsPerRail,
                                  kMaxSocketsPerRail));
   BRAID_RETURN_IF_ERROR(
-      checkRails(body + sizeof h.body, len - sizeof h.body, h.body.railCount, h.rails));
-  return h;
+      checkRails(body + sizeof m.body, len - sizeof m.body, m.body.railCount, m.rails));
+  return m;
+}
+}  // namespace
+
+Result<Hello> decodeHello(const uint8_t* body, size_t len) {
+  return decodeWithRails<Hello>("hello", body, len);
 }
 
 Result<HelloAck> decodeHelloAck(const uint8_t* body, size_t len) {
-  HelloAck a;
-  if (len < sizeof a.body)
-    return malformed(fmt::format("hello-ack of {} bytes (at least {})", len, sizeof a.body));
-  std::memcpy(&a.body, body, sizeof a.body);
-  if (a.body.socketsPerRail == 0 || a.body.socketsPerRail > kMaxSocketsPerRail)
-    return malformed(fmt::format("{} sockets per rail outside 1..{}", a.body.socketsPerRail,
-                                 kMaxSocketsPerRail));
-  BRAID_RETURN_IF_ERROR(
-      checkRails(body + sizeof a.body, len - sizeof a.body, a.body.railCount, a.rails));
-  return a;
+  return decodeWithRails<HelloAck>("hello-ack", body, len);
 }
 
 Result<JoinBody> decodeJoin(const uint8_t* body, size_t len) {

@@ -162,17 +162,33 @@ inline bool readAll(int fd, void* p, size_t n, int timeoutMs = 30000) {
   return true;
 }
 
-/// Child side: listen on loopback, publish the address through the pipe, accept one peer.
-inline std::unique_ptr<Endpoint> childAccept(Worker& w, int pipeFd,
-                                             std::unique_ptr<Listener>& keep) {
-  auto l = Listener::create(w);
-  if (!l) return nullptr;
-  keep = std::move(l).value();
-  writeAll(pipeFd, keep->address().bytes, Address::kSize);
-  auto ep = keep->waitAccept(30s);
-  if (!ep) return nullptr;
-  return std::move(ep).value();
-}
+/// Child side: a context on loopback, a listener whose address goes to the parent
+/// through the pipe, and the one endpoint it accepts. Check `ep` before use.
+struct ChildPeer {
+  std::shared_ptr<Context> ctx;
+  std::unique_ptr<Worker> worker;
+  std::unique_ptr<Listener> listener;
+  std::unique_ptr<Endpoint> ep;
+
+  explicit ChildPeer(int pipeFd, ContextOptions o = loOptions()) {
+    auto c = Context::create(o);
+    if (!c) return;
+    ctx = std::move(c).value();
+    auto w = Worker::create(ctx);
+    if (!w) return;
+    worker = std::move(w).value();
+    auto l = Listener::create(*worker);
+    if (!l) return;
+    listener = std::move(l).value();
+    writeAll(pipeFd, listener->address().bytes, Address::kSize);
+    auto e = listener->waitAccept(30s);
+    if (e) ep = std::move(e).value();
+  }
+  /// Progresses forever (until the parent kills this process).
+  [[noreturn]] void spin() {
+    for (;;) (void)worker->waitAndProgress(std::chrono::milliseconds(1));
+  }
+};
 
 /// Parent side: read the child's address and connect.
 inline std::unique_ptr<Endpoint> connectToChild(Worker& w, Child& c) {

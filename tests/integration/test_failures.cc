@@ -10,15 +10,13 @@ using namespace braid::test;
 
 TEST_CASE("a receiver killed mid-transfer fails the sender's request quickly") {
   auto child = spawn([&](int pipeFd) {
-    auto ctx = Context::create(loOptions());
-    auto w = Worker::create(*ctx);
-    std::unique_ptr<Listener> l;
-    auto ep = childAccept(**w, pipeFd, l);
+    ChildPeer peer(pipeFd);
+    auto& ep = peer.ep;
     if (!ep) return 11;
     std::vector<uint8_t> buf(512u << 20);
     auto r = ep->irecv(buf.data(), buf.size(), 1);
     // Receive a little, then stall forever: the parent kills us.
-    for (;;) (void)(*w)->waitAndProgress(std::chrono::milliseconds(1));
+    peer.spin();
   });
   ContextOptions o;
   o.timeoutMs = 5000;
@@ -44,14 +42,12 @@ TEST_CASE("a receiver killed mid-transfer fails the sender's request quickly") {
 
 TEST_CASE("a sender killed mid-transfer fails the receiver's request quickly") {
   auto child = spawn([&](int pipeFd) {
-    auto ctx = Context::create(loOptions());
-    auto w = Worker::create(*ctx);
-    std::unique_ptr<Listener> l;
-    auto ep = childAccept(**w, pipeFd, l);
+    ChildPeer peer(pipeFd);
+    auto& ep = peer.ep;
     if (!ep) return 11;
     std::vector<uint8_t> buf(1u << 30, 2);
     auto s = ep->isend(buf.data(), buf.size(), 1);
-    for (;;) (void)(*w)->waitAndProgress(std::chrono::milliseconds(1));
+    peer.spin();
   });
   ContextOptions o;
   o.timeoutMs = 5000;
@@ -78,10 +74,8 @@ TEST_CASE("a sender killed mid-transfer fails the receiver's request quickly") {
 
 TEST_CASE("a peer that goes silent fails waiting requests with timed-out within the timeout") {
   auto child = spawn([&](int pipeFd) {
-    auto ctx = Context::create(loOptions());
-    auto w = Worker::create(*ctx);
-    std::unique_ptr<Listener> l;
-    auto ep = childAccept(**w, pipeFd, l);
+    ChildPeer peer(pipeFd);
+    auto& ep = peer.ep;
     if (!ep) return 11;
     ::raise(SIGSTOP);  // alive but silent: the kernel still acks, braid hears nothing
     return 0;
@@ -105,15 +99,13 @@ TEST_CASE("a peer that goes silent fails waiting requests with timed-out within 
 
 TEST_CASE("an idle peer that keeps calling progress is not mistaken for a dead one") {
   auto child = spawn([&](int pipeFd) {
-    auto ctx = Context::create(loOptions(600));
-    auto w = Worker::create(*ctx);
-    std::unique_ptr<Listener> l;
-    auto ep = childAccept(**w, pipeFd, l);
+    ChildPeer peer(pipeFd, loOptions(600));
+    auto& ep = peer.ep;
     if (!ep) return 11;
     // Progress for 2 s (heartbeats go out), then send.
     auto end = std::chrono::steady_clock::now() + std::chrono::seconds(2);
     while (std::chrono::steady_clock::now() < end)
-      (void)(*w)->waitAndProgress(std::chrono::milliseconds(5));
+      (void)peer.worker->waitAndProgress(std::chrono::milliseconds(5));
     uint64_t v = 99;
     auto s = ep->isend(&v, 8, 1);
     return s && s->wait(std::chrono::seconds(10)).isOk() ? 0 : 12;

@@ -15,11 +15,8 @@ constexpr uint64_t kVerdictTag = 0xFFFF0000;
 TEST_CASE("messages of 0 B to 64 MiB arrive intact between two processes") {
   const std::vector<size_t> sizes = {0, 1, 4095, 4096, (1u << 20) + 13, 64u << 20};
   auto child = spawn([&](int pipeFd) {
-    auto ctx = Context::create(loOptions());
-    if (!ctx) return 10;
-    auto w = Worker::create(*ctx);
-    std::unique_ptr<Listener> l;
-    auto ep = childAccept(**w, pipeFd, l);
+    ChildPeer peer(pipeFd);
+    auto& ep = peer.ep;
     if (!ep) return 11;
     std::vector<uint8_t> buf((64u << 20) + 64);
     for (size_t i = 0; i < sizes.size(); ++i) {
@@ -54,10 +51,8 @@ TEST_CASE("1000 small messages in flight over 50 tags match per tag even when re
           "posting order") {
   constexpr int kTags = 50, kPerTag = 20;
   auto child = spawn([&](int pipeFd) {
-    auto ctx = Context::create(loOptions());
-    auto w = Worker::create(*ctx);
-    std::unique_ptr<Listener> l;
-    auto ep = childAccept(**w, pipeFd, l);
+    ChildPeer peer(pipeFd);
+    auto& ep = peer.ep;
     if (!ep) return 11;
     // Receives posted tag by tag, last tag first: the reverse of the send order.
     std::vector<std::array<uint32_t, 2>> got(kTags * kPerTag);
