@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <fstream>
+#include <iterator>
 #include <map>
 
 #include "core/params.h"
@@ -109,4 +111,18 @@ TEST_CASE("the registry lists every knob with its default, value in force and do
     }
   }
   CHECK(seen);
+}
+
+TEST_CASE("docs/params.md lists every knob with its default") {
+  std::ifstream in(BRAID_SOURCE_DIR "/docs/params.md");
+  REQUIRE(in.good());
+  std::string doc((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (auto& r : core::listParams(env({}))) {
+    INFO(r.name << " is missing or has another default in docs/params.md: regenerate it");
+    std::string cell = r.defaultValue.empty() ? "(unset)" : "`" + r.defaultValue + "`";
+    auto at = doc.find("| `" + r.name + "` |");
+    REQUIRE(at != std::string::npos);
+    std::string row = doc.substr(at, doc.find('\n', at) - at);
+    CHECK_THAT(row, Catch::Contains(" | " + cell + " | "));
+  }
 }
