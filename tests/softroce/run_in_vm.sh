@@ -22,6 +22,18 @@
 # first nonzero of VM1, VM2); 124 when --timeout expired; 125 when the VM died while the command
 # ran; 77 when the VM could not be started at all (no qemu/kernel, boot failed or took longer than
 # the boot bound): callers must treat 77 as SKIPPED, never as a pass.
+#
+# Inside the VM: host root read-only (9p), tmpfs on /tmp /run /var/tmp /dev/shm, the current
+# directory and every --share writable at the same path; eth0 10.77.0.N/24 + rxe0, eth1
+# 10.78.0.N/24 + rxe1 (N = 1, or 2 for the second VM). The command gets PATH, LD_LIBRARY_PATH,
+# HOME, USER, LOGNAME, LANG, LC_ALL, TZ, TERM, every BRAID_*, RDMAV_*, IBV_*, GTEST_* variable,
+# and BRAID_IN_VM=1 BRAID_VM_INDEX BRAID_VM_IP0/1 BRAID_VM_PEER_IP0/1.
+#
+# Environment knobs: BRAID_SOFTROCE_CACHE (kernel/initramfs cache, default
+# /var/cache/braid-softroce), BRAID_SOFTROCE_NO_SETUP=1 (never run setup.sh automatically),
+# BRAID_SOFTROCE_KEEP=1 (keep the work dir with console.log), BRAID_SOFTROCE_APPEND (extra
+# kernel args), BRAID_SOFTROCE_QEMU_ARGS (extra qemu args), BRAID_SOFTROCE_ROOT_CACHE (9p cache
+# mode of the read-only root, default loose; "none" disables).
 set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,10 +46,16 @@ EXTRA_ENV=()
 TWO=0
 MEM=
 SMP=
+# 9p cache mode of the read-only host root ("" = none): caching makes exec of host binaries
+# much faster; the writable shares (cwd, --share) are never cached.
+case "${BRAID_SOFTROCE_ROOT_CACHE-loose}" in
+    ""|none) ROOT_CACHE=;;
+    *) ROOT_CACHE=",cache=${BRAID_SOFTROCE_ROOT_CACHE-loose}";;
+esac
 
 msg() { printf 'softroce: %s\n' "$*" >&2; [ -n "$LOG" ] && printf 'softroce: %s\n' "$*" >>"$LOG"; return 0; }
 skip() { msg "SKIP: $*"; exit 77; }
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR>1 && !/^#/{exit} NR>1{sub(/^# ?/,""); print}' "${BASH_SOURCE[0]}" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -174,12 +192,13 @@ write_ctl() {   # idx ip0 ip1 peer0 peer1 cmd...
         echo "KVER=$(sq "$KVER")"
         echo "VM_INDEX=$i"
         echo "IP0=$ip0"; echo "IP1=$ip1"
+        echo "ROOT_CACHE=$ROOT_CACHE"
     } >"$c/cfg"
     : >"$c/shares"
     n=0; for a in "${SHARE_PATHS[@]}"; do printf 's%d %s\n' "$n" "$a" >>"$c/shares"; n=$((n+1)); done
     {
         for n in "${ENV_NAMES[@]}"; do
-            case "$n" in BRAID_VM_*) continue;; esac
+            case "$n" in BRAID_VM_*|BRAID_IN_VM|[0-9]*|*[!A-Za-z0-9_]*|"") continue;; esac
             [ -n "${!n+x}" ] && echo "export $n=$(sq "${!n}")"
         done
         echo "export BRAID_IN_VM=1"
@@ -190,10 +209,51 @@ write_ctl() {   # idx ip0 ip1 peer0 peer1 cmd...
     } >"$c/env"
     {
         echo ". /run/braid/ctl/env"
-        echo "cd $(sq "$CWD_LOGICAL") 2>/dev/null || cd $(sq "$CWD_PHYS") || { echo 'softroce: cannot cd to $CWD_PHYS inside the VM' >&2; exit 126; }"
+        echo "cd $(sq "$CWD_LOGICAL") 2>/dev/null || cd $(sq "$CWD_PHYS") || { echo $(sq "softroce: cannot cd to $CWD_PHYS inside the VM") >&2; exit 126; }"
         printf 'exec'; for a in "$@"; do printf ' %s' "$(sq "$a")"; done; printf '\n'
     } >"$c/cmd.sh"
-    # Stage 2: runs as PID 1 (host /bin/sh) after switch_root into the read-only host root.
+    # Stage 1: sourced by the initramfs /init (static busybox in RAM, PATH=/bin, modules already
+    # loaded): mounts everything, configures eth0/eth1, switch_roots into the read-only host root.
+    cat >"$c/stage1.sh" <<'STAGE1'
+C=/ctl
+. $C/cfg
+tick() { read -r up _ </proc/uptime; echo "braid-stage1: t=$up $*" >/dev/console; }
+tick start
+O=trans=virtio,version=9p2000.L,msize=512000
+mount -t 9p -o $O,ro$ROOT_CACHE hostroot /newroot || fail "cannot mount the host root over 9p"
+for d in tmp run var/tmp; do
+    mount -t tmpfs -o mode=1777 tmpfs "/newroot/$d" || fail "cannot mount tmpfs on /$d"
+done
+mkdir -p /newroot/run/braid/ctl "/newroot/run/braid/kmod/lib/modules/$KVER"
+mount -t 9p -o $O,ro kmod "/newroot/run/braid/kmod/lib/modules/$KVER" \
+    || fail "cannot mount the kernel module share"
+# Writable shares at their host paths (parents first).
+while read -r tag path; do
+    [ -n "$tag" ] || continue
+    mkdir -p "/newroot$path" 2>/dev/null
+    mount -t 9p -o $O "$tag" "/newroot$path" || fail "cannot mount share $path"
+done <$C/shares
+tick mounted
+hostname "braid-vm$VM_INDEX"
+ip link set lo up
+n=0
+for ip in $IP0 $IP1; do
+    i=0; while [ ! -e /sys/class/net/eth$n ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    ip addr add "$ip/24" dev eth$n || fail "cannot set $ip on eth$n"
+    ip link set eth$n up || fail "cannot bring up eth$n"
+    n=$((n+1))
+done
+tick network
+mount --move /ctl /newroot/run/braid/ctl || fail "cannot move the ctl share"
+mount --move /dev /newroot/dev
+mount --move /proc /newroot/proc
+mount --move /sys /newroot/sys
+mkdir -p /newroot/dev/pts /newroot/dev/shm
+mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /newroot/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
+exec switch_root /newroot /bin/sh /run/braid/ctl/stage2.sh
+STAGE1
+    # Stage 2: runs as PID 1 (the host's /bin/sh) in the read-only host root.
     cat >"$c/stage2.sh" <<'STAGE2'
 #!/bin/sh
 C=/run/braid/ctl
@@ -206,49 +266,25 @@ bootfail() {
     echo "BRAID-STAGE2-FAIL: $*" >/dev/console
     sync; echo o >/proc/sysrq-trigger; sleep 5; echo b >/proc/sysrq-trigger; sleep 60
 }
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-# Kernel modules of the guest kernel (the host root has none): own 9p export + modprobe -d.
-mkdir -p /run/braid/kmod/lib/modules/$KVER
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 kmod /run/braid/kmod/lib/modules/$KVER \
-    || bootfail "cannot mount the kernel module share"
+# The host root has no modules for the guest kernel: on-demand loads (tc netem, ...) go through
+# modprobe -d on the extracted module tree, for the kernel's helper and for MODPROBE_OPTIONS users.
 printf '#!/bin/sh\nexec /usr/sbin/modprobe -d /run/braid/kmod "$@"\n' >/run/braid/modprobe
 chmod 755 /run/braid/modprobe
 echo /run/braid/modprobe >/proc/sys/kernel/modprobe
-MP="modprobe -d /run/braid/kmod"
-# Writable shares at their host paths.
-while read -r tag path; do
-    [ -n "$tag" ] || continue
-    mkdir -p "$path" 2>/dev/null
-    mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 "$tag" "$path" \
-        || bootfail "cannot mount share $path"
-done <$C/shares
-tick shares mounted
-$MP virtio_net || bootfail "modprobe virtio_net failed"
-tick virtio_net
-$MP rdma_rxe || bootfail "modprobe rdma_rxe failed"
-tick rdma_rxe
-hostname braid-vm$VM_INDEX 2>/dev/null
-ip link set lo up
-n=0
-for ip in $IP0 $IP1; do
-    i=0; while [ ! -e /sys/class/net/eth$n ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-    ip addr add $ip/24 dev eth$n || bootfail "cannot configure eth$n"
-    ip link set eth$n up || bootfail "cannot bring up eth$n"
-    rdma link add rxe$n type rxe netdev eth$n || bootfail "rdma link add rxe$n failed"
-    n=$((n+1))
-done
-tick links added
-# Wait (bounded) until both rxe ports are ACTIVE.
+[ -d /sys/module/rdma_rxe ] || modprobe -d /run/braid/kmod rdma_rxe || bootfail "modprobe rdma_rxe failed"
+rdma link add rxe0 type rxe netdev eth0 || bootfail "rdma link add rxe0 failed"
+rdma link add rxe1 type rxe netdev eth1 || bootfail "rdma link add rxe1 failed"
+tick rxe added
 i=0
 while [ $i -lt 100 ]; do
-    a=$(cat /sys/class/infiniband/rxe0/ports/1/state /sys/class/infiniband/rxe1/ports/1/state 2>/dev/null | grep -c ACTIVE)
-    [ "$a" = 2 ] && break
+    read -r s0 </sys/class/infiniband/rxe0/ports/1/state
+    read -r s1 </sys/class/infiniband/rxe1/ports/1/state
+    case "$s0 $s1" in *ACTIVE*ACTIVE*) break;; esac
     sleep 0.1; i=$((i+1))
 done
-tick ports active
-cat /proc/uptime >$C/started
+[ $i -lt 100 ] || bootfail "rxe ports not ACTIVE: rxe0 '$s0' rxe1 '$s1'"
+read -r up _ </proc/uptime
+echo "$up" >$C/started
 env -i /bin/sh $C/cmd.sh </dev/null >>$C/out.log 2>&1
 rc=$?
 tick "command exited rc=$rc"
@@ -281,12 +317,14 @@ launch_vm() {   # idx netdev0 netdev1
         -nodefaults -no-user-config -display none -monitor none -no-reboot
         -serial "file:$c/console.log"
         -pidfile "$c/qemu.pid"
-        -kernel "$VMLINUZ" -initrd "$INITRD"
+        -kernel "${VMLINUX:-$VMLINUZ}" -initrd "$INITRD"
         -append "console=ttyS0 panic=-1 loglevel=4 mitigations=off nokaslr random.trust_cpu=on tsc=reliable no_timer_check 8250.nr_uarts=1 ${BRAID_SOFTROCE_APPEND:-}"
         -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
         -virtfs "local,path=$(qopt "$c"),mount_tag=ctl,security_model=none,multidevs=remap"
         -virtfs "local,path=$(qopt "$KMODDIR"),mount_tag=kmod,security_model=none,readonly=on,multidevs=remap"
     )
+    # shellcheck disable=SC2206
+    [ -n "${BRAID_SOFTROCE_QEMU_ARGS:-}" ] && args+=(${BRAID_SOFTROCE_QEMU_ARGS})
     for a in "${SHARE_PATHS[@]}"; do
         args+=(-virtfs "local,path=$(qopt "$a"),mount_tag=s$s,security_model=none,multidevs=remap")
         s=$((s+1))
@@ -394,8 +432,8 @@ cleanup
 if [ -n "$boot_failed" ]; then
     for i in $(seq 1 "$NVM"); do
         echo "---- vm$i console (last lines) ----" >&2
-        tail -n 25 "$WORK/vm$i/console.log" 2>/dev/null >&2
-        tail -n 5 "$WORK/vm$i/qemu.log" 2>/dev/null >&2
+        tail -n 25 "$WORK/vm$i/console.log" >&2 2>/dev/null
+        tail -n 5 "$WORK/vm$i/qemu.log" >&2 2>/dev/null; echo >&2
     done
     skip "VM did not start: $boot_failed"
 fi

@@ -9,15 +9,17 @@
 #
 # Cache directory: $BRAID_SOFTROCE_CACHE (default /var/cache/braid-softroce).
 # Result: $CACHE/kernel.env, sourced by run_in_vm.sh:
-#   KVER=...  VMLINUZ=...  KMODDIR=... (the lib/modules/$KVER dir)  INITRD=...
+#   KVER=...  VMLINUZ=... (bzImage)  VMLINUX=... (uncompressed ELF for PVH boot, may be empty)
+#   KMODDIR=... (the lib/modules/$KVER dir)  INITRD=...
 #
 # Exit codes: 0 ready, 1 failed (message on stderr).
 set -euo pipefail
 
 CACHE=${BRAID_SOFTROCE_CACHE:-/var/cache/braid-softroce}
 PKGS=(qemu-system-x86 busybox-static rdma-core ibverbs-utils perftest iproute2 kmod)
-# Modules the initramfs needs to reach the 9p root (dependencies are resolved with modprobe).
-INITRD_MODS=(virtio_pci 9pnet_virtio 9p)
+# Modules loaded from the initramfs (dependencies are resolved with modprobe); others are loaded
+# on demand inside the VM from the extracted module tree (modprobe -d).
+INITRD_MODS=(virtio_pci 9pnet_virtio 9p virtio_net rdma_rxe rdma_ucm)
 APT_LOCK_OPTS=(-o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
 
 log() { printf 'softroce-setup: %s\n' "$*" >&2; }
@@ -50,9 +52,14 @@ APT_UPDATED=0
 apt_update() {
     [ "$APT_UPDATED" = 1 ] && return 0
     log "apt-get update"
-    wait_apt_locks
-    asroot apt-get "${APT_LOCK_OPTS[@]}" -q update >&2 || die "apt-get update failed"
-    APT_UPDATED=1
+    local try
+    for try in 1 2 3 4 5 6; do
+        wait_apt_locks
+        if asroot apt-get "${APT_LOCK_OPTS[@]}" -q update >&2; then APT_UPDATED=1; return 0; fi
+        log "apt-get update failed (attempt $try; another apt may hold the lists lock); retrying in 20 s"
+        sleep 20
+    done
+    die "apt-get update failed"
 }
 
 lists_present() { compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; }
@@ -120,9 +127,15 @@ if [ ! -f "$KROOT/.extracted" ]; then
         log "downloading $KPKG (not installing it)"
         tmpd=$(mktemp -d "$CACHE/.dl.XXXXXX")
         chmod 755 "$tmpd"   # lets apt's _apt sandbox user write there
-        if ! (cd "$tmpd" && apt-get -q download "$KPKG" >&2); then
+        dlopts=(); [ "$(id -u)" -eq 0 ] && dlopts=(-o APT::Sandbox::User=root)
+        if ! (cd "$tmpd" && apt-get "${dlopts[@]}" -q download "$KPKG" >&2); then
+            rm -rf "$tmpd"
+            # Stale package lists (the kernel ABI moved on): refresh and start over once, since
+            # the package linux-image-amd64 depends on may have changed.
+            [ "${BRAID_SOFTROCE_SETUP_RERUN:-0}" = 1 ] && die "apt-get download $KPKG failed"
             apt_update
-            (cd "$tmpd" && apt-get -q download "$KPKG" >&2) || { rm -rf "$tmpd"; die "apt-get download $KPKG failed"; }
+            export BRAID_SOFTROCE_SETUP_RERUN=1
+            exec "$0" "$@"
         fi
         mv "$tmpd"/"${KPKG}"_*.deb "$CACHE"/
         rm -rf "$tmpd"
@@ -141,46 +154,71 @@ if [ ! -f "$KROOT/.extracted" ]; then
     "$DEPMOD" -b "$KROOT.tmp" "$KVER" || die "depmod failed"
     mv "$KROOT.tmp" "$KROOT"
     touch "$KROOT/.extracted"
+    rm -f "$deb"    # re-downloadable; the extracted tree is what the VM uses
 fi
 VMLINUZ=$KROOT/boot/vmlinuz-$KVER
 KMODDIR=$KROOT/lib/modules/$KVER
 [ -f "$VMLINUZ" ] || die "missing $VMLINUZ"
 [ -f "$KMODDIR/modules.dep" ] || "$DEPMOD" -b "$KROOT" "$KVER"
 
+# Uncompressed ELF vmlinux for qemu's PVH boot: skips the in-guest decompression of the bzImage,
+# which costs several seconds under software emulation. Falls back to the bzImage when absent.
+VMLINUX=$KROOT/vmlinux-$KVER
+extract_vmlinux() {
+    local magic dec off
+    for magic in xz zstd gzip; do
+        case $magic in
+            xz) pat=$'\xfd7zXZ'; dec=(xz -dc --single-stream);;
+            zstd) pat=$'\x28\xb5\x2f\xfd'; dec=(zstd -qdc);;
+            gzip) pat=$'\x1f\x8b\x08'; dec=(gzip -dc);;
+        esac
+        command -v "${dec[0]}" >/dev/null 2>&1 || continue
+        for off in $(LC_ALL=C grep -abo "$pat" "$VMLINUZ" 2>/dev/null | head -n 3 | cut -d: -f1); do
+            tail -c +$((off + 1)) "$VMLINUZ" | "${dec[@]}" >"$VMLINUX.tmp" 2>/dev/null
+            if [ "$(head -c 4 "$VMLINUX.tmp" 2>/dev/null | od -An -c | tr -d ' ')" = '177ELF' ]; then
+                mv "$VMLINUX.tmp" "$VMLINUX"; return 0
+            fi
+        done
+    done
+    rm -f "$VMLINUX.tmp"; return 1
+}
+if [ ! -s "$VMLINUX" ] && [ ! -e "$VMLINUX.none" ]; then
+    # PVH entry point needed (CONFIG_PVH); Debian's amd64 kernels have it.
+    if grep -q '^CONFIG_PVH=y' "$KROOT/boot/config-$KVER" 2>/dev/null && extract_vmlinux; then
+        log "extracted PVH-bootable $(basename "$VMLINUX")"
+    else
+        log "no PVH-bootable vmlinux could be extracted; booting the bzImage (slower)"
+        touch "$VMLINUX.none"
+    fi
+fi
+[ -s "$VMLINUX" ] || VMLINUX=
+
 # ---------------------------------------------------------------- initramfs
-# /init of the initramfs: load virtio + 9p, mount the host root read-only, then hand over to
-# the per-run stage-2 script that run_in_vm.sh writes into its control share.
+# /init of the initramfs: load the modules (virtio, 9p, virtio_net, rdma_rxe, rdma_ucm) from RAM,
+# mount the per-run control share and hand over to the stage-1 script that run_in_vm.sh writes
+# there (it mounts the host root read-only and switch_roots into it). Everything up to
+# switch_root runs on the static busybox in RAM: far faster than exec'ing host binaries over 9p.
 INIT_SCRIPT=$(cat <<'EOF'
 #!/bin/busybox sh
 # braid softroce initramfs /init
-/bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin /newroot
+/bin/busybox mkdir -p /proc /sys /dev /ctl /newroot
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 fail() {
-    echo "BRAID-INIT-FAIL: $*" > /dev/console
-    echo "$*" > /ctl/bootfail 2>/dev/null
-    sync; echo o > /proc/sysrq-trigger; sleep 5; poweroff -f
+    echo "BRAID-INIT-FAIL: $*" >/dev/console
+    echo "$*" >/ctl/bootfail 2>/dev/null
+    sync; echo o >/proc/sysrq-trigger; sleep 5; echo b >/proc/sysrq-trigger; sleep 60
 }
 while read -r m; do
-    [ -n "$m" ] && insmod "/modules/$m" 2>/dev/null
-done < /modules/order
-# Control share (this run's scripts, exit code, logs).
-mkdir -p /ctl
+    [ -n "$m" ] && { insmod "/modules/$m" || echo "BRAID-INIT: insmod $m failed" >/dev/console; }
+done </modules/order
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 ctl /ctl || fail "cannot mount ctl share"
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /newroot || fail "cannot mount host root"
-for d in tmp run var/tmp; do
-    mount -t tmpfs -o mode=1777 tmpfs "/newroot/$d" || fail "tmpfs /$d"
-done
-mkdir -p /newroot/run/braid/ctl /newroot/run/braid/kmod
-mount --move /ctl /newroot/run/braid/ctl || fail "move ctl"
-[ -x /newroot/run/braid/ctl/stage2.sh ] || fail "no stage2.sh in ctl share"
-mount --move /dev /newroot/dev
-mount --move /proc /newroot/proc
-mount --move /sys /newroot/sys
-exec switch_root /newroot /bin/sh /run/braid/ctl/stage2.sh
+[ -f /ctl/stage1.sh ] || fail "no stage1.sh in the ctl share"
+. /ctl/stage1.sh
+fail "stage1.sh returned"
 EOF
 )
 INITRD=$CACHE/initramfs-$KVER.cpio.gz
@@ -216,6 +254,7 @@ fi
 cat > "$CACHE/kernel.env.tmp" <<EOF
 KVER=$KVER
 VMLINUZ=$VMLINUZ
+VMLINUX=$VMLINUX
 KMODDIR=$KMODDIR
 INITRD=$INITRD
 EOF
