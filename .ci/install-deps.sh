@@ -22,3 +22,7 @@ if ((${#missing[@]})); then
 else
   echo "install-deps: everything is installed"
 fi
+
+# Soft-RoCE VM for the verbs tests: qemu, busybox, rdma-core, perftest, a Debian kernel
+# unpacked into a cache (not installed as the host's kernel).
+bash "$(dirname "$0")/../tests/softroce/setup.sh"
