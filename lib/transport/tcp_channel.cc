@@ -70,11 +70,12 @@ void Channel::onEvent(uint32_t events) {
 }
 
 void Channel::queue(const OutFrame& f, bool flushNow) {
-  bool wasEmpty = out_.empty();
   out_.push_back(f);
   queuedBytes_ += f.total();
   if (f.op) ++f.op->pendingFrames;
-  if (flushNow && wasEmpty) flush();
+  // Everything queued goes in one sendmsg (a pending CTS rides with this frame), unless
+  // the socket is already full and EPOLLOUT will call flush().
+  if (flushNow && !wantOut_) flush();
 }
 
 void Channel::flush() {
@@ -145,9 +146,10 @@ void Channel::readAll() {
       }
       if (r->wouldBlock) return;
       ep_->lastRxNs = core::nowNs();
+      bool drained = r->bytes < rx_.size() - rxTail_;  // a short read emptied the socket
       rxTail_ += r->bytes;
       budget -= std::min(budget, r->bytes);
-      if (!handleControlBuffer()) return;
+      if (!handleControlBuffer() || drained) return;  // no extra recv() just to see EAGAIN
     }
     return;
   }
@@ -236,6 +238,8 @@ void Channel::readData() {
       inPayload_ = false;
       if (rxOp_) ep_->onChunkLanded(rxOp_, hdr_.length);
       rxOp_ = nullptr;
+    } else if (r->bytes < want) {
+      return;  // short read: the socket is empty for now
     }
   }
 }
