@@ -35,31 +35,34 @@ enum class ToolKind : uint8_t { kSendBw = 1, kSendLat = 2 };
 /// What differs between the tools at option and report level.
 struct ToolSpec {
   ToolKind kind;
-  const char* name;          ///< "braid_send_bw"
-  const char* title;         ///< "Send BW Test"
-  const char* description;   ///< first line of --help
+  const char* name;         ///< "braid_send_bw"
+  const char* title;        ///< "Send BW Test"
+  const char* description;  ///< first line of --help
   uint64_t defaultSize;
   uint64_t defaultIters;
-  bool isBw;                 ///< bandwidth table and --tx-depth
+  bool isBw;  ///< bandwidth table and --tx-depth
 };
 
 /// The command line, after parsing. Unset transport knobs fall back to BRAID_* env knobs.
 struct Options {
-  std::string host;          ///< empty: this process is the server
+  std::string host;  ///< empty: this process is the server
   uint16_t port = kDefaultPort;
   uint64_t size = 0;
-  bool all = false;          ///< sizes 2, 4, ..., 8 MiB
+  bool all = false;  ///< sizes 2, 4, ..., 8 MiB
   uint64_t iters = 0;
-  bool itersGiven = false;   ///< -n given: never scaled down for large sizes
-  std::string transport;     ///< "", "tcp", "auto", "verbs"
-  std::string rails;         ///< BRAID_SOCKET_IFNAME syntax; "" = env knob
-  int socks = 0;             ///< sockets per rail; 0 = env knob
+  bool itersGiven = false;  ///< -n given: never scaled down for large sizes
+  std::string transport;    ///< "", "tcp", "auto", "verbs"
+  std::string rails;        ///< BRAID_SOCKET_IFNAME syntax; "" = env knob
+  int socks = 0;            ///< sockets per rail; 0 = env knob
   bool validate = false;
   bool reportGbits = false;
   std::string jsonFile;
   int txDepth = 16;
-  int timeoutMs = 0;         ///< 0 = BRAID_TIMEOUT_MS
-  bool useEvent = false;     ///< sleep in epoll instead of busy polling
+  int timeoutMs = 0;      ///< 0 = BRAID_TIMEOUT_MS
+  bool useEvent = false;  ///< sleep in epoll instead of busy polling
+  /// Hidden --inject-error N: the client flips the middle byte of message N after filling
+  /// it (with --validate), to show that a corruption is caught. UINT64_MAX: off.
+  uint64_t injectError = UINT64_MAX;
 
   bool isServer() const { return host.empty(); }
 };
@@ -102,13 +105,13 @@ constexpr uint32_t kFlagAllSizes = 1u << 1;  ///< -a run (for the server's heade
 struct TestMsg {
   uint32_t magic = kCtlMagic;
   uint16_t version = kCtlVersion;
-  uint8_t tool = 0;          ///< ToolKind of the client
-  uint8_t command = 0;       ///< TestCommand
-  uint32_t flags = 0;        ///< kFlag*
-  uint32_t txDepth = 0;      ///< messages in flight (bw)
-  uint64_t size = 0;         ///< bytes per message
-  uint64_t iters = 0;        ///< timed messages (bw) or round trips (lat)
-  uint64_t warmup = 0;       ///< untimed ones sent first
+  uint8_t tool = 0;      ///< ToolKind of the client
+  uint8_t command = 0;   ///< TestCommand
+  uint32_t flags = 0;    ///< kFlag*
+  uint32_t txDepth = 0;  ///< messages in flight (bw)
+  uint64_t size = 0;     ///< bytes per message
+  uint64_t iters = 0;    ///< timed messages (bw) or round trips (lat)
+  uint64_t warmup = 0;   ///< untimed ones sent first
 };
 static_assert(sizeof(TestMsg) == 40, "TestMsg is a wire struct");
 
@@ -117,19 +120,19 @@ enum class ReplyType : uint8_t { kReady = 1, kDone = 2, kRefuse = 3 };
 struct ReplyMsg {
   uint32_t magic = kCtlMagic;
   uint16_t version = kCtlVersion;
-  uint8_t type = 0;           ///< ReplyType
-  uint8_t badValid = 0;       ///< 1: the bad* fields describe the first bad byte
+  uint8_t type = 0;      ///< ReplyType
+  uint8_t badValid = 0;  ///< 1: the bad* fields describe the first bad byte
   uint64_t messagesChecked = 0;
   uint64_t bytesChecked = 0;
   uint64_t badMessages = 0;
-  uint64_t badIter = 0;       ///< message index (warmup included) of the first bad byte
-  uint64_t badOffset = 0;     ///< offset of the first bad byte in that message
+  uint64_t badIter = 0;    ///< message index (warmup included) of the first bad byte
+  uint64_t badOffset = 0;  ///< offset of the first bad byte in that message
   uint8_t badExpected = 0;
   uint8_t badActual = 0;
   uint8_t pad[6] = {};
-  uint64_t elapsedNs = 0;     ///< the server's timed interval
-  uint64_t bytes = 0;         ///< bytes the server counted in that interval
-  char text[128] = {};        ///< kRefuse: why
+  uint64_t elapsedNs = 0;  ///< the server's timed interval
+  uint64_t bytes = 0;      ///< bytes the server counted in that interval
+  char text[128] = {};     ///< kRefuse: why
 };
 static_assert(sizeof(ReplyMsg) == 200, "ReplyMsg is a wire struct");
 
@@ -147,6 +150,9 @@ struct Mismatch {
 };
 /// The first byte that differs from fillPattern(iter, size), if any.
 std::optional<Mismatch> checkPattern(const void* buf, size_t len, uint64_t iter, uint64_t size);
+
+/// With --inject-error: corrupts message `iter` (`len` bytes at `buf`) if it is the one.
+void maybeInjectError(const Options& o, uint8_t* buf, size_t len, uint64_t iter);
 
 /// Validation tally of a run.
 struct Verdict {
@@ -195,15 +201,17 @@ inline uint64_t nowNs() {
 }
 
 struct BwRow {
-  uint64_t bytes = 0;       ///< message size
+  uint64_t bytes = 0;  ///< message size
   uint64_t iters = 0;
-  double peakBps = 0;       ///< bytes per second, best window
-  double avgBps = 0;        ///< bytes per second, whole timed interval
-  double msgRate = 0;       ///< messages per second
+  double peakBps = 0;                  ///< bytes per second, best window
+  double avgBps = 0;                   ///< bytes per second, whole timed interval
+  double msgRate = 0;                  ///< messages per second
+  std::vector<uint64_t> bytesPerRail;  ///< sender: payload bytes each rail carried (JSON)
 };
 /// `marks[0]` starts the timed interval, `marks[k]` is when message k finished (k >= 1);
 /// `endNs` ends the interval (the last completion, or the receiver's acknowledgement). The
-/// peak is the best rate over `window` consecutive completions.
+/// peak is the best rate over at least `window` consecutive completions spanning at least
+/// a tenth of the interval.
 BwRow computeBw(uint64_t size, const std::vector<uint64_t>& marks, uint64_t endNs, size_t window);
 
 struct LatRow {
@@ -222,7 +230,7 @@ class Session {
  public:
   /// Server: listens on --port and waits for one client. Client: connects to host:port,
   /// retrying for a few seconds while nothing listens there yet.
-  static Result<std::unique_ptr<Session>> open(const ToolSpec& spec, const Options& o);
+  static Result<std::unique_ptr<Session>> open(const Options& o);
   ~Session();
 
   Endpoint& endpoint() const { return *ep_; }
@@ -302,6 +310,7 @@ void printError(const ToolSpec& spec, const std::string& message);
 /// The client's view of one size: its kDone reply, posted before the test started.
 struct ClientRound {
   Session& session;
+  const Options& options;
   Request doneReq;
   ReplyMsg done;
   /// Waits for the server's kDone (its figures and validation tally of this size).

@@ -6,9 +6,9 @@
 // The client keeps --tx-depth isends in flight; the server keeps as many irecvs posted and
 // reports what it received. The client's figures end when the server's end-of-size
 // message arrives, so they count only data the receiver has.
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "perf_common.h"
 
@@ -25,25 +25,39 @@ const ToolSpec kSpec{ToolKind::kSendBw,
                      true};
 
 // Peak window: one tx-depth window of completions (computeBw also requires 1% of the run).
-size_t peakWindow(const TestMsg& t) { return t.txDepth; }
+size_t peakWindow(const TestMsg& t) {
+  return t.txDepth;
+}
+
+// Buffer slots: like perftest, every message in flight uses the same buffer unless the data
+// is validated (then each has its own), so the footprint stays cache-sized and the figure
+// is the transport's, not the memory system's.
+uint64_t slotCount(const TestMsg& t, uint64_t window) {
+  return (t.flags & kFlagValidate) ? window : 1;
+}
 
 Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict&) {
   const uint64_t size = t.size, total = t.warmup + t.iters;
   const uint64_t w = std::min<uint64_t>(t.txDepth, total);
   const bool validate = (t.flags & kFlagValidate) != 0;
-  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(w * size));
-  if (!validate) fillPattern(buf.data(), w * size, 0, size);
+  const uint64_t slots = slotCount(t, w);
+  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(slots * size));
+  if (!validate) fillPattern(buf.data(), size, 0, size);
   std::vector<Request> reqs(w);
   std::vector<uint64_t> marks;
   marks.reserve(t.iters + 1);
   if (t.warmup == 0) marks.push_back(nowNs());
 
   auto post = [&](uint64_t i) -> Status {
-    uint8_t* p = buf.data() + (i % w) * size;
-    if (validate) fillPattern(p, size, i, size);
+    uint8_t* p = buf.data() + (i % slots) * size;
+    if (validate) {
+      fillPattern(p, size, i, size);
+      maybeInjectError(round.options, p, size, i);
+    }
     BRAID_ASSIGN_OR_RETURN(reqs[i % w], s.isend(p, size, kTagData, "a send"));
     return Status::ok();
   };
+  const std::vector<uint64_t> railsBefore = s.endpoint().stats().bytesSentPerRail;
   for (uint64_t i = 0; i < w; ++i) BRAID_RETURN_IF_ERROR(post(i));
   for (uint64_t i = 0; i < total; ++i) {
     // Sends of one tag finish in posting order: wait for the oldest.
@@ -53,7 +67,13 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, 
     if (i + w < total) BRAID_RETURN_IF_ERROR(post(i + w));
   }
   BRAID_RETURN_IF_ERROR(round.waitDone());
-  report.addBw(computeBw(size, marks, nowNs(), peakWindow(t)));
+  BwRow row = computeBw(size, marks, nowNs(), peakWindow(t));
+  // Striping: what each rail carried (warmup included; eager messages go on the control
+  // socket and count on no rail).
+  row.bytesPerRail = s.endpoint().stats().bytesSentPerRail;
+  for (size_t r = 0; r < row.bytesPerRail.size() && r < railsBefore.size(); ++r)
+    row.bytesPerRail[r] -= railsBefore[r];
+  report.addBw(row);
   return Status::ok();
 }
 
@@ -61,10 +81,12 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   const uint64_t size = t.size, total = t.warmup + t.iters;
   const uint64_t w = std::min<uint64_t>(t.txDepth, total);
   const bool validate = (t.flags & kFlagValidate) != 0;
-  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(w * size));
+  const uint64_t slots = slotCount(t, w);
+  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(slots * size));
   std::vector<Request> reqs(w);
   for (uint64_t i = 0; i < w; ++i) {
-    BRAID_ASSIGN_OR_RETURN(reqs[i], s.irecv(buf.data() + i * size, size, kTagData, "a receive"));
+    BRAID_ASSIGN_OR_RETURN(reqs[i],
+                           s.irecv(buf.data() + (i % slots) * size, size, kTagData, "a receive"));
   }
   BRAID_RETURN_IF_ERROR(sendReady(s));
   std::vector<uint64_t> marks;
@@ -78,7 +100,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
     if (r.size() != size)
       return Status(Code::kProtocolError,
                     fmt::format("message {} has {} bytes, {} expected", i, r.size(), size));
-    uint8_t* p = buf.data() + (i % w) * size;
+    uint8_t* p = buf.data() + (i % slots) * size;
     if (validate) verdict.check(p, size, i, size);
     if (i + w < total) {
       BRAID_ASSIGN_OR_RETURN(r, s.irecv(p, size, kTagData, "a receive"));

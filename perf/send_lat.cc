@@ -7,9 +7,9 @@
 // Each side posts its next receive before it sends, so the receive is always ready (and
 // its clear-to-send rides along with the message going the other way). The server echoes
 // the ping it received, so --validate checks both directions.
-#include <algorithm>
-
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "perf_common.h"
 
@@ -26,8 +26,7 @@ const ToolSpec kSpec{ToolKind::kSendLat,
                      1000,
                      false};
 
-Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report,
-              Verdict& verdict) {
+Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict& verdict) {
   const uint64_t size = t.size, total = t.warmup + t.iters;
   const bool validate = (t.flags & kFlagValidate) != 0;
   // One ping buffer (its send is over before it is refilled), two pong buffers (the next
@@ -40,7 +39,10 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report,
   Request rq[2];
   BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(pong.data(), size, kTagData, "a pong receive"));
   for (uint64_t i = 0; i < total; ++i) {
-    if (validate) fillPattern(ping.data(), size, i, size);
+    if (validate) {
+      fillPattern(ping.data(), size, i, size);
+      maybeInjectError(round.options, ping.data(), size, i);
+    }
     uint64_t t1 = nowNs();
     BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(ping.data(), size, kTagData, "a ping"));
     Request& r = rq[i % 2];

@@ -2,9 +2,11 @@
 // TCP_NODELAY, one write and one read per half round trip. Not installed; used by
 // perf/bench_tcp.sh.
 //
-//   server:  tcp_pingpong [-p PORT] [-s SIZE] [-n ITERS]
-//   client:  tcp_pingpong [-p PORT] [-s SIZE] [-n ITERS] HOST
+//   server:  tcp_pingpong [-p PORT] [-s SIZE] [-b]
+//   client:  tcp_pingpong [-p PORT] [-s SIZE] [-n ITERS] [-b] HOST
 // The client prints "median_us X avg_us Y min_us Z iters N size S" (half round trips).
+// -b reads with MSG_DONTWAIT in a loop (busy polling, like braid_send_lat's default)
+// instead of sleeping in recv(): on a VM an idle vCPU's wake-up can cost tens of us.
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -28,11 +30,13 @@ int die(const char* what) {
   return 1;
 }
 
+bool busy = false;
+
 // Moves exactly n bytes (a message may arrive in pieces).
 bool full(int fd, char* p, size_t n, bool write) {
   while (n > 0) {
-    ssize_t r = write ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, 0);
-    if (r < 0 && errno == EINTR) continue;
+    ssize_t r = write ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, busy ? MSG_DONTWAIT : 0);
+    if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
     if (r <= 0) return false;
     p += r;
     n -= static_cast<size_t>(r);
@@ -49,7 +53,9 @@ int main(int argc, char** argv) {
   std::string host;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if ((a == "-p" || a == "-s" || a == "-n") && i + 1 < argc) {
+    if (a == "-b") {
+      busy = true;
+    } else if ((a == "-p" || a == "-s" || a == "-n") && i + 1 < argc) {
       long v = std::strtol(argv[++i], nullptr, 0);
       if (v <= 0) return std::fprintf(stderr, "tcp_pingpong: bad value for %s\n", a.c_str()), 2;
       if (a == "-p") port = static_cast<int>(v);
@@ -58,7 +64,7 @@ int main(int argc, char** argv) {
     } else if (!a.empty() && a[0] != '-' && host.empty()) {
       host = a;
     } else {
-      std::fprintf(stderr, "usage: tcp_pingpong [-p PORT] [-s SIZE] [-n ITERS] [HOST]\n");
+      std::fprintf(stderr, "usage: tcp_pingpong [-p PORT] [-s SIZE] [-n ITERS] [-b] [HOST]\n");
       return 2;
     }
   }
@@ -104,8 +110,7 @@ int main(int argc, char** argv) {
   }
   for (long i = 0; i < warmup + iters; ++i) {
     auto t1 = std::chrono::steady_clock::now();
-    if (!full(fd, buf.data(), size, true) || !full(fd, buf.data(), size, false))
-      return die("ping");
+    if (!full(fd, buf.data(), size, true) || !full(fd, buf.data(), size, false)) return die("ping");
     auto t2 = std::chrono::steady_clock::now();
     if (i >= warmup) us.push_back(std::chrono::duration<double, std::micro>(t2 - t1).count() / 2);
   }
