@@ -29,6 +29,8 @@ struct WorkerImpl;
 struct EndpointImpl;
 struct ListenerImpl;
 struct OpState;
+struct MemoryRegionImpl;
+class MemoryRegion;
 
 /// Which transport an endpoint uses.
 enum class Transport : uint8_t { kAuto = 0, kTcp = 1, kVerbs = 2 };
@@ -42,6 +44,8 @@ struct ContextOptions {
   std::optional<int> timeoutMs;           ///< BRAID_TIMEOUT_MS
   std::optional<size_t> eagerMax;         ///< BRAID_EAGER_MAX
   std::optional<size_t> chunkSize;        ///< BRAID_CHUNK_SIZE
+  std::optional<std::string> ibHca;       ///< BRAID_IB_HCA (NCCL_IB_HCA syntax)
+  std::optional<int> ibGidIndex;          ///< BRAID_IB_GID_INDEX (-1: automatic)
 };
 
 /// One rail this host would use.
@@ -63,8 +67,23 @@ class Context {
   Context& operator=(const Context&) = delete;
 
   const std::vector<RailInfo>& rails() const;
+  /// kVerbs when verbs rails were found (endpoints then move data over verbs when their
+  /// peer has verbs rails too), else kTcp.
   Transport transport() const;
   int timeoutMs() const;
+
+  /// Registers [base, base+length) for zero-copy transfers on every verbs rail (one MR per
+  /// rail). Registering a buffer that is already registered (and still held) reuses that
+  /// registration (the registration cache counts a hit). The registration lives as long as
+  /// the returned MemoryRegion and every request using it. On a TCP-only context this
+  /// costs nothing. Thread-safe. Errors: kNoMemory (pinning refused: check `ulimit -l`),
+  /// kInvalidArgument.
+  Result<MemoryRegion> registerMemory(void* base, size_t length) const;
+  /// Hits and misses of the registration cache, summed over devices.
+  struct RegistrationStats {
+    uint64_t hits = 0, misses = 0, registered = 0, deregistered = 0;
+  };
+  RegistrationStats registrationStats() const;
 
   struct Impl;
   const Impl& impl() const { return *impl_; }
@@ -74,8 +93,11 @@ class Context {
   std::unique_ptr<Impl> impl_;
 };
 
-/// A buffer registered for zero-copy transfers, one registration per rail. On TCP rails
-/// registration is free; passing a MemoryRegion is optional everywhere.
+/// A buffer registered for zero-copy transfers, one registration per rail
+/// (Context::registerMemory). Passing one to isend/irecv is optional: without it, a
+/// request larger than the eager limit on a verbs endpoint registers its buffer for its
+/// own duration (correct, but a registration per request). Copyable; copies share the
+/// registration. A MemoryRegion made from (base, length) alone is an unregistered view.
 class MemoryRegion {
  public:
   MemoryRegion() = default;
@@ -86,10 +108,32 @@ class MemoryRegion {
     auto b = reinterpret_cast<uintptr_t>(base_), q = reinterpret_cast<uintptr_t>(p);
     return q >= b && len <= length_ && q - b <= length_ - len;
   }
+  /// True when it holds registrations (a verbs context registered it).
+  bool registered() const { return impl_ != nullptr; }
+  /// What a peer needs to iwrite()/iread() this region: send it the bytes. kUnsupported
+  /// when the region is not registered on verbs rails.
+  Result<struct RemoteKey> remoteKey() const;
+  /// Deregisters now, like ibv_dereg_mr: requests still using the region fail (a peer
+  /// writing into it gets a remote access error). Copies of this MemoryRegion see it too.
+  /// Registrations shared with another live MemoryRegion of the same buffer stay.
+  void deregister();
+
+  // Internal.
+  const MemoryRegionImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<const MemoryRegionImpl>& shared() const { return impl_; }
 
  private:
+  friend class Context;
   void* base_ = nullptr;
   size_t length_ = 0;
+  std::shared_ptr<const MemoryRegionImpl> impl_;
+};
+
+/// A registered region as seen by a peer: address, length and one rkey per verbs rail.
+/// Plain bytes: copy them into a message.
+struct RemoteKey {
+  static constexpr size_t kSize = 96;
+  uint8_t bytes[kSize] = {};
 };
 
 /// A listener's address handle: what a peer needs to connect (IP, port, job token).
@@ -223,6 +267,18 @@ class Endpoint {
   /// matches the n-th message sent with that tag. A larger message fails both sides with
   /// kTruncated and writes nothing past `len`.
   Result<Request> irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr = nullptr);
+
+  /// One-sided RDMA WRITE of `len` bytes from `src` (inside `local`, a registered
+  /// MemoryRegion) to `remoteOffset` bytes into the peer's region `remote`, striped over
+  /// the verbs rails. Finishes when every byte is written (acknowledged by the peer's
+  /// NIC); the peer is not notified: tell it with a message. Non-blocking.
+  /// kUnsupported on a TCP endpoint; kInvalidArgument when outside either region.
+  Result<Request> iwrite(const void* src, size_t len, const MemoryRegion& local,
+                         const RemoteKey& remote, uint64_t remoteOffset);
+  /// One-sided RDMA READ of `len` bytes at `remoteOffset` of the peer's region into
+  /// `dst` (inside `local`). Same rules as iwrite.
+  Result<Request> iread(void* dst, size_t len, const MemoryRegion& local,
+                        const RemoteKey& remote, uint64_t remoteOffset);
 
   /// The peer's address and rails, for messages.
   std::string peerName() const;

@@ -1,9 +1,79 @@
+#include <map>
+
 #include <fmt/format.h>
 
 #include "core/log.h"
 #include "transport/internal.h"
 
 namespace braid {
+
+namespace {
+
+/// Opens every usable verbs port (BRAID_IB_HCA, ACTIVE, a GID chosen) with its device's
+/// PD, registration cache and async-event watcher. An empty result is not an error: the
+/// caller decides whether TCP may serve instead.
+Result<std::vector<VerbsRail>> openVerbsRails(const core::Params& p, std::string* why) {
+  std::vector<VerbsRail> out;
+  auto lib = verbs::Lib::load();
+  if (!lib) {
+    *why = lib.status().message();
+    return out;
+  }
+  BRAID_ASSIGN_OR_RETURN(auto ports, verbs::discoverPorts(**lib, p));
+  struct Dev {
+    std::shared_ptr<verbs::Context> ctx;
+    std::shared_ptr<verbs::Pd> pd;
+    std::shared_ptr<verbs::MrCache> cache;
+    std::shared_ptr<verbs::AsyncWatcher> watcher;
+  };
+  std::map<std::string, Dev> devs;
+  std::string skipped;
+  for (const verbs::PortInfo& port : ports) {
+    if (!port.usableAsRail()) {
+      skipped += fmt::format(" {}:{} ({})", port.device, port.port,
+                             !port.selected ? "excluded by BRAID_IB_HCA"
+                             : !port.active ? "state " + port.state
+                                            : "no GID: " + port.gidError);
+      continue;
+    }
+    if (out.size() == wire::kMaxRails) break;
+    Dev& d = devs[port.device];
+    if (!d.ctx) {
+      BRAID_ASSIGN_OR_RETURN(verbs::Context c, verbs::Context::open(**lib, port.device));
+      d.ctx = std::make_shared<verbs::Context>(std::move(c));
+      BRAID_ASSIGN_OR_RETURN(verbs::Pd pd, verbs::Pd::alloc(*d.ctx));
+      d.pd = std::make_shared<verbs::Pd>(std::move(pd));
+      d.cache = std::make_shared<verbs::MrCache>(std::make_unique<verbs::PdRegistrar>(*d.pd));
+      auto w = verbs::AsyncWatcher::start(**lib, *d.ctx);
+      if (w)
+        d.watcher = std::shared_ptr<verbs::AsyncWatcher>(std::move(w).value());
+      else
+        BRAID_LOG_WARN(kTransport, "{}: no async-event watcher: {}", port.device,
+                       w.status().toString());
+    }
+    VerbsRail r;
+    r.lib = *lib;
+    r.port = port;
+    r.gidIndex = port.gid->index;
+    for (const auto& g : port.gids)
+      if (g.index == r.gidIndex) r.gid = g.gid;
+    r.dev = d.ctx;
+    r.pd = d.pd;
+    r.cache = d.cache;
+    r.watcher = d.watcher;
+    r.tuning = verbs::QpTuning::fromParams(p, port.port, r.gidIndex);
+    BRAID_LOG_INFO(kTransport, "verbs rail {}: {} {} gid[{}] {} ({})", r.name(),
+                   verbs::linkLayerName(port.linkLayer), port.state, r.gidIndex,
+                   verbs::gidToString(r.gid), port.gid->reason);
+    out.push_back(std::move(r));
+  }
+  if (out.empty())
+    *why = ports.empty() ? "no RDMA device found (ibv_get_device_list is empty)"
+                         : "no usable port:" + skipped;
+  return out;
+}
+
+}  // namespace
 
 Context::Context(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Context::~Context() = default;
@@ -16,11 +86,29 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
                 : p.transport == "tcp" ? Transport::kTcp
                                        : Transport::kAuto;
   if (o.transport) t = *o.transport;
-  if (t == Transport::kVerbs)
-    return Status(Code::kUnsupported,
-                  "the verbs transport is not built into this braid yet; use "
-                  "BRAID_TRANSPORT=tcp or auto");
-  impl->transport = Transport::kTcp;  // auto: verbs rails join when the verbs layer lands
+  if (o.ibHca) impl->params.ibHca = *o.ibHca;
+  if (o.ibGidIndex) impl->params.ibGidIndex = *o.ibGidIndex;
+  impl->transport = Transport::kTcp;
+  if (t != Transport::kTcp) {
+    std::string why;
+    auto rails = openVerbsRails(impl->params, &why);
+    if (!rails) {
+      if (t == Transport::kVerbs) return rails.status().withContext("verbs transport");
+      BRAID_LOG_WARN(kTransport, "verbs rails unavailable ({}); using TCP",
+                     rails.status().toString());
+    } else if (rails->empty()) {
+      if (t == Transport::kVerbs)
+        return Status(Code::kNotFound,
+                      fmt::format("BRAID_TRANSPORT=verbs but {}; check `braid_info`, "
+                                  "BRAID_IB_HCA, or use BRAID_TRANSPORT=auto|tcp",
+                                  why));
+      BRAID_LOG_INFO(kTransport, "no verbs rails ({}); using TCP", why);
+    } else {
+      impl->verbsRails = std::move(rails).value();
+      impl->transport = Transport::kVerbs;
+    }
+  }
+  impl->wantVerbsOnly = t == Transport::kVerbs;
   impl->socketsPerRail = o.socketsPerRail ? *o.socketsPerRail : static_cast<int>(p.socketNsocks);
   if (impl->socketsPerRail < 1 || impl->socketsPerRail > static_cast<int>(wire::kMaxSocketsPerRail))
     return Status(Code::kInvalidArgument,
@@ -42,6 +130,13 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
   std::string spec = o.socketIfname ? *o.socketIfname : p.socketIfname;
   BRAID_ASSIGN_OR_RETURN(impl->tcpRails, tcp::selectRails(spec, all));
   if (impl->tcpRails.size() > wire::kMaxRails) impl->tcpRails.resize(wire::kMaxRails);
+  for (const VerbsRail& v : impl->verbsRails) {
+    RailInfo r;
+    r.transport = Transport::kVerbs;
+    r.name = v.name();
+    r.address = verbs::gidToString(v.gid);
+    impl->rails.push_back(r);
+  }
   for (const auto& i : impl->tcpRails) {
     RailInfo r;
     r.transport = Transport::kTcp;
@@ -54,13 +149,60 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
   }
   std::string names;
   for (auto& r : impl->rails) names += fmt::format(" {}({})", r.name, r.address);
-  BRAID_LOG_INFO(kTransport, "tcp rails:{}; {} data sockets per rail, eager <= {} B, chunks {} B",
+  BRAID_LOG_INFO(kTransport, "{} verbs rails; tcp rails:{}; {} data sockets per rail, eager <= {} B, chunks {} B",
+                 impl->verbsRails.size(),
                  names, impl->socketsPerRail, impl->eagerMax, impl->chunkSize);
   return std::shared_ptr<Context>(new Context(std::move(impl)));
 }
 
 const std::vector<RailInfo>& Context::rails() const { return impl_->rails; }
+
+Result<MemoryRegion> Context::registerMemory(void* base, size_t length) const {
+  if (base == nullptr && length > 0)
+    return Status(Code::kInvalidArgument, "registerMemory: null buffer with a non-zero length");
+  MemoryRegion mr(base, length);
+  if (!impl_->verbsRails.empty() && length > 0) {
+    BRAID_ASSIGN_OR_RETURN(mr.impl_, registerOnRails(impl_->verbsRails, base, length, true));
+  }
+  return mr;
+}
+
+Context::RegistrationStats Context::registrationStats() const {
+  RegistrationStats out;
+  std::vector<const verbs::MrCache*> seen;
+  for (const VerbsRail& r : impl_->verbsRails) {
+    if (std::find(seen.begin(), seen.end(), r.cache.get()) != seen.end()) continue;
+    seen.push_back(r.cache.get());
+    verbs::MrCacheStats s = r.cache->stats();
+    out.hits += s.hits;
+    out.misses += s.misses;
+    out.registered += s.registered;
+    out.deregistered += s.deregistered;
+  }
+  return out;
+}
 Transport Context::transport() const { return impl_->transport; }
 int Context::timeoutMs() const { return impl_->timeoutMs; }
+
+}  // namespace braid
+
+namespace braid {
+
+Result<RemoteKey> MemoryRegion::remoteKey() const {
+  if (!impl_ || impl_->perRail.empty())
+    return Status(Code::kUnsupported,
+                  "remoteKey: the region is not registered on verbs rails (a TCP-only context, "
+                  "or deregistered)");
+  return encodeRemoteKey(*impl_);
+}
+
+void MemoryRegion::deregister() {
+  if (!impl_) return;
+  // Requests holding impl_ keep the struct alive, but its keys go now, like ibv_dereg_mr.
+  impl_->perRail.clear();
+  for (auto& c : impl_->caches)
+    if (c) c->invalidate(base_, length_);
+  impl_.reset();
+}
 
 }  // namespace braid

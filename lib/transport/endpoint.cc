@@ -67,6 +67,7 @@ void EndpointImpl::close() {
   if (control) worker->linger(control->detach());
   for (auto& d : data)
     if (d) worker->linger(d->detach());
+  if (verbs) verbs->shutdown();
   if (state != EpState::kFailed) {
     state = EpState::kFailed;
     error = Status(Code::kCanceled, "endpoint closed");
@@ -92,13 +93,24 @@ void EndpointImpl::fail(Status st, bool orderly) {
   if (control) control->closeFd();
   for (auto& d : data)
     if (d) d->closeFd();
+  // Nothing more may land in user buffers once their requests have failed.
+  if (verbs) verbs->shutdown();
+  finishAll(error);
+}
+
+void EndpointImpl::finishAll(const Status& st) {
+  // Collect first: finishing releases (pops) ops from the per-tag queues. Only unfinished
+  // ops are collected, and those cannot be recycled before they finish.
+  std::vector<OpState*> open;
   for (auto& [tag, ts] : tags) {
     for (size_t i = 0; i < ts.sends.size(); ++i)
-      if (!ts.sends[i]->finished) finish(ts.sends[i], error);
+      if (!ts.sends[i]->finished) open.push_back(ts.sends[i]);
     for (size_t i = 0; i < ts.recvs.size(); ++i)
-      if (!ts.recvs[i]->finished) finish(ts.recvs[i], error);
+      if (!ts.recvs[i]->finished) open.push_back(ts.recvs[i]);
     ts.unmatchedSends.clear();
   }
+  open.insert(open.end(), rmaOps.begin(), rmaOps.end());
+  for (OpState* op : open) finish(op, st);
 }
 
 // ---------------------------------------------------------------- posting
@@ -113,7 +125,8 @@ std::vector<Channel*> EndpointImpl::allChannels() const {
 
 TagState& EndpointImpl::tagState(uint64_t tag) { return tags[tag]; }
 
-Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag) {
+Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag,
+                                   const MemoryRegion* mr) {
   if (state == EpState::kFailed) return error;
   if (state != EpState::kConnected)
     return Status(Code::kInvalidArgument,
@@ -121,6 +134,18 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
                               describe()));
   if (buf == nullptr && len > 0)
     return Status(Code::kInvalidArgument, "null buffer with a non-zero length");
+  // Verbs: a buffer that may move by RDMA needs its registration on every rail first
+  // (the caller's MemoryRegion, or one made for this request).
+  std::shared_ptr<const MemoryRegionImpl> reg;
+  if (verbs && len > eagerMax) {
+    if (mr && mr->impl() && mr->impl()->perRail.size() >= verbs->laneCount()) {
+      reg = mr->shared();
+    } else {
+      auto r = registerOnRails(ctx->verbsRails, buf, len, /*cached=*/false);
+      if (!r) return r.status();
+      reg = std::move(r).value();
+    }
+  }
   OpState* op = ops.get();
   op->reset();
   op->kind = kind;
@@ -128,28 +153,37 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
   op->buf = buf;
   op->len = len;
   op->hasHandle = true;
+  op->reg = std::move(reg);
   ++outstanding;
   TagState& ts = tagState(tag);
   if (kind == OpState::Kind::kSend) {
     op->seq = ts.nextSendSeq++;
     ts.sends.push_back(op);
     if (len <= eagerMax) {
-      OutFrame f;
-      f.hdr = frame(wire::FrameType::kEager, tag, op->seq, len, static_cast<uint32_t>(len));
-      f.payload = buf;
-      f.op = op;
-      control->queue(f, true);
-      controlDirty = control->hasOutput();
+      if (verbs) {
+        verbs->sendEager(op);
+      } else {
+        OutFrame f;
+        f.hdr = frame(wire::FrameType::kEager, tag, op->seq, len, static_cast<uint32_t>(len));
+        f.payload = buf;
+        f.op = op;
+        control->queue(f, true);
+        controlDirty = control->hasOutput();
+      }
     }
     ts.unmatchedSends.push_back(op);
     matchSends(ts);
   } else {
     op->seq = ts.nextRecvSeq++;
     ts.recvs.push_back(op);
-    OutFrame f;
-    f.hdr = frame(wire::FrameType::kCts, tag, op->seq, len);
-    control->queue(f, false);  // goes out with the next send or progress()
-    controlDirty = true;
+    if (verbs) {
+      BRAID_RETURN_IF_ERROR(verbs->postReceive(op, op->reg.get()));
+    } else {
+      OutFrame f;
+      f.hdr = frame(wire::FrameType::kCts, tag, op->seq, len);
+      control->queue(f, false);  // goes out with the next send or progress()
+      controlDirty = true;
+    }
     // An eager message may already be here.
     if (!ts.unexpected.empty() && ts.unexpected.front().seq == op->seq) {
       auto& u = ts.unexpected.front();
@@ -175,6 +209,44 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
   return Request(shared_from_this(), op);
 }
 
+Result<Request> EndpointImpl::postRma(OpState::Kind kind, uint8_t* buf, uint64_t len,
+                                      const MemoryRegion& local, const RemoteKey& remote,
+                                      uint64_t offset) {
+  const char* what = kind == OpState::Kind::kWrite ? "iwrite" : "iread";
+  if (state == EpState::kFailed) return error;
+  if (state != EpState::kConnected)
+    return Status(Code::kInvalidArgument, fmt::format("{}: {} is not connected yet", what,
+                                                      describe()));
+  if (!verbs)
+    return Status(Code::kUnsupported,
+                  fmt::format("{}: {} moves data over TCP; one-sided writes and reads need verbs "
+                              "rails on both sides",
+                              what, describe()));
+  if (!local.contains(buf, len) || !local.impl() || local.impl()->perRail.size() < verbs->laneCount())
+    return Status(Code::kInvalidArgument,
+                  fmt::format("{}: the local buffer must lie inside a MemoryRegion registered by "
+                              "this endpoint's Context (Context::registerMemory)",
+                              what));
+  BRAID_ASSIGN_OR_RETURN(DecodedRemoteKey rk, decodeRemoteKey(remote));
+  if (offset > rk.length || rk.length - offset < len)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("{}: {} bytes at offset {} do not fit the {}-byte remote region",
+                              what, len, offset, rk.length));
+  if (len == 0) return Status(Code::kInvalidArgument, fmt::format("{}: zero length", what));
+  OpState* op = ops.get();
+  op->reset();
+  op->kind = kind;
+  op->buf = buf;
+  op->len = len;
+  op->hasHandle = true;
+  op->matched = true;
+  op->reg = local.shared();
+  ++outstanding;
+  rmaOps.push_back(op);
+  verbs->startRma(op, rk, offset);
+  return Request(shared_from_this(), op);
+}
+
 void EndpointImpl::flushControl() {
   controlDirty = false;
   if (control && control->fd() >= 0) control->flush();
@@ -185,7 +257,7 @@ void EndpointImpl::flushControl() {
 void EndpointImpl::matchSends(TagState& ts) {
   while (!ts.unmatchedSends.empty() && !ts.cts.empty()) {
     OpState* op = ts.unmatchedSends.front();
-    wire::FrameHeader cts = ts.cts.front();
+    wire::CtsEntry cts = ts.cts.front();
     ts.unmatchedSends.pop_front();
     ts.cts.pop_front();
     if (cts.seq != op->seq) {
@@ -199,23 +271,37 @@ void EndpointImpl::matchSends(TagState& ts) {
   }
 }
 
-void EndpointImpl::startSend(OpState* op, const wire::FrameHeader& cts) {
+void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
   op->matched = true;
-  if (op->len > cts.total) {
+  if (op->len > cts.capacity) {
     Status st(Code::kTruncated,
               fmt::format("message {} of tag {} to {} has {} bytes but the peer posted a receive "
                           "of {}: the peer must post a larger buffer",
-                          op->seq, op->tag, peer, op->len, cts.total));
+                          op->seq, op->tag, peer, op->len, cts.capacity));
     if (op->len > eagerMax) {
-      OutFrame f;
-      f.hdr = frame(wire::FrameType::kTruncated, op->tag, op->seq, op->len);
-      control->queue(f, true);
+      if (verbs) {
+        verbs->sendTruncated(op->tag, op->seq, op->len);
+      } else {
+        OutFrame f;
+        f.hdr = frame(wire::FrameType::kTruncated, op->tag, op->seq, op->len);
+        control->queue(f, true);
+      }
     }
     finish(op, st);
     return;
   }
   if (op->len <= eagerMax) {  // payload already queued or sent
     if (op->pendingFrames == 0) finish(op, Status::ok());
+    return;
+  }
+  if (verbs) {
+    if (cts.addr == 0) {
+      fail(Status(Code::kProtocolError,
+                  fmt::format("clear-to-send for tag {} seq {} of {} bytes has no buffer address",
+                              cts.tag, cts.seq, cts.capacity)));
+      return;
+    }
+    verbs->startRendezvous(op, cts, op->reg.get());
     return;
   }
   // Large: stripe over rails, each chunk to the least-loaded socket of its rail.
@@ -256,13 +342,20 @@ void EndpointImpl::onFrameSent(OutFrame& f) {
 
 // ---------------------------------------------------------------- receive side
 
-void EndpointImpl::onFrame(Channel& ch, const wire::FrameHeader& f, const uint8_t* payload) {
-  (void)ch;
+void EndpointImpl::onCts(const wire::CtsEntry& cts) {
+  TagState& ts = tagState(cts.tag);
+  ts.cts.push_back(cts);
+  matchSends(ts);
+}
+
+void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
   switch (static_cast<wire::FrameType>(f.type)) {
     case wire::FrameType::kCts: {
-      TagState& ts = tagState(f.tag);
-      ts.cts.push_back(f);
-      matchSends(ts);
+      wire::CtsEntry e{};
+      e.tag = f.tag;
+      e.seq = f.seq;
+      e.capacity = f.total;
+      onCts(e);
       return;
     }
     case wire::FrameType::kEager: {
@@ -314,26 +407,61 @@ void EndpointImpl::onFrame(Channel& ch, const wire::FrameHeader& f, const uint8_
     case wire::FrameType::kHeartbeat:
       return;
     case wire::FrameType::kClose:
+      // Whatever the peer sent over verbs before closing (its sends had completed) is in
+      // our completion queues by now: take it before failing what is left.
+      if (verbs && state == EpState::kConnected) verbs->progress();
+      if (state == EpState::kFailed) return;
       fail(Status(Code::kConnectionReset, fmt::format("peer {} closed the endpoint", peer)),
            /*orderly=*/true);
       return;
     case wire::FrameType::kChunk:
-      fail(Status(Code::kProtocolError, "chunk frame on the control socket"));
+    case wire::FrameType::kFin:
+      fail(Status(Code::kProtocolError,
+                  fmt::format("data frame type {} on the control path", f.type)));
       return;
+  }
+}
+
+OpState* EndpointImpl::findRecv(uint64_t tag, uint64_t seq) {
+  auto it = tags.find(tag);
+  if (it == tags.end()) return nullptr;
+  TagState& ts = it->second;
+  if (ts.recvs.empty() || seq < ts.recvs.front()->seq ||
+      seq - ts.recvs.front()->seq >= ts.recvs.size())
+    return nullptr;
+  OpState* op = ts.recvs[seq - ts.recvs.front()->seq];
+  return op->finished ? nullptr : op;
+}
+
+void EndpointImpl::onFin(const wire::FrameHeader& f) {
+  OpState* op = findRecv(f.tag, f.seq);
+  if (op == nullptr || f.total > op->len || (op->matched && op->size != f.total)) {
+    fail(Status(Code::kProtocolError,
+                fmt::format("end of rail transfer for tag {} seq {} ({} of {} bytes) that matches "
+                            "no posted receive",
+                            f.tag, f.seq, f.offset, f.total)));
+    return;
+  }
+  op->matched = true;
+  op->size = f.total;
+  op->bytesDone += f.offset;
+  stats.bytesReceived += f.offset;
+  if (op->bytesDone > op->size) {
+    fail(Status(Code::kProtocolError,
+                fmt::format("tag {} seq {}: rails reported {} bytes of a {}-byte message", f.tag,
+                            f.seq, op->bytesDone, op->size)));
+    return;
+  }
+  if (op->bytesDone == op->size) {
+    ++stats.messagesReceived;
+    finish(op, Status::ok());
   }
 }
 
 uint8_t* EndpointImpl::chunkDest(const wire::FrameHeader& f, OpState** out) {
   *out = nullptr;
-  auto it = tags.find(f.tag);
-  OpState* op = nullptr;
-  if (it != tags.end()) {
-    TagState& ts = it->second;
-    if (!ts.recvs.empty() && f.seq >= ts.recvs.front()->seq &&
-        f.seq - ts.recvs.front()->seq < ts.recvs.size())
-      op = ts.recvs[f.seq - ts.recvs.front()->seq];
-  }
-  if (op == nullptr || op->finished) {
+  OpState* op = findRecv(f.tag, f.seq);
+  if (op == nullptr) {
     fail(Status(Code::kProtocolError,
                 fmt::format("chunk for tag {} seq {} that has no posted receive", f.tag, f.seq)));
     return nullptr;
@@ -365,6 +493,7 @@ void EndpointImpl::finish(OpState* op, Status st) {
   if (op->finished) return;
   op->finished = true;
   op->status = std::move(st);
+  op->reg.reset();  // a request's own registration ends with it
   --outstanding;
   if (op->kind == OpState::Kind::kSend && op->status.isOk()) {
     ++stats.messagesSent;
@@ -372,6 +501,13 @@ void EndpointImpl::finish(OpState* op, Status st) {
   }
   if (!op->status.isOk() && op->status.code() == Code::kTruncated)
     BRAID_LOG_WARN(kTransport, "{}", op->status.message());
+  if (op->kind == OpState::Kind::kWrite || op->kind == OpState::Kind::kRead) {
+    // One-sided operations have no tag order: visible as soon as they finish.
+    rmaOps.erase(std::find(rmaOps.begin(), rmaOps.end(), op));
+    op->released = true;
+    maybeRecycle(op);
+    return;
+  }
   TagState& ts = tagState(op->tag);
   releaseInOrder(ts, op->kind == OpState::Kind::kSend);
 }
@@ -410,6 +546,10 @@ void EndpointImpl::tick(uint64_t now) {
                               peer, ctx->timeoutMs, static_cast<int>(state))));
     return;
   }
+  if (verbs) {
+    verbs->tick();
+    if (state == EpState::kFailed) return;
+  }
   uint64_t timeoutNs = static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull;
   if (now - lastTxNs > timeoutNs / 3 && !control->hasOutput()) {
     OutFrame f;
@@ -445,6 +585,17 @@ Status EndpointImpl::startConnect(const Address& addr) {
     i.addr.toBytes(bytes);
     localRails.push_back(wire::makeRailDesc(i.name, i.addr.family(), bytes, 0));
   }
+  if (!ctx->verbsRails.empty()) {
+    auto vp = VerbsPath::create(this, ctx->verbsRails, ctx->verbsRails.size());
+    if (vp) {
+      verbs = std::move(vp).value();
+    } else if (ctx->wantVerbsOnly) {
+      return vp.status().withContext("creating the verbs queue pairs");
+    } else {
+      BRAID_LOG_WARN(kTransport, "connect to {}: verbs unavailable ({}); moving data over TCP",
+                     peer, vp.status().toString());
+    }
+  }
   tcp::SockAddr local;  // control socket: let the kernel choose the source
   BRAID_ASSIGN_OR_RETURN(tcp::Fd fd,
                          tcp::startConnect(local, remote, {0, ctx->timeoutMs}));
@@ -456,8 +607,13 @@ Status EndpointImpl::startConnect(const Address& addr) {
   hb.railCount = static_cast<uint32_t>(localRails.size());
   hb.socketsPerRail = static_cast<uint32_t>(ctx->socketsPerRail);
   hb.eagerMax = ctx->eagerMax;
-  hb.transport = static_cast<uint32_t>(Transport::kTcp);
-  hsOut = wire::encodeHello(hb, localRails);
+  hb.transport = static_cast<uint32_t>(ctx->wantVerbsOnly ? Transport::kVerbs
+                                       : verbs           ? Transport::kAuto
+                                                         : Transport::kTcp);
+  std::vector<wire::VerbsRailDesc> vdescs;
+  if (verbs) vdescs = verbs->localDescs();
+  hb.verbsRailCount = static_cast<uint32_t>(vdescs.size());
+  hsOut = wire::encodeHello(hb, localRails, vdescs);
   hsSent = 0;
   hsBuf.assign(sizeof(wire::HsHeader), 0);
   hsGot = 0;
@@ -558,6 +714,25 @@ Status EndpointImpl::startDataSockets(const wire::HelloAck& ack) {
   peerRails = ack.rails;
   if (railCount > localRails.size() || railCount != peerRails.size())
     return Status(Code::kProtocolError, "listener acked more rails than offered");
+  if (ack.body.verbsRailCount > 0) {
+    if (!verbs || ack.body.verbsRailCount > verbs->laneCount())
+      return Status(Code::kProtocolError,
+                    fmt::format("listener {} acked {} verbs rails, {} were offered", peer,
+                                ack.body.verbsRailCount, verbs ? verbs->laneCount() : 0));
+    // Our QPs reach RTS before any data socket joins: the listener sends nothing over
+    // verbs before every join has arrived.
+    BRAID_RETURN_IF_ERROR(verbs->connect(ack.verbsRails, ack.body.verbsRailCount, eagerMax)
+                              .withContext("listener " + peer));
+  } else if (verbs) {
+    if (ctx->wantVerbsOnly)
+      return Status(Code::kUnsupported,
+                    fmt::format("listener {} has no verbs rail in common with this side "
+                                "(BRAID_TRANSPORT=verbs here): check `braid_info` on both "
+                                "hosts, or use BRAID_TRANSPORT=auto",
+                                peer));
+    BRAID_LOG_INFO(kTransport, "listener {} has no verbs rails: moving data over TCP", peer);
+    verbs.reset();
+  }
   state = EpState::kJoining;
   size_t n = static_cast<size_t>(railCount) * socketsPerRail;
   data.resize(n);
@@ -590,7 +765,7 @@ void EndpointImpl::onConnected() {
     Status st = ch->arm(EPOLLIN);
     if (!st.isOk()) return fail(st);
   }
-  stats.bytesSentPerRail.assign(railCount, 0);
+  stats.bytesSentPerRail.assign(verbs ? verbs->laneCount() : railCount, 0);
   lastRxNs = lastTxNs = core::nowNs();
   hsBuf.clear();
   hsBuf.shrink_to_fit();
@@ -598,6 +773,14 @@ void EndpointImpl::onConnected() {
   std::string rails;
   for (uint32_t r = 0; r < railCount; ++r)
     rails += fmt::format(" {}->{}", wire::railName(localRails[r]), wire::railName(peerRails[r]));
+  if (verbs) {
+    std::string lanes;
+    for (size_t i = 0; i < verbs->laneCount(); ++i) lanes += " " + verbs->laneName(i);
+    BRAID_LOG_INFO(kTransport, "{} connected ({}): {} verbs rails:{}; tcp (control):{}",
+                   describe(), isServer ? "accepted" : "connected", verbs->laneCount(), lanes,
+                   rails);
+    return;
+  }
   BRAID_LOG_INFO(kTransport, "{} connected ({}): {} rails x {} sockets:{}", describe(),
                  isServer ? "accepted" : "connected", railCount, socketsPerRail, rails);
 }
@@ -622,12 +805,7 @@ Endpoint::~Endpoint() {
     BRAID_LOG_WARN(kTransport, "{} closed with {} requests outstanding: they are canceled",
                    impl_->describe(), impl_->outstanding);
   // Cancel what is left so Request handles see a clean error; keep the impl alive for them.
-  for (auto& [tag, ts] : impl_->tags) {
-    for (size_t i = 0; i < ts.sends.size(); ++i)
-      impl_->finish(ts.sends[i], Status(Code::kCanceled, "endpoint closed"));
-    for (size_t i = 0; i < ts.recvs.size(); ++i)
-      impl_->finish(ts.recvs[i], Status(Code::kCanceled, "endpoint closed"));
-  }
+  impl_->finishAll(Status(Code::kCanceled, "endpoint closed"));
   impl_->close();
 }
 
@@ -661,17 +839,31 @@ Result<Request> Endpoint::isend(const void* buf, size_t len, uint64_t tag, const
   if (mr && !mr->contains(buf, len))
     return Status(Code::kInvalidArgument, "isend: buffer outside its MemoryRegion");
   return impl_->post(OpState::Kind::kSend, static_cast<uint8_t*>(const_cast<void*>(buf)), len,
-                     tag);
+                     tag, mr);
 }
 
 Result<Request> Endpoint::irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
   if (mr && !mr->contains(buf, len))
     return Status(Code::kInvalidArgument, "irecv: buffer outside its MemoryRegion");
-  return impl_->post(OpState::Kind::kRecv, static_cast<uint8_t*>(buf), len, tag);
+  return impl_->post(OpState::Kind::kRecv, static_cast<uint8_t*>(buf), len, tag, mr);
+}
+
+Result<Request> Endpoint::iwrite(const void* src, size_t len, const MemoryRegion& local,
+                                 const RemoteKey& remote, uint64_t remoteOffset) {
+  return impl_->postRma(OpState::Kind::kWrite, static_cast<uint8_t*>(const_cast<void*>(src)),
+                        len, local, remote, remoteOffset);
+}
+
+Result<Request> Endpoint::iread(void* dst, size_t len, const MemoryRegion& local,
+                                const RemoteKey& remote, uint64_t remoteOffset) {
+  return impl_->postRma(OpState::Kind::kRead, static_cast<uint8_t*>(dst), len, local, remote,
+                        remoteOffset);
 }
 
 std::string Endpoint::peerName() const { return impl_->peer; }
-size_t Endpoint::railCount() const { return impl_->railCount; }
+size_t Endpoint::railCount() const {
+  return impl_->verbs ? impl_->verbs->laneCount() : impl_->railCount;
+}
 EndpointStats Endpoint::stats() const { return impl_->stats; }
 Status Endpoint::error() const { return impl_->state == EpState::kFailed ? impl_->error : Status(); }
 

@@ -22,6 +22,7 @@
 #include "tcp/poller.h"
 #include "tcp/socket.h"
 #include "transport/scheduler.h"
+#include "transport/verbs_path.h"
 #include "transport/wire.h"
 
 namespace braid {
@@ -41,11 +42,15 @@ struct Context::Impl {
   uint64_t eagerMax = 16384;
   uint64_t chunkSize = 512 * 1024;
   int spinUs = 50;
+  /// Verbs rails (device ports) in use; empty: TCP only. Pointers into this vector stay
+  /// valid for the Context's life (it never changes after create()).
+  std::vector<VerbsRail> verbsRails;
+  bool wantVerbsOnly = false;  ///< BRAID_TRANSPORT=verbs: never fall back to TCP data
 };
 
 /// One isend or irecv.
 struct OpState {
-  enum class Kind : uint8_t { kSend, kRecv };
+  enum class Kind : uint8_t { kSend, kRecv, kWrite, kRead };
   Kind kind = Kind::kSend;
   uint64_t tag = 0;
   uint64_t seq = 0;
@@ -57,8 +62,11 @@ struct OpState {
   bool finished = false;
   bool released = false;    ///< finished and every earlier op of its tag released
   bool hasHandle = false;   ///< a Request refers to it
-  uint32_t pendingFrames = 0;  ///< queued frames pointing at buf
+  uint32_t pendingFrames = 0;  ///< queued frames (TCP) or posted SENDs (verbs) using it
   Status status;
+  /// Verbs: the buffer's registration on every rail (the caller's MemoryRegion, or one
+  /// made for this request and dropped when it finishes).
+  std::shared_ptr<const MemoryRegionImpl> reg;
   void reset() { *this = OpState(); }
 };
 
@@ -131,7 +139,7 @@ struct TagState {
   uint64_t nextRecvSeq = 0;
   core::Ring<OpState*> sends;            ///< posted, not released, in order
   core::Ring<OpState*> unmatchedSends;   ///< waiting for their CTS
-  core::Ring<wire::FrameHeader> cts;     ///< CTS received before their send was posted
+  core::Ring<wire::CtsEntry> cts;        ///< CTS received before their send was posted
   core::Ring<OpState*> recvs;            ///< posted, not released, in order
   struct Unexpected {
     uint64_t seq;
@@ -155,15 +163,28 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   ~EndpointImpl();
 
   // --- data path ---
-  Result<Request> post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag);
-  void onFrame(Channel& ch, const wire::FrameHeader& f, const uint8_t* payload);
+  Result<Request> post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag,
+                       const MemoryRegion* mr);
+  /// One-sided write or read (verbs only).
+  Result<Request> postRma(OpState::Kind kind, uint8_t* buf, uint64_t len,
+                          const MemoryRegion& local, const RemoteKey& remote, uint64_t offset);
+  /// A control frame (TCP control socket, or a SEND on a verbs rail).
+  void onFrame(const wire::FrameHeader& f, const uint8_t* payload);
+  /// A receive's clear-to-send (from a CTS frame, or read from the verbs CTS ring).
+  void onCts(const wire::CtsEntry& cts);
+  /// Verbs: a rail finished writing its part of a message.
+  void onFin(const wire::FrameHeader& f);
+  /// The receive op (tag, seq) still waiting for data, or nullptr.
+  OpState* findRecv(uint64_t tag, uint64_t seq);
   /// Data channel: where the payload of chunk `f` goes (nullptr: discard). Sets *op.
   uint8_t* chunkDest(const wire::FrameHeader& f, OpState** op);
   void onChunkLanded(OpState* op, uint64_t bytes);
   void onFrameSent(OutFrame& f);
   void matchSends(TagState& ts);
-  void startSend(OpState* op, const wire::FrameHeader& cts);
+  void startSend(OpState* op, const wire::CtsEntry& cts);
   void finish(OpState* op, Status st);
+  /// Finishes every outstanding request with `st`.
+  void finishAll(const Status& st);
   void releaseInOrder(TagState& ts, bool sends);
   void dropHandle(OpState* op);
   void maybeRecycle(OpState* op);
@@ -204,6 +225,9 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   std::vector<wire::RailDesc> localRails, peerRails;
 
   std::unique_ptr<Channel> control;
+  /// Verbs lanes (one RC QP per verbs rail) when the endpoint moves data over verbs; the
+  /// TCP sockets then carry only the handshake, heartbeats and close.
+  std::unique_ptr<VerbsPath> verbs;
   std::vector<std::unique_ptr<Channel>> data;  ///< rail-major: rail*socketsPerRail + k
   std::vector<bool> dataReady;                  ///< client: join written; server: joined
   // Handshake scratch (client).
@@ -216,6 +240,7 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   std::vector<bool> dataConnecting;
 
   std::unordered_map<uint64_t, TagState> tags;
+  std::vector<OpState*> rmaOps;  ///< one-sided operations not finished yet
   core::Freelist<OpState> ops;
   uint64_t outstanding = 0;
   Scheduler scheduler;

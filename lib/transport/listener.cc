@@ -119,6 +119,8 @@ struct ListenerImpl {
   void onAcceptable(ListenSock& s);
   void onPending(PendingConn& p);
   Status handle(PendingConn& p, const wire::HsHeader& h, const uint8_t* body);
+  /// Sets up the endpoint's verbs lanes (QPs to RTS) when both sides have verbs rails.
+  Status acceptVerbs(EndpointImpl& ep, const wire::Hello& hello);
   void refuse(PendingConn& p, wire::RejectReason why, const Status& detail);
   void sweep();
 };
@@ -199,11 +201,39 @@ void ListenerImpl::onPending(PendingConn& p) {
     if (!st.isOk()) {
       auto why = st.code() == Code::kConnectionRefused ? wire::RejectReason::kBadToken
                  : st.code() == Code::kNotFound        ? wire::RejectReason::kUnknownEndpoint
+                 : st.code() == Code::kUnsupported     ? wire::RejectReason::kNoRails
                                                        : wire::RejectReason::kMalformed;
       refuse(p, why, st);
     }
     return;
   }
+}
+
+Status ListenerImpl::acceptVerbs(EndpointImpl& ep, const wire::Hello& hello) {
+  const size_t n = std::min(hello.verbsRails.size(), ctx->verbsRails.size());
+  const bool peerVerbsOnly = hello.body.transport == static_cast<uint32_t>(Transport::kVerbs);
+  auto noVerbs = [&](const std::string& why) {
+    return Status(Code::kUnsupported,
+                  fmt::format("no verbs rails in common: {} (this side has {}, the peer offers "
+                              "{}); check `braid_info` on both hosts, or use "
+                              "BRAID_TRANSPORT=auto",
+                              why, ctx->verbsRails.size(), hello.verbsRails.size()));
+  };
+  if (n == 0) {
+    if (ctx->wantVerbsOnly) return noVerbs("BRAID_TRANSPORT=verbs on the listener");
+    if (peerVerbsOnly) return noVerbs("BRAID_TRANSPORT=verbs on the connector");
+    return Status::ok();
+  }
+  auto vp = VerbsPath::create(&ep, ctx->verbsRails, n);
+  Status st = vp ? (*vp)->connect(hello.verbsRails, n, ep.eagerMax) : vp.status();
+  if (!st.isOk()) {
+    if (ctx->wantVerbsOnly || peerVerbsOnly) return noVerbs(st.message());
+    BRAID_LOG_WARN(kTransport, "listener: verbs with {} failed ({}); moving data over TCP",
+                   ep.peer, st.toString());
+    return Status::ok();
+  }
+  ep.verbs = std::move(vp).value();
+  return Status::ok();
 }
 
 Status ListenerImpl::handle(PendingConn& p, const wire::HsHeader& h, const uint8_t* body) {
@@ -228,9 +258,12 @@ Status ListenerImpl::handle(PendingConn& p, const wire::HsHeader& h, const uint8
     ep->localRails.assign(rails.begin(), rails.begin() + ep->railCount);
     ep->peerRails.assign(hello.rails.begin(), hello.rails.begin() + ep->railCount);
     ep->deadlineNs = p.deadlineNs;
+    BRAID_RETURN_IF_ERROR(acceptVerbs(*ep, hello));
+    std::vector<wire::VerbsRailDesc> vdescs;
+    if (ep->verbs) vdescs = ep->verbs->localDescs();
     wire::HelloAckBody ab{ep->endpointId, hello.body.nonce, ep->railCount, ep->socketsPerRail,
-                          ep->eagerMax};
-    auto ack = wire::encodeHelloAck(ab, ep->localRails);
+                          ep->eagerMax, static_cast<uint32_t>(vdescs.size()), 0};
+    auto ack = wire::encodeHelloAck(ab, ep->localRails, vdescs);
     iovec iov{ack.data(), ack.size()};
     BRAID_ASSIGN_OR_RETURN(auto w, tcp::writeSomeV(p.fd.get(), &iov, 1, ep->peer));
     if (w.bytes != ack.size())

@@ -169,7 +169,7 @@ bool Channel::handleControlBuffer() {
     rxHead_ += sizeof h;
     const uint8_t* payload = rx_.data() + rxHead_;
     rxHead_ += h.length;
-    ep_->onFrame(*this, h, payload);
+    ep_->onFrame(h, payload);
     if (!fd_.valid()) return false;
   }
   if (rxHead_ == rxTail_) rxHead_ = rxTail_ = 0;

@@ -36,11 +36,15 @@ std::vector<uint8_t> encodeFrame(HsType type, const void* body, size_t len, uint
 namespace {
 template <typename Body>
 std::vector<uint8_t> encodeWithRails(HsType type, const Body& body,
-                                     const std::vector<RailDesc>& rails) {
-  std::vector<uint8_t> b(sizeof body + rails.size() * sizeof(RailDesc));
+                                     const std::vector<RailDesc>& rails,
+                                     const std::vector<VerbsRailDesc>& verbs) {
+  const size_t tcpBytes = rails.size() * sizeof(RailDesc);
+  std::vector<uint8_t> b(sizeof body + tcpBytes + verbs.size() * sizeof(VerbsRailDesc));
   std::memcpy(b.data(), &body, sizeof body);
-  if (!rails.empty())
-    std::memcpy(b.data() + sizeof body, rails.data(), rails.size() * sizeof(RailDesc));
+  if (!rails.empty()) std::memcpy(b.data() + sizeof body, rails.data(), tcpBytes);
+  if (!verbs.empty())
+    std::memcpy(b.data() + sizeof body + tcpBytes, verbs.data(),
+                verbs.size() * sizeof(VerbsRailDesc));
   return encodeFrame(type, b.data(), b.size());
 }
 
@@ -65,12 +69,14 @@ Status checkRails(const uint8_t* p, size_t len, uint32_t count, std::vector<Rail
 }
 }  // namespace
 
-std::vector<uint8_t> encodeHello(const HelloBody& body, const std::vector<RailDesc>& rails) {
-  return encodeWithRails(HsType::kHello, body, rails);
+std::vector<uint8_t> encodeHello(const HelloBody& body, const std::vector<RailDesc>& rails,
+                                 const std::vector<VerbsRailDesc>& verbs) {
+  return encodeWithRails(HsType::kHello, body, rails, verbs);
 }
 
-std::vector<uint8_t> encodeHelloAck(const HelloAckBody& body, const std::vector<RailDesc>& rails) {
-  return encodeWithRails(HsType::kHelloAck, body, rails);
+std::vector<uint8_t> encodeHelloAck(const HelloAckBody& body, const std::vector<RailDesc>& rails,
+                                    const std::vector<VerbsRailDesc>& verbs) {
+  return encodeWithRails(HsType::kHelloAck, body, rails, verbs);
 }
 
 std::vector<uint8_t> encodeJoin(const JoinBody& body) {
@@ -108,6 +114,36 @@ HeaderCheck checkHeader(const HsHeader& h) {
 namespace {
 // Hello and HelloAck share a layout: a fixed body with socketsPerRail and railCount, then
 // railCount RailDesc.
+Status checkVerbsRails(const uint8_t* p, size_t len, uint32_t count,
+                       std::vector<VerbsRailDesc>& out) {
+  if (count > kMaxRails)
+    return malformed(fmt::format("verbs rail count {} above {}", count, kMaxRails));
+  if (len != count * sizeof(VerbsRailDesc))
+    return malformed(fmt::format("{} bytes of verbs rail data for {} rails (expected {})", len,
+                                 count, count * sizeof(VerbsRailDesc)));
+  out.resize(count);
+  if (count) std::memcpy(out.data(), p, len);
+  for (uint32_t i = 0; i < count; ++i) {
+    VerbsRailDesc& v = out[i];
+    v.device[sizeof v.device - 1] = '\0';
+    auto bad = [&](const std::string& why) {
+      return malformed(fmt::format("verbs rail {} ({}): {}", i, v.device, why));
+    };
+    if (v.linkLayer != 1 && v.linkLayer != 2) return bad(fmt::format("link layer {}", v.linkLayer));
+    if (v.mtu < 1 || v.mtu > 5) return bad(fmt::format("MTU enum {} outside 1..5", v.mtu));
+    if (v.qpn == 0 || v.qpn > 0xFFFFFF) return bad(fmt::format("QP number {}", v.qpn));
+    if (v.psn > 0xFFFFFF) return bad(fmt::format("PSN {} above 24 bits", v.psn));
+    if (v.recvSlots == 0 || v.recvSlots > 65536)
+      return bad(fmt::format("{} receive slots (1..65536)", v.recvSlots));
+    if (v.ctsSlots == 0 || v.ctsSlots > 65536 || (v.ctsSlots & (v.ctsSlots - 1)) != 0)
+      return bad(fmt::format("{} CTS slots (a power of two up to 65536)", v.ctsSlots));
+    if (v.ctsRingAddr == 0 || v.flowAddr == 0) return bad("null CTS ring or flow block address");
+  }
+  return Status::ok();
+}
+
+// Hello and HelloAck share a layout: a fixed body with socketsPerRail, railCount and
+// verbsRailCount, then railCount RailDesc, then verbsRailCount VerbsRailDesc.
 template <typename Msg>
 Result<Msg> decodeWithRails(const char* what, const uint8_t* body, size_t len) {
   Msg m;
@@ -117,8 +153,16 @@ Result<Msg> decodeWithRails(const char* what, const uint8_t* body, size_t len) {
   if (m.body.socketsPerRail == 0 || m.body.socketsPerRail > kMaxSocketsPerRail)
     return malformed(fmt::format("{} sockets per rail outside 1..{}", m.body.socketsPerRail,
                                  kMaxSocketsPerRail));
-  BRAID_RETURN_IF_ERROR(
-      checkRails(body + sizeof m.body, len - sizeof m.body, m.body.railCount, m.rails));
+  if (m.body.verbsRailCount > kMaxRails)
+    return malformed(fmt::format("verbs rail count {} above {}", m.body.verbsRailCount, kMaxRails));
+  const size_t verbsBytes = m.body.verbsRailCount * sizeof(VerbsRailDesc);
+  if (len - sizeof m.body < verbsBytes)
+    return malformed(fmt::format("{} of {} bytes cannot hold {} verbs rails", what, len,
+                                 m.body.verbsRailCount));
+  const size_t tcpBytes = len - sizeof m.body - verbsBytes;
+  BRAID_RETURN_IF_ERROR(checkRails(body + sizeof m.body, tcpBytes, m.body.railCount, m.rails));
+  BRAID_RETURN_IF_ERROR(checkVerbsRails(body + sizeof m.body + tcpBytes, verbsBytes,
+                                        m.body.verbsRailCount, m.verbsRails));
   return m;
 }
 }  // namespace
@@ -159,6 +203,10 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax) {
   };
   if (f.magic != kFrameMagic) return bad(fmt::format("magic 0x{:04x}: stream out of sync", f.magic));
   switch (static_cast<FrameType>(f.type)) {
+    case FrameType::kFin:
+      if (f.length != 0) return bad("control frame with a payload");
+      if (f.offset > f.total) return bad("more bytes on one rail than in the message");
+      return Status::ok();
     case FrameType::kCts:
     case FrameType::kTruncated:
     case FrameType::kHeartbeat:
@@ -192,6 +240,14 @@ std::string railName(const RailDesc& r) {
   char ifn[17] = {};
   std::memcpy(ifn, r.ifname, 16);
   return fmt::format("{}({}:{})", ifn, buf, r.port);
+}
+
+std::string verbsRailName(const VerbsRailDesc& r) {
+  char dev[17] = {};
+  std::memcpy(dev, r.device, 16);
+  char gid[INET6_ADDRSTRLEN] = {};
+  inet_ntop(AF_INET6, r.gid, gid, sizeof gid);
+  return fmt::format("{}:{} gid[{}] {} qpn 0x{:x}", dev, r.port, r.gidIndex, gid, r.qpn);
 }
 
 }  // namespace braid::wire

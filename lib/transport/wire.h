@@ -18,7 +18,7 @@ namespace braid::wire {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "braid's wire format is little-endian");
 
 constexpr uint32_t kMagic = 0x44494152;  // "RAID" read as bytes 'R','A','I','D' — braid
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion = 2;  // 2: verbs rails in Hello/HelloAck
 constexpr uint32_t kMaxRails = 16;        // per endpoint
 constexpr uint32_t kMaxSocketsPerRail = 64;
 constexpr uint32_t kMaxHandshakeBody = 4096;  // anything longer is refused as absurd
@@ -72,7 +72,7 @@ struct HelloBody {
   uint32_t socketsPerRail;  ///< data sockets the connector wants per rail
   uint64_t eagerMax;        ///< connector's eager limit (the smaller one is used)
   uint32_t transport;       ///< braid::Transport the connector wants
-  uint32_t reserved;        ///< 0
+  uint32_t verbsRailCount;  ///< VerbsRailDesc that follow the RailDesc array (0..kMaxRails)
 };
 static_assert(sizeof(HelloBody) == 40);
 
@@ -83,8 +83,55 @@ struct HelloAckBody {
   uint32_t railCount;       ///< rails in use: min of both sides
   uint32_t socketsPerRail;  ///< data sockets per rail: min of both sides
   uint64_t eagerMax;        ///< agreed eager limit
+  uint32_t verbsRailCount;  ///< verbs rails in use (min of both sides; 0: TCP data path),
+                            ///< that many VerbsRailDesc follow the RailDesc array
+  uint32_t reserved;        ///< 0
 };
-static_assert(sizeof(HelloAckBody) == 32);
+static_assert(sizeof(HelloAckBody) == 40);
+
+/// One verbs rail (device port and its RC QP to this peer), carried in Hello and HelloAck
+/// after the TCP rails. Rail i of the connector pairs with rail i of the listener.
+struct VerbsRailDesc {
+  uint8_t gid[16];       ///< GID of the chosen index (RoCE) or the port GID (IB)
+  uint32_t qpn;          ///< RC QP number for this peer
+  uint32_t psn;          ///< initial packet sequence number of that QP's send queue
+  uint16_t lid;          ///< port LID (IB; 0 on RoCE)
+  uint8_t linkLayer;     ///< IBV_LINK_LAYER_INFINIBAND (1) or _ETHERNET (2)
+  uint8_t mtu;           ///< active MTU of the port (enum ibv_mtu, 1..5)
+  uint32_t recvSlots;    ///< receive buffers posted on the QP: the peer's initial SEND credits
+  uint64_t ctsRingAddr;  ///< this side's CTS ring; the peer RDMA-writes its CTS entries there
+  uint32_t ctsRingRkey;  ///< rkey of the ring on this rail's PD
+  uint32_t ctsSlots;     ///< entries in the ring (power of two)
+  uint64_t flowAddr;     ///< this side's FlowBlock; the peer RDMA-writes its counters there
+  uint32_t flowRkey;     ///< rkey of the FlowBlock on this rail's PD
+  uint8_t port;          ///< device port number, for messages
+  uint8_t gidIndex;      ///< GID index in use, for messages
+  uint16_t reserved;     ///< 0
+  char device[16];       ///< NUL-padded device name, for messages
+};
+static_assert(sizeof(VerbsRailDesc) == 80);
+
+/// Verbs data path: a receive's clear-to-send, RDMA-written by the receiver into slot
+/// (ordinal - 1) % ctsSlots of the sender's CTS ring. `ordinal` is written last (same
+/// write, highest address): the sender polls it to see a new entry.
+struct CtsEntry {
+  uint64_t tag;              ///< user tag
+  uint64_t seq;              ///< ordinal of the receive among those with this tag
+  uint64_t capacity;         ///< receive buffer size
+  uint64_t addr;             ///< receive buffer address (0: capacity <= eager limit)
+  uint32_t rkeys[kMaxRails]; ///< rkey of the receive buffer on each rail (0: none)
+  uint64_t reserved[3];      ///< 0
+  uint64_t ordinal;          ///< 1-based ordinal of this CTS on the endpoint; 0 = empty slot
+};
+static_assert(sizeof(CtsEntry) == 128);
+
+/// Verbs data path: counters a side RDMA-writes into its peer's FlowBlock (rail 0).
+/// Both are cumulative, so a lost race between two updates only delays credit.
+struct FlowBlock {
+  uint64_t ctsConsumed;              ///< CTS entries of the peer's ring this side has read
+  uint64_t recvReposted[kMaxRails];  ///< receive buffers this side re-posted, per rail
+};
+static_assert(sizeof(FlowBlock) == 136);
 
 /// Body of kJoin: a data socket presenting itself.
 struct JoinBody {
@@ -111,6 +158,8 @@ enum class FrameType : uint8_t {
   kTruncated = 4,  ///< sender's message (tag, seq) of `total` bytes exceeds the receive
   kHeartbeat = 5,  ///< liveness, no payload
   kClose = 6,      ///< graceful close, no payload
+  kFin = 7,        ///< verbs: `offset` bytes of message (tag, seq) of `total` bytes were
+                   ///< RDMA-written on this rail before this frame (sent as a SEND)
 };
 
 /// Data-phase frame header: 40 bytes, followed by `length` payload bytes.
@@ -129,8 +178,11 @@ constexpr uint16_t kFrameMagic = 0xB7A1;
 constexpr uint32_t kMaxFrameLength = 1u << 30;
 
 // ---- encode (pure) ----
-std::vector<uint8_t> encodeHello(const HelloBody& body, const std::vector<RailDesc>& rails);
-std::vector<uint8_t> encodeHelloAck(const HelloAckBody& body, const std::vector<RailDesc>& rails);
+/// `body.verbsRailCount` must equal `verbs.size()`.
+std::vector<uint8_t> encodeHello(const HelloBody& body, const std::vector<RailDesc>& rails,
+                                 const std::vector<VerbsRailDesc>& verbs = {});
+std::vector<uint8_t> encodeHelloAck(const HelloAckBody& body, const std::vector<RailDesc>& rails,
+                                    const std::vector<VerbsRailDesc>& verbs = {});
 std::vector<uint8_t> encodeJoin(const JoinBody& body);
 std::vector<uint8_t> encodeReject(RejectReason reason, const std::string& message);
 /// Wraps an arbitrary body (tests use this to forge frames).
@@ -148,11 +200,13 @@ HeaderCheck checkHeader(const HsHeader& h);
 struct Hello {
   HelloBody body{};
   std::vector<RailDesc> rails;
+  std::vector<VerbsRailDesc> verbsRails;
 };
 Result<Hello> decodeHello(const uint8_t* body, size_t len);
 struct HelloAck {
   HelloAckBody body{};
   std::vector<RailDesc> rails;
+  std::vector<VerbsRailDesc> verbsRails;
 };
 Result<HelloAck> decodeHelloAck(const uint8_t* body, size_t len);
 Result<JoinBody> decodeJoin(const uint8_t* body, size_t len);
@@ -163,6 +217,8 @@ Status decodeReject(const uint8_t* body, size_t len);
 Status checkFrame(const FrameHeader& f, uint64_t eagerMax);
 
 std::string railName(const RailDesc& r);
+/// "rxe0:1 gid ::ffff:10.77.0.1 qpn 0x11" for messages.
+std::string verbsRailName(const VerbsRailDesc& r);
 /// Fills a RailDesc from an interface name and socket address (port included).
 RailDesc makeRailDesc(const std::string& ifname, int family, const uint8_t addr[16], uint16_t port);
 

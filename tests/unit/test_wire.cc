@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include <fmt/format.h>
+
 #include "transport/wire.h"
 
 using namespace braid;
@@ -20,6 +22,25 @@ HsHeader headerOf(const std::vector<uint8_t>& f) {
   HsHeader h;
   std::memcpy(&h, f.data(), sizeof h);
   return h;
+}
+VerbsRailDesc verbsRail(uint32_t qpn) {
+  VerbsRailDesc v{};
+  uint8_t gid[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 77, 0, 1};
+  std::memcpy(v.gid, gid, 16);
+  v.qpn = qpn;
+  v.psn = 0x123456;
+  v.linkLayer = 2;
+  v.mtu = 3;
+  v.recvSlots = 128;
+  v.ctsRingAddr = 0x7f0000001000;
+  v.ctsRingRkey = 0x1234;
+  v.ctsSlots = 256;
+  v.flowAddr = 0x7f0000009000;
+  v.flowRkey = 0x1234;
+  v.port = 1;
+  v.gidIndex = 1;
+  std::memcpy(v.device, "rxe0", 4);
+  return v;
 }
 HelloBody helloBody() {
   HelloBody b{};
@@ -47,7 +68,7 @@ TEST_CASE("a hello round-trips through encode and decode") {
 }
 
 TEST_CASE("a hello-ack and a join round-trip") {
-  HelloAckBody ab{99, 7, 1, 2, 4096};
+  HelloAckBody ab{99, 7, 1, 2, 4096, 0, 0};
   auto f = encodeHelloAck(ab, {rail("127.0.0.1", 5555)});
   HsHeader h = headerOf(f);
   auto a = decodeHelloAck(f.data() + sizeof h, h.length);
@@ -72,7 +93,9 @@ TEST_CASE("a header with another protocol version is refused as a version mismat
   auto f = encodeFrame(HsType::kHello, nullptr, 0, kMagic, kVersion + 1);
   auto c = checkHeader(headerOf(f));
   CHECK(c.reason == RejectReason::kBadVersion);
-  CHECK_THAT(c.status.message(), Catch::Contains("version 2"));
+  CHECK_THAT(c.status.message(),
+             Catch::Contains(fmt::format("version {} (this side speaks {})", kVersion + 1,
+                                         kVersion)));
 }
 
 TEST_CASE("a header with an unknown type or an absurd length is malformed") {
@@ -172,4 +195,81 @@ TEST_CASE("data frames are checked for magic, type, payload limits and range") {
   f.magic = kFrameMagic;
   f.type = 99;
   CHECK_FALSE(checkFrame(f, 16384).isOk());
+}
+
+TEST_CASE("a hello with verbs rails round-trips and names each rail") {
+  HelloBody b = helloBody();
+  b.verbsRailCount = 2;
+  auto f = encodeHello(b, {rail("10.0.0.1", 0), rail("10.1.0.1", 0)},
+                       {verbsRail(0x11), verbsRail(0x12)});
+  HsHeader h = headerOf(f);
+  auto d = decodeHello(f.data() + sizeof h, h.length);
+  INFO(d.status().toString());
+  REQUIRE(d.isOk());
+  REQUIRE(d->rails.size() == 2);
+  REQUIRE(d->verbsRails.size() == 2);
+  CHECK(d->verbsRails[1].qpn == 0x12);
+  CHECK(verbsRailName(d->verbsRails[0]) == "rxe0:1 gid[1] ::ffff:10.77.0.1 qpn 0x11");
+  HelloAckBody ab{99, 7, 1, 2, 4096, 1, 0};
+  auto fa = encodeHelloAck(ab, {rail("127.0.0.1", 5555)}, {verbsRail(0x21)});
+  auto a = decodeHelloAck(fa.data() + sizeof h, headerOf(fa).length);
+  REQUIRE(a.isOk());
+  REQUIRE(a->verbsRails.size() == 1);
+  CHECK(a->verbsRails[0].ctsSlots == 256);
+}
+
+TEST_CASE("a hello whose verbs rails are malformed is refused naming the field") {
+  auto bad = [](VerbsRailDesc v) {
+    HelloBody b = helloBody();
+    b.railCount = 1;
+    b.verbsRailCount = 1;
+    auto f = encodeHello(b, {rail("10.0.0.1", 0)}, {v});
+    auto d = decodeHello(f.data() + sizeof(HsHeader), headerOf(f).length);
+    REQUIRE_FALSE(d.isOk());
+    CHECK(d.status().code() == Code::kProtocolError);
+    return d.status().message();
+  };
+  VerbsRailDesc v = verbsRail(0x11);
+  v.linkLayer = 9;
+  CHECK_THAT(bad(v), Catch::Contains("link layer 9"));
+  v = verbsRail(0x11);
+  v.mtu = 7;
+  CHECK_THAT(bad(v), Catch::Contains("MTU"));
+  v = verbsRail(0);
+  CHECK_THAT(bad(v), Catch::Contains("QP number"));
+  v = verbsRail(0x11);
+  v.ctsSlots = 100;
+  CHECK_THAT(bad(v), Catch::Contains("power of two"));
+  v = verbsRail(0x11);
+  v.recvSlots = 0;
+  CHECK_THAT(bad(v), Catch::Contains("receive slots"));
+  v = verbsRail(0x11);
+  v.ctsRingAddr = 0;
+  CHECK_THAT(bad(v), Catch::Contains("null"));
+  // A count that promises more verbs rails than the bytes hold.
+  HelloBody b = helloBody();
+  b.railCount = 1;
+  b.verbsRailCount = 3;
+  auto f = encodeHello(b, {rail("10.0.0.1", 0)}, {verbsRail(0x11)});
+  auto d = decodeHello(f.data() + sizeof(HsHeader), headerOf(f).length);
+  REQUIRE_FALSE(d.isOk());
+  b.verbsRailCount = kMaxRails + 1;
+  f = encodeHello(b, {rail("10.0.0.1", 0)}, {verbsRail(0x11)});
+  d = decodeHello(f.data() + sizeof(HsHeader), headerOf(f).length);
+  REQUIRE_FALSE(d.isOk());
+  CHECK_THAT(d.status().message(), Catch::Contains("verbs rail count"));
+}
+
+TEST_CASE("a FIN frame is checked: no payload, rail bytes within the message") {
+  FrameHeader f{};
+  f.magic = kFrameMagic;
+  f.type = static_cast<uint8_t>(FrameType::kFin);
+  f.offset = 100;
+  f.total = 1000;
+  CHECK(checkFrame(f, 4096).isOk());
+  f.offset = 1001;
+  CHECK_FALSE(checkFrame(f, 4096).isOk());
+  f.offset = 10;
+  f.length = 5;
+  CHECK_FALSE(checkFrame(f, 4096).isOk());
 }

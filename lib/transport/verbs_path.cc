@@ -1,0 +1,782 @@
+// The verbs data path of one endpoint (see verbs_path.h for the protocol).
+#include "transport/verbs_path.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "transport/internal.h"
+#include "verbs/gid.h"
+
+namespace braid {
+
+namespace {
+
+constexpr uint32_t kCtsSlots = 256;     // CTS ring entries (power of two)
+constexpr uint32_t kRecvSlots = 128;    // receive buffers posted per QP
+constexpr uint32_t kSendSlots = 128;    // registered send slots per QP (eager, FIN)
+constexpr uint32_t kMaxSendWr = 512;    // send queue depth per QP
+constexpr uint32_t kSignalEvery = 16;   // an unsignaled RDMA WRITE run is at most this long
+constexpr uint64_t kRecvWrFlag = 1ull << 63;
+constexpr int kPollBatch = 32;
+
+enum WrKind : uint8_t { kWrEager, kWrFin, kWrTrunc, kWrCts, kWrFlow, kWrChunk, kWrRmaLast };
+
+bool isSend(uint8_t kind) { return kind == kWrEager || kind == kWrFin || kind == kWrTrunc; }
+
+const char* wrKindName(uint8_t kind) {
+  switch (kind) {
+    case kWrEager: return "eager SEND";
+    case kWrFin: return "FIN SEND";
+    case kWrTrunc: return "truncation SEND";
+    case kWrCts: return "clear-to-send RDMA WRITE";
+    case kWrFlow: return "flow-control RDMA WRITE";
+    case kWrChunk: return "payload RDMA WRITE/READ";
+    case kWrRmaLast: return "one-sided RDMA WRITE/READ";
+  }
+  return "work request";
+}
+
+struct AlignedFree {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+using AlignedBuf = std::unique_ptr<uint8_t, AlignedFree>;
+
+Result<AlignedBuf> allocAligned(size_t bytes) {
+  size_t n = (bytes + 4095) & ~size_t{4095};
+  void* p = std::aligned_alloc(4096, n);
+  if (!p) return Status(Code::kNoMemory, fmt::format("cannot allocate {} bytes", n));
+  std::memset(p, 0, n);
+  return AlignedBuf(static_cast<uint8_t*>(p));
+}
+
+wire::FrameHeader frameHeader(wire::FrameType t, uint64_t tag, uint64_t seq, uint64_t total,
+                              uint32_t length = 0, uint64_t offset = 0) {
+  wire::FrameHeader h{};
+  h.magic = wire::kFrameMagic;
+  h.type = static_cast<uint8_t>(t);
+  h.length = length;
+  h.tag = tag;
+  h.seq = seq;
+  h.offset = offset;
+  h.total = total;
+  return h;
+}
+
+}  // namespace
+
+std::string VerbsRail::name() const { return fmt::format("{}:{}", port.device, port.port); }
+
+MemoryRegionImpl::~MemoryRegionImpl() {
+  perRail.clear();
+  for (auto& c : caches)
+    if (c) c->invalidate(reinterpret_cast<const void*>(base), length);
+}
+
+Result<std::shared_ptr<const MemoryRegionImpl>> registerOnRails(const std::vector<VerbsRail>& rails,
+                                                                const void* base, size_t len,
+                                                                bool cached) {
+  auto m = std::make_shared<MemoryRegionImpl>();
+  m->base = reinterpret_cast<uintptr_t>(base);
+  m->length = len;
+  const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+  for (const VerbsRail& r : rails) {
+    MemoryRegionImpl::Keys k;
+    if (cached) {
+      Result<verbs::MrRef> ref = r.cache->get(base, len, access);
+      if (!ref)
+        return ref.status().withContext(
+            fmt::format("registering {} bytes at {} on {}", len, base, r.name()));
+      k.lkey = ref->lkey();
+      k.rkey = ref->rkey();
+      k.hold = std::make_shared<verbs::MrRef>(std::move(ref).value());
+      m->caches.push_back(r.cache);
+    } else {
+      // Not cached: a request's buffer may be freed and its address reused by another
+      // allocation once the request ends, and nothing tells braid (no memory hooks).
+      Result<verbs::Mr> mr = r.pd->regMr(const_cast<void*>(base), len, access);
+      if (!mr)
+        return mr.status().withContext(
+            fmt::format("registering {} bytes at {} on {}", len, base, r.name()));
+      k.lkey = mr->lkey();
+      k.rkey = mr->rkey();
+      k.hold = std::make_shared<verbs::Mr>(std::move(mr).value());
+    }
+    m->perRail.push_back(std::move(k));
+  }
+  return std::shared_ptr<const MemoryRegionImpl>(std::move(m));
+}
+
+// ---------------------------------------------------------------- state
+
+struct VerbsPath::ControlBlock {
+  wire::CtsEntry ring[kCtsSlots];    // written by the peer (its receives' CTS)
+  wire::FlowBlock flowIn;            // written by the peer
+  uint8_t pad0[56];
+  wire::CtsEntry ctsOut[kCtsSlots];  // sources of our CTS writes
+  wire::FlowBlock flowOut;           // counters as they stand
+  uint8_t pad1[56];
+  wire::FlowBlock flowSend;          // frozen copy being written (one write in flight)
+};
+
+struct VerbsPath::SendItem {
+  uint8_t kind = kWrEager;
+  OpState* op = nullptr;
+  wire::FrameHeader hdr{};           // SENDs
+  const uint8_t* payload = nullptr;  // eager payload (hdr.length bytes)
+  uint64_t laddr = 0, raddr = 0;     // RDMA WRITE / READ
+  uint32_t len = 0, lkey = 0, rkey = 0;
+  bool read = false;                 // RDMA READ instead of WRITE
+};
+
+struct VerbsPath::Lane {
+  struct WrInfo {
+    OpState* op = nullptr;
+    int32_t sendSlot = -1;
+    uint8_t kind = 0;
+    uint32_t bytes = 0;     // payload bytes (chunks) or FIN's lane bytes
+  };
+
+  size_t index = 0;
+  const VerbsRail* rail = nullptr;
+  uint32_t psn = 0;
+  uint32_t slotSize = 0;
+  // Declared in creation order; destroyed in reverse (MRs, QP, CQ, then the memory).
+  AlignedBuf slots;  // kRecvSlots receive slots, then kSendSlots send slots
+  std::optional<verbs::Cq> cq;
+  std::optional<verbs::Qp> qp;
+  std::optional<verbs::Mr> cbMr;
+  std::optional<verbs::Mr> slotsMr;
+
+  std::vector<uint32_t> freeSendSlots;
+  std::vector<WrInfo> wrs = std::vector<WrInfo>(kMaxSendWr);
+  uint64_t sqPosted = 0, sqRetired = 0;
+  uint64_t sendsPosted = 0;  // SENDs posted: credits used at the peer
+  uint64_t recvReposted = 0;
+  uint64_t bytesInFlight = 0;
+  uint64_t bytesSent = 0;
+  uint32_t sinceSignal = 0;
+  core::Ring<SendItem> backlog;
+  wire::VerbsRailDesc peer{};
+  bool connected = false;
+
+  uint8_t* recvSlot(uint32_t i) const { return slots.get() + static_cast<size_t>(i) * slotSize; }
+  uint8_t* sendSlot(uint32_t i) const {
+    return slots.get() + static_cast<size_t>(kRecvSlots + i) * slotSize;
+  }
+  uint32_t qpn() const { return qp ? qp->qpn() : 0; }
+};
+
+VerbsPath::VerbsPath(EndpointImpl* ep) : ep_(ep) {}
+
+VerbsPath::~VerbsPath() {
+  shutdown();
+  lanes_.clear();
+  std::free(cb_);
+}
+
+std::string VerbsPath::laneName(size_t i) const {
+  const Lane& l = *lanes_[i];
+  return fmt::format("{} gid[{}] {} qpn 0x{:x}", l.rail->name(), l.rail->gidIndex,
+                     verbs::gidToString(l.rail->gid), l.qpn());
+}
+
+Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
+                                                     const std::vector<VerbsRail>& rails,
+                                                     size_t railCount) {
+  std::unique_ptr<VerbsPath> p(new VerbsPath(ep));
+  void* cb = std::aligned_alloc(4096, (sizeof(ControlBlock) + 4095) & ~size_t{4095});
+  if (!cb) return Status(Code::kNoMemory, "cannot allocate the verbs control block");
+  std::memset(cb, 0, sizeof(ControlBlock));
+  p->cb_ = static_cast<ControlBlock*>(cb);
+  p->ctsSlots_ = kCtsSlots;
+  const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+  for (size_t i = 0; i < railCount && i < rails.size(); ++i) {
+    const VerbsRail& r = rails[i];
+    auto l = std::make_unique<Lane>();
+    l->index = i;
+    l->rail = &r;
+    l->psn = verbs::randomPsn();
+    BRAID_ASSIGN_OR_RETURN(verbs::Cq cq,
+                           verbs::Cq::create(*r.dev, kMaxSendWr + kRecvSlots + 16, nullptr));
+    l->cq.emplace(std::move(cq));
+    verbs::QpCaps caps{};
+    caps.maxSendWr = kMaxSendWr;
+    caps.maxRecvWr = kRecvSlots;
+    caps.maxSendSge = 1;
+    caps.maxRecvSge = 1;
+    BRAID_ASSIGN_OR_RETURN(verbs::Qp qp, verbs::Qp::createRc(*r.pd, *l->cq, *l->cq, caps));
+    l->qp.emplace(std::move(qp));
+    BRAID_RETURN_IF_ERROR(verbs::toInit(*l->qp, r.port.port, access));
+    BRAID_ASSIGN_OR_RETURN(verbs::Mr cbMr, r.pd->regMr(cb, sizeof(ControlBlock),
+                                                       IBV_ACCESS_LOCAL_WRITE |
+                                                           IBV_ACCESS_REMOTE_WRITE));
+    l->cbMr.emplace(std::move(cbMr));
+    p->lanes_.push_back(std::move(l));
+  }
+  if (p->lanes_.empty()) return Status(Code::kNotFound, "no verbs rail to create a QP on");
+  return p;
+}
+
+std::vector<wire::VerbsRailDesc> VerbsPath::localDescs() const {
+  std::vector<wire::VerbsRailDesc> out;
+  for (const auto& lp : lanes_) {
+    const Lane& l = *lp;
+    const verbs::PortInfo& pi = l.rail->port;
+    wire::VerbsRailDesc d{};
+    const int gi = l.rail->gidIndex;
+    std::memcpy(d.gid, l.rail->gid.data(), 16);
+    d.qpn = l.qpn();
+    d.psn = l.psn;
+    d.lid = pi.lid;
+    d.linkLayer = static_cast<uint8_t>(pi.linkLayer);
+    d.mtu = static_cast<uint8_t>(pi.activeMtu);
+    d.recvSlots = kRecvSlots;
+    d.ctsRingAddr = reinterpret_cast<uint64_t>(&cb_->ring[0]);
+    d.ctsRingRkey = l.cbMr->rkey();
+    d.ctsSlots = ctsSlots_;
+    d.flowAddr = reinterpret_cast<uint64_t>(&cb_->flowIn);
+    d.flowRkey = l.cbMr->rkey();
+    d.port = static_cast<uint8_t>(pi.port);
+    d.gidIndex = static_cast<uint8_t>(std::max(0, gi));
+    std::memcpy(d.device, pi.device.data(), std::min(pi.device.size(), sizeof d.device - 1));
+    out.push_back(d);
+  }
+  return out;
+}
+
+Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n,
+                          uint64_t eagerMax) {
+  if (n == 0 || n > lanes_.size() || n > peer.size())
+    return Status(Code::kProtocolError,
+                  fmt::format("{} verbs rails agreed, {} local and {} offered by the peer", n,
+                              lanes_.size(), peer.size()));
+  lanes_.resize(n);
+  eagerMax_ = eagerMax;
+  for (size_t i = 0; i < n; ++i) {
+    Lane& l = *lanes_[i];
+    l.peer = peer[i];
+    l.slotSize = static_cast<uint32_t>((sizeof(wire::FrameHeader) + eagerMax + 63) & ~uint64_t{63});
+    BRAID_ASSIGN_OR_RETURN(l.slots,
+                           allocAligned(static_cast<size_t>(kRecvSlots + kSendSlots) * l.slotSize));
+    BRAID_ASSIGN_OR_RETURN(verbs::Mr mr,
+                           l.rail->pd->regMr(l.slots.get(),
+                                             static_cast<size_t>(kRecvSlots + kSendSlots) *
+                                                 l.slotSize,
+                                             IBV_ACCESS_LOCAL_WRITE));
+    l.slotsMr.emplace(std::move(mr));
+    l.freeSendSlots.clear();
+    for (uint32_t s = kSendSlots; s > 0; --s) l.freeSendSlots.push_back(s - 1);
+    for (uint32_t s = 0; s < kRecvSlots; ++s) BRAID_RETURN_IF_ERROR(repostRecv(l, s));
+    l.recvReposted = 0;  // the initial posts are the peer's initial credits, not returns
+    verbs::QpEndpointInfo remote{};
+    remote.qpn = l.peer.qpn;
+    remote.psn = l.peer.psn;
+    std::memcpy(remote.gid.data(), l.peer.gid, 16);
+    remote.lid = l.peer.lid;
+    remote.linkLayer = l.peer.linkLayer;
+    remote.mtu = l.peer.mtu;
+    Status st = verbs::toRtr(*l.qp, l.rail->tuning, static_cast<uint8_t>(l.rail->port.activeMtu),
+                             remote);
+    if (st.isOk()) st = verbs::toRts(*l.qp, l.rail->tuning, l.psn);
+    if (!st.isOk())
+      return st.withContext(fmt::format("connecting {} to peer rail {}", laneName(i),
+                                        wire::verbsRailName(l.peer)));
+    l.connected = true;
+  }
+  lastRecvNs_ = core::nowNs();
+  return Status::ok();
+}
+
+uint64_t VerbsPath::bytesSentOnLane(size_t i) const {
+  return i < lanes_.size() ? lanes_[i]->bytesSent : 0;
+}
+
+void VerbsPath::shutdown() noexcept {
+  for (auto& l : lanes_) {
+    if (l->qp && l->connected) (void)verbs::toError(*l->qp);
+    l->connected = false;
+  }
+  pendingCts_.clear();
+}
+
+// ---------------------------------------------------------------- posting
+
+Status VerbsPath::repostRecv(Lane& l, uint32_t slot) {
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uint64_t>(l.recvSlot(slot));
+  sge.length = l.slotSize;
+  sge.lkey = l.slotsMr->lkey();
+  ibv_recv_wr wr{};
+  wr.wr_id = kRecvWrFlag | slot;
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  ibv_recv_wr* bad = nullptr;
+  int rc = l.rail->lib->postRecv(l.qp->get(), &wr, &bad);
+  if (rc != 0)
+    return Status(Code::kSystemError,
+                  fmt::format("ibv_post_recv on {}: {}", laneName(l.index), verbs::errnoText(rc)));
+  ++l.recvReposted;
+  return Status::ok();
+}
+
+void VerbsPath::post(size_t lane, const SendItem& item) {
+  Lane& l = *lanes_[lane];
+  if (l.backlog.empty() && tryPost(l, item)) return;
+  l.backlog.push_back(item);
+}
+
+bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
+  if (!l.connected) return false;
+  if (l.sqPosted - l.sqRetired >= kMaxSendWr) return false;
+  ibv_sge sge{};
+  ibv_send_wr wr{};
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  Lane::WrInfo info;
+  info.kind = item.kind;
+  info.op = item.op;
+  bool signaled = true;
+  if (isSend(item.kind)) {
+    uint64_t reposted = __atomic_load_n(&cb_->flowIn.recvReposted[l.index], __ATOMIC_ACQUIRE);
+    if (l.sendsPosted >= l.peer.recvSlots + reposted) return false;  // no credit
+    if (l.freeSendSlots.empty()) return false;
+    uint32_t slot = l.freeSendSlots.back();
+    l.freeSendSlots.pop_back();
+    uint8_t* p = l.sendSlot(slot);
+    std::memcpy(p, &item.hdr, sizeof item.hdr);
+    if (item.hdr.length) std::memcpy(p + sizeof item.hdr, item.payload, item.hdr.length);
+    sge.addr = reinterpret_cast<uint64_t>(p);
+    sge.length = static_cast<uint32_t>(sizeof item.hdr + item.hdr.length);
+    sge.lkey = l.slotsMr->lkey();
+    wr.opcode = IBV_WR_SEND;
+    info.sendSlot = static_cast<int32_t>(slot);
+    info.bytes = item.kind == kWrFin ? static_cast<uint32_t>(item.hdr.offset) : 0;
+    ++l.sendsPosted;
+  } else {
+    sge.addr = item.laddr;
+    sge.length = item.len;
+    sge.lkey = item.lkey;
+    wr.opcode = item.read ? IBV_WR_RDMA_READ : IBV_WR_RDMA_WRITE;
+    wr.wr.rdma.remote_addr = item.raddr;
+    wr.wr.rdma.rkey = item.rkey;
+    info.bytes = item.len;
+    if (item.kind == kWrRmaLast) l.bytesInFlight += item.len;
+    if (item.kind == kWrChunk) {
+      // Unsignaled payload writes: the FIN that follows on this QP is signaled, and RC
+      // completes a send queue in order (ibv_post_send(3): IBV_SEND_SIGNALED). Every
+      // kSignalEvery-th is signaled anyway so a long run cannot fill the send queue.
+      signaled = ++l.sinceSignal >= kSignalEvery;
+      l.bytesInFlight += item.len;
+    }
+  }
+  if (signaled) {
+    wr.send_flags = IBV_SEND_SIGNALED;
+    l.sinceSignal = 0;
+  }
+  wr.wr_id = l.sqPosted;
+  l.wrs[l.sqPosted % kMaxSendWr] = info;
+  ++l.sqPosted;
+  ibv_send_wr* bad = nullptr;
+  int rc = l.rail->lib->postSend(l.qp->get(), &wr, &bad);
+  if (rc != 0) {
+    --l.sqPosted;
+    if (info.sendSlot >= 0) {
+      l.freeSendSlots.push_back(static_cast<uint32_t>(info.sendSlot));
+      --l.sendsPosted;
+    }
+    ep_->fail(Status(Code::kSystemError,
+                     fmt::format("ibv_post_send ({}) on {} to {}: {}", wrKindName(item.kind),
+                                 laneName(l.index), wire::verbsRailName(l.peer),
+                                 verbs::errnoText(rc))));
+    return true;  // consumed: the endpoint is failed
+  }
+  return true;
+}
+
+void VerbsPath::drainBacklogs() {
+  for (auto& lp : lanes_) {
+    Lane& l = *lp;
+    while (!l.backlog.empty() && ep_->state != EpState::kFailed && tryPost(l, l.backlog.front()))
+      l.backlog.pop_front();
+  }
+}
+
+void VerbsPath::sendEager(OpState* op) {
+  SendItem it;
+  it.kind = kWrEager;
+  it.op = op;
+  it.hdr = frameHeader(wire::FrameType::kEager, op->tag, op->seq, op->len,
+                       static_cast<uint32_t>(op->len));
+  it.payload = op->buf;
+  ++op->pendingFrames;
+  post(0, it);
+}
+
+void VerbsPath::sendTruncated(uint64_t tag, uint64_t seq, uint64_t total) {
+  SendItem it;
+  it.kind = kWrTrunc;
+  it.hdr = frameHeader(wire::FrameType::kTruncated, tag, seq, total);
+  post(0, it);
+}
+
+void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
+                                const MemoryRegionImpl* mr) {
+  if (!mr || mr->perRail.size() < lanes_.size()) {
+    ep_->fail(Status(Code::kInvalidArgument,
+                     fmt::format("message {} of tag {}: its MemoryRegion was deregistered while "
+                                 "the send was in flight",
+                                 op->seq, op->tag)));
+    return;
+  }
+  std::vector<RailSnapshot>& snaps = ep_->snaps;
+  snaps.resize(lanes_.size());
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    const Lane& l = *lanes_[i];
+    snaps[i] = RailSnapshot{static_cast<uint32_t>(i), 1, l.bytesInFlight, 0.0,
+                            l.connected && cts.rkeys[i] != 0};
+  }
+  ep_->scheduler.plan(op->len, snaps, ep_->plan);
+  if (ep_->plan.empty()) {
+    ep_->fail(Status(Code::kProtocolError,
+                     fmt::format("clear-to-send for tag {} seq {} gives no rkey for any rail",
+                                 cts.tag, cts.seq)));
+    return;
+  }
+  uint64_t laneBytes[wire::kMaxRails] = {};
+  for (const Chunk& c : ep_->plan) {
+    SendItem it;
+    it.kind = kWrChunk;
+    it.op = op;
+    it.laddr = reinterpret_cast<uint64_t>(op->buf) + c.offset;
+    it.len = static_cast<uint32_t>(c.length);
+    it.lkey = mr->perRail[c.rail].lkey;
+    it.raddr = cts.addr + c.offset;
+    it.rkey = cts.rkeys[c.rail];
+    laneBytes[c.rail] += c.length;
+    post(c.rail, it);
+  }
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    if (laneBytes[i] == 0) continue;
+    SendItem fin;
+    fin.kind = kWrFin;
+    fin.op = op;
+    fin.hdr = frameHeader(wire::FrameType::kFin, op->tag, op->seq, op->len, 0, laneBytes[i]);
+    ++op->pendingFrames;
+    post(i, fin);
+  }
+}
+
+void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset) {
+  if (!op->reg || op->reg->perRail.size() < lanes_.size()) {
+    ep_->finish(op, Status(Code::kInvalidArgument, "the local MemoryRegion was deregistered"));
+    return;
+  }
+  std::vector<RailSnapshot>& snaps = ep_->snaps;
+  snaps.resize(lanes_.size());
+  for (size_t i = 0; i < lanes_.size(); ++i)
+    snaps[i] = RailSnapshot{static_cast<uint32_t>(i), 1, lanes_[i]->bytesInFlight, 0.0,
+                            lanes_[i]->connected && i < remote.rails && remote.rkeys[i] != 0};
+  ep_->scheduler.plan(op->len, snaps, ep_->plan);
+  if (ep_->plan.empty()) {
+    ep_->finish(op, Status(Code::kInvalidArgument,
+                           "the remote key has no rkey for any rail of this endpoint"));
+    return;
+  }
+  // The last chunk of each lane is signaled and carries the op: RC completes a send queue
+  // in order, so its completion means every chunk before it on that lane is done.
+  size_t last[wire::kMaxRails];
+  std::fill(std::begin(last), std::end(last), SIZE_MAX);
+  for (size_t k = 0; k < ep_->plan.size(); ++k) last[ep_->plan[k].rail] = k;
+  for (size_t k = 0; k < ep_->plan.size(); ++k) {
+    const Chunk& c = ep_->plan[k];
+    SendItem it;
+    it.kind = last[c.rail] == k ? kWrRmaLast : kWrChunk;
+    it.op = op;
+    it.read = op->kind == OpState::Kind::kRead;
+    it.laddr = reinterpret_cast<uint64_t>(op->buf) + c.offset;
+    it.len = static_cast<uint32_t>(c.length);
+    it.lkey = op->reg->perRail[c.rail].lkey;
+    it.raddr = remote.addr + offset + c.offset;
+    it.rkey = remote.rkeys[c.rail];
+    if (it.kind == kWrRmaLast) ++op->pendingFrames;
+    post(c.rail, it);
+  }
+}
+
+RemoteKey encodeRemoteKey(const MemoryRegionImpl& m) {
+  RemoteKey k;
+  uint64_t addr = m.base, len = m.length;
+  uint32_t n = static_cast<uint32_t>(std::min<size_t>(m.perRail.size(), wire::kMaxRails));
+  std::memcpy(k.bytes, &addr, 8);
+  std::memcpy(k.bytes + 8, &len, 8);
+  for (uint32_t i = 0; i < n; ++i) std::memcpy(k.bytes + 16 + 4 * i, &m.perRail[i].rkey, 4);
+  std::memcpy(k.bytes + 80, &n, 4);
+  return k;
+}
+
+Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k) {
+  DecodedRemoteKey d;
+  std::memcpy(&d.addr, k.bytes, 8);
+  std::memcpy(&d.length, k.bytes + 8, 8);
+  std::memcpy(d.rkeys, k.bytes + 16, sizeof d.rkeys);
+  std::memcpy(&d.rails, k.bytes + 80, 4);
+  if (d.rails == 0 || d.rails > wire::kMaxRails || d.addr == 0)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("not a braid remote key ({} rails, address 0x{:x}): pass the bytes "
+                              "of the peer's MemoryRegion::remoteKey()",
+                              d.rails, d.addr));
+  return d;
+}
+
+// ---------------------------------------------------------------- CTS and flow
+
+Status VerbsPath::postReceive(OpState* op, const MemoryRegionImpl* mr) {
+  wire::CtsEntry e{};
+  e.tag = op->tag;
+  e.seq = op->seq;
+  e.capacity = op->len;
+  if (op->len > eagerMax_) {
+    e.addr = reinterpret_cast<uint64_t>(op->buf);
+    for (size_t i = 0; i < lanes_.size(); ++i) e.rkeys[i] = mr->perRail[i].rkey;
+  }
+  // The entry is built now: the op may finish and be recycled before ring space frees.
+  pendingCts_.push_back(e);
+  writeWaitingCts();
+  return Status::ok();
+}
+
+void VerbsPath::writeWaitingCts() {
+  while (!pendingCts_.empty()) {
+    uint64_t consumed = __atomic_load_n(&cb_->flowIn.ctsConsumed, __ATOMIC_ACQUIRE);
+    if (ctsWritten_ - consumed >= ctsSlots_) return;
+    wire::CtsEntry e = pendingCts_.front();
+    pendingCts_.pop_front();
+    uint32_t slot = static_cast<uint32_t>(ctsWritten_ & (ctsSlots_ - 1));
+    e.ordinal = ++ctsWritten_;
+    cb_->ctsOut[slot] = e;
+    Lane& l = *lanes_[0];
+    SendItem it;
+    it.kind = kWrCts;
+    it.laddr = reinterpret_cast<uint64_t>(&cb_->ctsOut[slot]);
+    it.len = sizeof(wire::CtsEntry);
+    it.lkey = l.cbMr->lkey();
+    it.raddr = l.peer.ctsRingAddr + static_cast<uint64_t>(slot) * sizeof(wire::CtsEntry);
+    it.rkey = l.peer.ctsRingRkey;
+    post(0, it);
+  }
+}
+
+void VerbsPath::pollCtsRing() {
+  for (;;) {
+    wire::CtsEntry& slot = cb_->ring[ctsConsumed_ & (ctsSlots_ - 1)];
+    uint64_t ord = __atomic_load_n(&slot.ordinal, __ATOMIC_ACQUIRE);
+    if (ord != ctsConsumed_ + 1) return;
+    wire::CtsEntry e;
+    std::memcpy(&e, &slot, sizeof e);
+    ++ctsConsumed_;
+    cb_->flowOut.ctsConsumed = ctsConsumed_;
+    flowDirty_ = true;
+    lastRecvNs_ = core::nowNs();
+    ep_->lastRxNs = lastRecvNs_;
+    ep_->onCts(e);
+    if (ep_->state == EpState::kFailed) return;
+  }
+}
+
+void VerbsPath::maybeWriteFlow() {
+  if (!flowDirty_ || flowInFlight_ || lanes_.empty() || !lanes_[0]->connected) return;
+  Lane& l = *lanes_[0];
+  for (size_t i = 0; i < lanes_.size(); ++i) cb_->flowOut.recvReposted[i] = lanes_[i]->recvReposted;
+  cb_->flowSend = cb_->flowOut;
+  SendItem it;
+  it.kind = kWrFlow;
+  it.laddr = reinterpret_cast<uint64_t>(&cb_->flowSend);
+  it.len = sizeof(wire::FlowBlock);
+  it.lkey = l.cbMr->lkey();
+  it.raddr = l.peer.flowAddr;
+  it.rkey = l.peer.flowRkey;
+  flowInFlight_ = true;
+  flowDirty_ = false;
+  post(0, it);
+}
+
+// ---------------------------------------------------------------- completions
+
+std::string VerbsPath::describeWc(const Lane& l, int status, uint32_t vendorErr,
+                                  int kind) const {
+  const char* s = l.rail->lib->wcStatusStr
+                      ? l.rail->lib->wcStatusStr(static_cast<ibv_wc_status>(status))
+                      : "?";
+  std::string hint;
+  switch (status) {
+    case IBV_WC_REM_ACCESS_ERR:
+      hint = ": the peer's buffer was deregistered or is smaller than announced";
+      break;
+    case IBV_WC_RETRY_EXC_ERR:
+      hint = ": the peer stopped answering (dead host, link down, or GID/MTU mismatch); "
+             "check the link and BRAID_IB_GID_INDEX";
+      break;
+    case IBV_WC_RNR_RETRY_EXC_ERR:
+      hint = ": the peer posted no receive buffer in time";
+      break;
+    default:
+      break;
+  }
+  return fmt::format("{} on {} to peer {} ({}) failed: {} (status {}, vendor_err 0x{:x}){}",
+                     kind >= 0 ? wrKindName(static_cast<uint8_t>(kind)) : "receive",
+                     laneName(l.index), ep_->peer, wire::verbsRailName(l.peer), s, status,
+                     vendorErr, hint);
+}
+
+void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
+  // Retire every work request up to wrId: unsignaled ones before it completed with it.
+  while (l.sqRetired <= wrId && l.sqRetired < l.sqPosted) {
+    Lane::WrInfo info = l.wrs[l.sqRetired % kMaxSendWr];
+    l.wrs[l.sqRetired % kMaxSendWr] = Lane::WrInfo();
+    ++l.sqRetired;
+    if (info.sendSlot >= 0) l.freeSendSlots.push_back(static_cast<uint32_t>(info.sendSlot));
+    switch (info.kind) {
+      case kWrChunk:
+        l.bytesInFlight -= std::min<uint64_t>(l.bytesInFlight, info.bytes);
+        l.bytesSent += info.bytes;
+        break;
+      case kWrRmaLast: {
+        l.bytesInFlight -= std::min<uint64_t>(l.bytesInFlight, info.bytes);
+        l.bytesSent += info.bytes;
+        OpState* op = info.op;
+        if (!op) break;
+        --op->pendingFrames;
+        if (!op->finished) {
+          op->bytesDone += info.bytes;
+          if (op->pendingFrames == 0) ep_->finish(op, Status::ok());
+        } else {
+          ep_->maybeRecycle(op);
+        }
+        break;
+      }
+      case kWrFlow:
+        flowInFlight_ = false;
+        break;
+      case kWrEager:
+      case kWrFin: {
+        OpState* op = info.op;
+        if (!op) break;
+        --op->pendingFrames;
+        if (info.kind == kWrFin && !op->finished && l.index < ep_->stats.bytesSentPerRail.size())
+          ep_->stats.bytesSentPerRail[l.index] += info.bytes;
+        if (!op->finished) {
+          if (op->pendingFrames == 0 && (info.kind == kWrFin || op->matched))
+            ep_->finish(op, Status::ok());
+        } else {
+          ep_->maybeRecycle(op);
+        }
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
+  lastRecvNs_ = core::nowNs();
+  ep_->lastRxNs = lastRecvNs_;
+  const uint8_t* p = l.recvSlot(slot);
+  wire::FrameHeader h;
+  if (bytes < sizeof h) {
+    ep_->fail(Status(Code::kProtocolError,
+                     fmt::format("{}-byte message on {}: shorter than a frame header", bytes,
+                                 laneName(l.index))));
+    return;
+  }
+  std::memcpy(&h, p, sizeof h);
+  Status st = wire::checkFrame(h, eagerMax_);
+  if (st.isOk() && h.length != bytes - sizeof h)
+    st = Status(Code::kProtocolError,
+                fmt::format("frame says {} payload bytes, the SEND carried {}", h.length,
+                            bytes - sizeof h));
+  if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
+  switch (static_cast<wire::FrameType>(h.type)) {
+    case wire::FrameType::kEager:
+    case wire::FrameType::kTruncated:
+      ep_->onFrame(h, p + sizeof h);
+      break;
+    case wire::FrameType::kFin:
+      ep_->onFin(h);
+      break;
+    default:
+      return ep_->fail(Status(Code::kProtocolError,
+                              fmt::format("frame type {} over verbs on {}", h.type,
+                                          laneName(l.index))));
+  }
+  if (ep_->state == EpState::kFailed) return;
+  Status rs = repostRecv(l, slot);
+  if (!rs.isOk()) return ep_->fail(rs);
+  flowDirty_ = true;
+}
+
+bool VerbsPath::pollLane(Lane& l) {
+  ibv_wc wc[kPollBatch];
+  int n = l.rail->lib->pollCq(l.cq->get(), kPollBatch, wc);
+  if (n < 0) {
+    ep_->fail(Status(Code::kSystemError, fmt::format("ibv_poll_cq on {} failed", laneName(l.index))));
+    return false;
+  }
+  for (int i = 0; i < n; ++i) {
+    const ibv_wc& w = wc[i];
+    const bool isRecv = (w.wr_id & kRecvWrFlag) != 0;
+    if (w.status != IBV_WC_SUCCESS) {
+      int kind = isRecv ? -1 : l.wrs[w.wr_id % kMaxSendWr].kind;
+      if (ep_->state != EpState::kFailed)
+        ep_->fail(Status(Code::kCompletionError,
+                         describeWc(l, w.status, w.vendor_err, kind)));
+      if (!isRecv) onSendCompletion(l, w.wr_id);
+      continue;
+    }
+    if (isRecv) {
+      if (ep_->state != EpState::kFailed)
+        onRecv(l, static_cast<uint32_t>(w.wr_id & ~kRecvWrFlag), w.byte_len);
+    } else {
+      onSendCompletion(l, w.wr_id);
+    }
+  }
+  return n > 0;
+}
+
+size_t VerbsPath::progress() {
+  size_t n = 0;
+  for (auto& l : lanes_)
+    if (pollLane(*l)) ++n;
+  if (ep_->state == EpState::kFailed) return n;
+  uint64_t before = ctsConsumed_;
+  pollCtsRing();
+  n += ctsConsumed_ - before;
+  if (ep_->state == EpState::kFailed) return n;
+  writeWaitingCts();
+  drainBacklogs();
+  maybeWriteFlow();
+  return n;
+}
+
+void VerbsPath::tick() {
+  for (auto& lp : lanes_) {
+    Lane& l = *lp;
+    if (!l.rail->watcher) continue;
+    Status st = l.rail->watcher->deviceStatus();
+    if (st.isOk()) st = l.rail->watcher->portStatus(l.rail->port.port);
+    if (st.isOk()) st = l.rail->watcher->qpStatus(l.qpn());
+    if (!st.isOk()) {
+      ep_->fail(Status(Code::kRailFailed,
+                       fmt::format("{} to peer {}: {}", laneName(l.index), ep_->peer,
+                                   st.message())));
+      return;
+    }
+  }
+}
+
+}  // namespace braid

@@ -1,0 +1,157 @@
+// lib/transport/verbs_path.h — the verbs data path of one endpoint: one RC QP per rail.
+//
+// Protocol (docs/protocol.md, "Verbs data path"):
+// - Every receive RDMA-writes a CtsEntry (tag, seq, capacity, buffer address and one rkey
+//   per rail) into the sender's CTS ring (rail 0). The sender polls the ring in memory.
+// - Small messages (<= eager limit) are SENT at once into the peer's pre-posted receive
+//   slots (FrameHeader + payload, copied through a registered send slot).
+// - Large ones wait for their CTS, are cut by the Scheduler into chunks RDMA-written
+//   straight into the receive buffer (zero copy) on every rail, and each rail used ends
+//   with a FIN SEND saying how many bytes it carried: RC delivers a QP's operations in
+//   order, so the FIN's arrival means that rail's bytes have landed. The receive finishes
+//   when the FINs add up to the message size.
+// - Flow control: SENDs consume the peer's receive slots; the peer returns them by
+//   RDMA-writing cumulative counters into this side's FlowBlock, together with how many
+//   of this side's CTS entries it has read (which frees ring slots).
+//
+// Not thread-safe: driven by the endpoint's Worker like the TCP channels.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "braid/status.h"
+#include "braid/transport.h"
+#include "core/freelist.h"
+#include "transport/wire.h"
+#include "verbs/async_events.h"
+#include "verbs/device.h"
+#include "verbs/handles.h"
+#include "verbs/lib.h"
+#include "verbs/mr_cache.h"
+#include "verbs/qp.h"
+
+namespace braid {
+
+struct EndpointImpl;
+struct OpState;
+
+/// One verbs rail of a Context: a device port with its GID choice, the device's PD and
+/// registration cache (shared by the ports of one device), and its async-event watcher.
+struct VerbsRail {
+  const verbs::Lib* lib = nullptr;
+  verbs::PortInfo port;
+  int gidIndex = 0;
+  verbs::Gid gid{};  ///< the GID at gidIndex
+  std::shared_ptr<verbs::Context> dev;
+  std::shared_ptr<verbs::Pd> pd;
+  std::shared_ptr<verbs::MrCache> cache;
+  std::shared_ptr<verbs::AsyncWatcher> watcher;
+  verbs::QpTuning tuning{};
+  std::string name() const;  ///< "rxe0:1"
+};
+
+/// Registrations of one buffer, one per verbs rail of the Context (index = rail index).
+struct MemoryRegionImpl {
+  struct Keys {
+    uint32_t lkey = 0, rkey = 0;
+    std::shared_ptr<const void> hold;  ///< the MrRef (cached) or the Mr (implicit)
+  };
+  uintptr_t base = 0;
+  size_t length = 0;
+  mutable std::vector<Keys> perRail;  ///< emptied by MemoryRegion::deregister()
+  /// Set for explicit registrations: the range is dropped from the cache when the last
+  /// holder goes, so a later buffer at the same address never hits a stale entry.
+  std::vector<std::shared_ptr<verbs::MrCache>> caches;
+  ~MemoryRegionImpl();
+};
+
+/// RemoteKey layout: [0,8) address, [8,16) length, [16,80) rkey per rail, [80,84) rail
+/// count, rest 0.
+RemoteKey encodeRemoteKey(const MemoryRegionImpl& m);
+struct DecodedRemoteKey {
+  uint64_t addr = 0, length = 0;
+  uint32_t rails = 0;
+  uint32_t rkeys[wire::kMaxRails] = {};
+};
+Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k);
+
+/// Registers [base, base+len) on every rail. Explicit ones go through the cache (a buffer
+/// registered twice while alive shares one MR); implicit ones (a request without a
+/// MemoryRegion) are registered for the request only.
+Result<std::shared_ptr<const MemoryRegionImpl>> registerOnRails(
+    const std::vector<VerbsRail>& rails, const void* base, size_t len, bool cached);
+
+class VerbsPath {
+ public:
+  /// Creates a QP (INIT) per rail in `rails` and the control block. Nothing is sent.
+  static Result<std::unique_ptr<VerbsPath>> create(EndpointImpl* ep,
+                                                   const std::vector<VerbsRail>& rails,
+                                                   size_t railCount);
+  ~VerbsPath();
+  VerbsPath(const VerbsPath&) = delete;
+  VerbsPath& operator=(const VerbsPath&) = delete;
+
+  /// What the peer needs for every lane (QPN, PSN, GID, ring and flow block keys).
+  std::vector<wire::VerbsRailDesc> localDescs() const;
+  /// Keeps the first `n` lanes, posts the receive slots (sized for `eagerMax`) and moves
+  /// every QP to RTR and RTS against the peer's descriptors.
+  Status connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n, uint64_t eagerMax);
+  size_t laneCount() const { return lanes_.size(); }
+  std::string laneName(size_t i) const;
+
+  // --- data path (called by EndpointImpl)
+  /// A receive was posted: registers its buffer when it can take a rendezvous message and
+  /// writes its CTS into the peer's ring (or queues it while the ring is full).
+  Status postReceive(OpState* op, const MemoryRegionImpl* mr);
+  /// An eager send was posted: SENDs header + payload on lane 0.
+  void sendEager(OpState* op);
+  /// A large send met its CTS: RDMA-writes the chunks and the FINs.
+  void startRendezvous(OpState* op, const wire::CtsEntry& cts, const MemoryRegionImpl* mr);
+  /// One-sided write or read of op->len bytes between op->buf and remote + offset.
+  void startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset);
+  /// Tells the receiver its message (tag, seq) of `total` bytes does not fit.
+  void sendTruncated(uint64_t tag, uint64_t seq, uint64_t total);
+  /// Polls the CQs, the CTS ring and the flow block; posts what waited. Returns events.
+  size_t progress();
+  /// Liveness and async events (port down, QP fatal); fails the endpoint on a bad one.
+  void tick();
+  /// Moves every QP to the error state: nothing more lands in user buffers.
+  void shutdown() noexcept;
+  uint64_t bytesSentOnLane(size_t i) const;
+
+ private:
+  struct Lane;
+  struct SendItem;
+  explicit VerbsPath(EndpointImpl* ep);
+  void post(size_t lane, const SendItem& item);
+  bool tryPost(Lane& l, const SendItem& item);
+  void drainBacklogs();
+  bool pollLane(Lane& l);
+  void onSendCompletion(Lane& l, uint64_t wrId);
+  void onRecv(Lane& l, uint32_t slot, uint32_t bytes);
+  Status repostRecv(Lane& l, uint32_t slot);
+  void pollCtsRing();
+  void writeWaitingCts();
+  void maybeWriteFlow();
+  std::string describeWc(const Lane& l, int status, uint32_t vendorErr, int opcode) const;
+
+  EndpointImpl* ep_;
+  std::vector<std::unique_ptr<Lane>> lanes_;
+  // Control block: [ring: ctsSlots CtsEntry][flowIn][ctsOut: ctsSlots CtsEntry][flowOut]
+  // [flowSend]. Registered on every lane's PD. ring/flowIn are written by the peer.
+  struct ControlBlock;
+  ControlBlock* cb_ = nullptr;
+  uint32_t ctsSlots_ = 0;
+  uint64_t eagerMax_ = 0;
+  uint64_t ctsConsumed_ = 0;  ///< entries of our ring read (as sender)
+  uint64_t ctsWritten_ = 0;   ///< entries written into the peer's ring (as receiver)
+  core::Ring<wire::CtsEntry> pendingCts_;  ///< CTS waiting for space in the peer's ring
+  bool flowInFlight_ = false;
+  bool flowDirty_ = false;
+  uint64_t lastRecvNs_ = 0;
+};
+
+}  // namespace braid
