@@ -46,6 +46,7 @@ struct ContextOptions {
   std::optional<size_t> chunkSize;        ///< BRAID_CHUNK_SIZE
   std::optional<std::string> ibHca;       ///< BRAID_IB_HCA (NCCL_IB_HCA syntax)
   std::optional<int> ibGidIndex;          ///< BRAID_IB_GID_INDEX (-1: automatic)
+  std::optional<int> ibQpsPerRail;        ///< BRAID_IB_QPS_PER_RAIL (perftest -q)
 };
 
 /// One rail this host would use.

@@ -90,6 +90,9 @@ const Def kDefs[] = {
      [](Params& p, const std::string&, int64_t n) { p.ibTc = n; }},
     {"BRAID_IB_SL", Kind::kInt, "0", 0, 15, nullptr, "InfiniBand service level",
      [](Params& p, const std::string&, int64_t n) { p.ibSl = n; }},
+    {"BRAID_IB_QPS_PER_RAIL", Kind::kInt, "1", 1, 16, nullptr,
+     "RC queue pairs per verbs rail and peer; chunks are spread over all of them (perftest -q)",
+     [](Params& p, const std::string&, int64_t n) { p.ibQpsPerRail = n; }},
 };
 
 const char* kindName(Kind k) {

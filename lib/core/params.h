@@ -38,6 +38,7 @@ struct Params {
   int64_t ibRetryCnt = 0;        // BRAID_IB_RETRY_CNT
   int64_t ibTc = 0;              // BRAID_IB_TC
   int64_t ibSl = 0;              // BRAID_IB_SL
+  int64_t ibQpsPerRail = 1;      // BRAID_IB_QPS_PER_RAIL
 };
 
 /// One row of the registry, with the value in force.

@@ -109,6 +109,10 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
     }
   }
   impl->wantVerbsOnly = t == Transport::kVerbs;
+  impl->qpsPerRail = o.ibQpsPerRail ? *o.ibQpsPerRail : static_cast<int>(p.ibQpsPerRail);
+  if (impl->qpsPerRail < 1 || impl->qpsPerRail > static_cast<int>(wire::kMaxRails))
+    return Status(Code::kInvalidArgument,
+                  fmt::format("ibQpsPerRail={} outside 1..{}", impl->qpsPerRail, wire::kMaxRails));
   impl->socketsPerRail = o.socketsPerRail ? *o.socketsPerRail : static_cast<int>(p.socketNsocks);
   if (impl->socketsPerRail < 1 || impl->socketsPerRail > static_cast<int>(wire::kMaxSocketsPerRail))
     return Status(Code::kInvalidArgument,

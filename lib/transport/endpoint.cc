@@ -138,7 +138,7 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
   // (the caller's MemoryRegion, or one made for this request).
   std::shared_ptr<const MemoryRegionImpl> reg;
   if (verbs && len > eagerMax) {
-    if (mr && mr->impl() && mr->impl()->perRail.size() >= verbs->laneCount()) {
+    if (mr && mr->impl() && mr->impl()->perRail.size() == ctx->verbsRails.size()) {
       reg = mr->shared();
     } else {
       auto r = registerOnRails(ctx->verbsRails, buf, len, /*cached=*/false);
@@ -222,7 +222,8 @@ Result<Request> EndpointImpl::postRma(OpState::Kind kind, uint8_t* buf, uint64_t
                   fmt::format("{}: {} moves data over TCP; one-sided writes and reads need verbs "
                               "rails on both sides",
                               what, describe()));
-  if (!local.contains(buf, len) || !local.impl() || local.impl()->perRail.size() < verbs->laneCount())
+  if (!local.contains(buf, len) || !local.impl() ||
+      local.impl()->perRail.size() != ctx->verbsRails.size())
     return Status(Code::kInvalidArgument,
                   fmt::format("{}: the local buffer must lie inside a MemoryRegion registered by "
                               "this endpoint's Context (Context::registerMemory)",
@@ -586,7 +587,7 @@ Status EndpointImpl::startConnect(const Address& addr) {
     localRails.push_back(wire::makeRailDesc(i.name, i.addr.family(), bytes, 0));
   }
   if (!ctx->verbsRails.empty()) {
-    auto vp = VerbsPath::create(this, ctx->verbsRails, ctx->verbsRails.size());
+    auto vp = VerbsPath::create(this, ctx->verbsRails);
     if (vp) {
       verbs = std::move(vp).value();
     } else if (ctx->wantVerbsOnly) {

@@ -45,6 +45,7 @@ struct Context::Impl {
   /// Verbs rails (device ports) in use; empty: TCP only. Pointers into this vector stay
   /// valid for the Context's life (it never changes after create()).
   std::vector<VerbsRail> verbsRails;
+  int qpsPerRail = 1;          ///< BRAID_IB_QPS_PER_RAIL
   bool wantVerbsOnly = false;  ///< BRAID_TRANSPORT=verbs: never fall back to TCP data
 };
 

@@ -210,7 +210,7 @@ void ListenerImpl::onPending(PendingConn& p) {
 }
 
 Status ListenerImpl::acceptVerbs(EndpointImpl& ep, const wire::Hello& hello) {
-  const size_t n = std::min(hello.verbsRails.size(), ctx->verbsRails.size());
+  size_t n = std::min(hello.verbsRails.size(), ctx->verbsRails.size());
   const bool peerVerbsOnly = hello.body.transport == static_cast<uint32_t>(Transport::kVerbs);
   auto noVerbs = [&](const std::string& why) {
     return Status(Code::kUnsupported,
@@ -224,7 +224,8 @@ Status ListenerImpl::acceptVerbs(EndpointImpl& ep, const wire::Hello& hello) {
     if (peerVerbsOnly) return noVerbs("BRAID_TRANSPORT=verbs on the connector");
     return Status::ok();
   }
-  auto vp = VerbsPath::create(&ep, ctx->verbsRails, n);
+  auto vp = VerbsPath::create(&ep, ctx->verbsRails);
+  if (vp) n = std::min(hello.verbsRails.size(), (*vp)->laneCount());  // QPs, not rails
   Status st = vp ? (*vp)->connect(hello.verbsRails, n, ep.eagerMax) : vp.status();
   if (!st.isOk()) {
     if (ctx->wantVerbsOnly || peerVerbsOnly) return noVerbs(st.message());

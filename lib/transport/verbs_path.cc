@@ -142,6 +142,7 @@ struct VerbsPath::Lane {
   };
 
   size_t index = 0;
+  size_t railIndex = 0;  // index of `rail` in the Context (and in MemoryRegionImpl::perRail)
   const VerbsRail* rail = nullptr;
   uint32_t psn = 0;
   uint32_t slotSize = 0;
@@ -186,8 +187,7 @@ std::string VerbsPath::laneName(size_t i) const {
 }
 
 Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
-                                                     const std::vector<VerbsRail>& rails,
-                                                     size_t railCount) {
+                                                     const std::vector<VerbsRail>& rails) {
   std::unique_ptr<VerbsPath> p(new VerbsPath(ep));
   void* cb = std::aligned_alloc(4096, (sizeof(ControlBlock) + 4095) & ~size_t{4095});
   if (!cb) return Status(Code::kNoMemory, "cannot allocate the verbs control block");
@@ -195,10 +195,12 @@ Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
   p->cb_ = static_cast<ControlBlock*>(cb);
   p->ctsSlots_ = kCtsSlots;
   const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
-  for (size_t i = 0; i < railCount && i < rails.size(); ++i) {
-    const VerbsRail& r = rails[i];
+  const size_t q = static_cast<size_t>(std::max(1, ep->ctx->qpsPerRail));
+  for (size_t i = 0; i < rails.size() * q && i < wire::kMaxRails; ++i) {
+    const VerbsRail& r = rails[i / q];
     auto l = std::make_unique<Lane>();
     l->index = i;
+    l->railIndex = i / q;
     l->rail = &r;
     l->psn = verbs::randomPsn();
     BRAID_ASSIGN_OR_RETURN(verbs::Cq cq,
@@ -243,6 +245,7 @@ std::vector<wire::VerbsRailDesc> VerbsPath::localDescs() const {
     d.flowRkey = l.cbMr->rkey();
     d.port = static_cast<uint8_t>(pi.port);
     d.gidIndex = static_cast<uint8_t>(std::max(0, gi));
+    d.railIndex = static_cast<uint16_t>(l.railIndex);
     std::memcpy(d.device, pi.device.data(), std::min(pi.device.size(), sizeof d.device - 1));
     out.push_back(d);
   }
@@ -426,7 +429,7 @@ void VerbsPath::sendTruncated(uint64_t tag, uint64_t seq, uint64_t total) {
 
 void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
                                 const MemoryRegionImpl* mr) {
-  if (!mr || mr->perRail.size() < lanes_.size()) {
+  if (!mr || mr->perRail.size() <= lanes_.back()->railIndex) {
     ep_->fail(Status(Code::kInvalidArgument,
                      fmt::format("message {} of tag {}: its MemoryRegion was deregistered while "
                                  "the send was in flight",
@@ -438,7 +441,7 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
   for (size_t i = 0; i < lanes_.size(); ++i) {
     const Lane& l = *lanes_[i];
     snaps[i] = RailSnapshot{static_cast<uint32_t>(i), 1, l.bytesInFlight, 0.0,
-                            l.connected && cts.rkeys[i] != 0};
+                            l.connected && cts.rkeys[l.peer.railIndex] != 0};
   }
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {
@@ -454,9 +457,9 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
     it.op = op;
     it.laddr = reinterpret_cast<uint64_t>(op->buf) + c.offset;
     it.len = static_cast<uint32_t>(c.length);
-    it.lkey = mr->perRail[c.rail].lkey;
+    it.lkey = mr->perRail[lanes_[c.rail]->railIndex].lkey;
     it.raddr = cts.addr + c.offset;
-    it.rkey = cts.rkeys[c.rail];
+    it.rkey = cts.rkeys[lanes_[c.rail]->peer.railIndex];
     laneBytes[c.rail] += c.length;
     post(c.rail, it);
   }
@@ -472,7 +475,7 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
 }
 
 void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset) {
-  if (!op->reg || op->reg->perRail.size() < lanes_.size()) {
+  if (!op->reg || op->reg->perRail.size() <= lanes_.back()->railIndex) {
     ep_->finish(op, Status(Code::kInvalidArgument, "the local MemoryRegion was deregistered"));
     return;
   }
@@ -480,7 +483,8 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
   snaps.resize(lanes_.size());
   for (size_t i = 0; i < lanes_.size(); ++i)
     snaps[i] = RailSnapshot{static_cast<uint32_t>(i), 1, lanes_[i]->bytesInFlight, 0.0,
-                            lanes_[i]->connected && i < remote.rails && remote.rkeys[i] != 0};
+                            lanes_[i]->connected && lanes_[i]->peer.railIndex < remote.rails &&
+                                remote.rkeys[lanes_[i]->peer.railIndex] != 0};
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {
     ep_->finish(op, Status(Code::kInvalidArgument,
@@ -500,9 +504,9 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
     it.read = op->kind == OpState::Kind::kRead;
     it.laddr = reinterpret_cast<uint64_t>(op->buf) + c.offset;
     it.len = static_cast<uint32_t>(c.length);
-    it.lkey = op->reg->perRail[c.rail].lkey;
+    it.lkey = op->reg->perRail[lanes_[c.rail]->railIndex].lkey;
     it.raddr = remote.addr + offset + c.offset;
-    it.rkey = remote.rkeys[c.rail];
+    it.rkey = remote.rkeys[lanes_[c.rail]->peer.railIndex];
     if (it.kind == kWrRmaLast) ++op->pendingFrames;
     post(c.rail, it);
   }
@@ -542,7 +546,7 @@ Status VerbsPath::postReceive(OpState* op, const MemoryRegionImpl* mr) {
   e.capacity = op->len;
   if (op->len > eagerMax_) {
     e.addr = reinterpret_cast<uint64_t>(op->buf);
-    for (size_t i = 0; i < lanes_.size(); ++i) e.rkeys[i] = mr->perRail[i].rkey;
+    for (const auto& l : lanes_) e.rkeys[l->railIndex] = mr->perRail[l->railIndex].rkey;
   }
   // The entry is built now: the op may finish and be recycled before ring space frees.
   pendingCts_.push_back(e);

@@ -86,10 +86,10 @@ Result<std::shared_ptr<const MemoryRegionImpl>> registerOnRails(
 
 class VerbsPath {
  public:
-  /// Creates a QP (INIT) per rail in `rails` and the control block. Nothing is sent.
+  /// Creates the lanes, BRAID_IB_QPS_PER_RAIL RC QPs (INIT) per rail in `rails` (at most
+  /// wire::kMaxRails in all), and the control block. Nothing is sent.
   static Result<std::unique_ptr<VerbsPath>> create(EndpointImpl* ep,
-                                                   const std::vector<VerbsRail>& rails,
-                                                   size_t railCount);
+                                                   const std::vector<VerbsRail>& rails);
   ~VerbsPath();
   VerbsPath(const VerbsPath&) = delete;
   VerbsPath& operator=(const VerbsPath&) = delete;

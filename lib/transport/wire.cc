@@ -138,6 +138,7 @@ Status checkVerbsRails(const uint8_t* p, size_t len, uint32_t count,
     if (v.ctsSlots == 0 || v.ctsSlots > 65536 || (v.ctsSlots & (v.ctsSlots - 1)) != 0)
       return bad(fmt::format("{} CTS slots (a power of two up to 65536)", v.ctsSlots));
     if (v.ctsRingAddr == 0 || v.flowAddr == 0) return bad("null CTS ring or flow block address");
+    if (v.railIndex >= kMaxRails) return bad(fmt::format("rail index {}", v.railIndex));
   }
   return Status::ok();
 }

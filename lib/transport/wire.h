@@ -106,7 +106,8 @@ struct VerbsRailDesc {
   uint32_t flowRkey;     ///< rkey of the FlowBlock on this rail's PD
   uint8_t port;          ///< device port number, for messages
   uint8_t gidIndex;      ///< GID index in use, for messages
-  uint16_t reserved;     ///< 0
+  uint16_t railIndex;    ///< which of the sender's verbs rails owns the QP (several QPs per
+                         ///< rail: BRAID_IB_QPS_PER_RAIL); indexes CtsEntry::rkeys
   char device[16];       ///< NUL-padded device name, for messages
 };
 static_assert(sizeof(VerbsRailDesc) == 80);
@@ -119,7 +120,8 @@ struct CtsEntry {
   uint64_t seq;              ///< ordinal of the receive among those with this tag
   uint64_t capacity;         ///< receive buffer size
   uint64_t addr;             ///< receive buffer address (0: capacity <= eager limit)
-  uint32_t rkeys[kMaxRails]; ///< rkey of the receive buffer on each rail (0: none)
+  uint32_t rkeys[kMaxRails]; ///< rkey of the receive buffer on each of the receiver's verbs
+                             ///< rails (0: none); a QP uses its peer's railIndex
   uint64_t reserved[3];      ///< 0
   uint64_t ordinal;          ///< 1-based ordinal of this CTS on the endpoint; 0 = empty slot
 };
