@@ -152,10 +152,13 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
     impl->rails.push_back(r);
   }
   std::string names;
-  for (auto& r : impl->rails) names += fmt::format(" {}({})", r.name, r.address);
-  BRAID_LOG_INFO(kTransport, "{} verbs rails; tcp rails:{}; {} data sockets per rail, eager <= {} B, chunks {} B",
-                 impl->verbsRails.size(),
-                 names, impl->socketsPerRail, impl->eagerMax, impl->chunkSize);
+  for (auto& r : impl->rails)
+    names += fmt::format(" {}:{}({})", r.transport == Transport::kVerbs ? "verbs" : "tcp", r.name,
+                         r.address);
+  BRAID_LOG_INFO(kTransport,
+                 "rails:{}; {} sockets per tcp rail, {} QPs per verbs rail, eager <= {} B, "
+                 "chunks {} B",
+                 names, impl->socketsPerRail, impl->qpsPerRail, impl->eagerMax, impl->chunkSize);
   return std::shared_ptr<Context>(new Context(std::move(impl)));
 }
 
