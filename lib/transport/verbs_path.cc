@@ -14,6 +14,42 @@
 
 namespace braid {
 
+std::string VerbsRail::name() const { return fmt::format("{}:{}", port.device, port.port); }
+
+MemoryRegionImpl::~MemoryRegionImpl() {
+  perRail.clear();
+  for (auto& c : caches)
+    if (c) c->invalidate(reinterpret_cast<const void*>(base), length);
+}
+
+RemoteKey encodeRemoteKey(const MemoryRegionImpl& m) {
+  RemoteKey k;
+  uint64_t addr = m.base, len = m.length;
+  uint32_t n = static_cast<uint32_t>(std::min<size_t>(m.perRail.size(), wire::kMaxRails));
+  std::memcpy(k.bytes, &addr, 8);
+  std::memcpy(k.bytes + 8, &len, 8);
+  for (uint32_t i = 0; i < n; ++i) std::memcpy(k.bytes + 16 + 4 * i, &m.perRail[i].rkey, 4);
+  std::memcpy(k.bytes + 80, &n, 4);
+  return k;
+}
+
+Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k) {
+  DecodedRemoteKey d;
+  std::memcpy(&d.addr, k.bytes, 8);
+  std::memcpy(&d.length, k.bytes + 8, 8);
+  std::memcpy(d.rkeys, k.bytes + 16, sizeof d.rkeys);
+  std::memcpy(&d.rails, k.bytes + 80, 4);
+  if (d.rails == 0 || d.rails > wire::kMaxRails || d.addr == 0)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("not a braid remote key ({} rails, address 0x{:x}): pass the bytes "
+                              "of the peer's MemoryRegion::remoteKey()",
+                              d.rails, d.addr));
+  return d;
+}
+
+#if BRAID_HAVE_VERBS
+
+
 namespace {
 
 constexpr uint32_t kCtsSlots = 256;     // CTS ring entries (power of two)
@@ -68,14 +104,6 @@ wire::FrameHeader frameHeader(wire::FrameType t, uint64_t tag, uint64_t seq, uin
 }
 
 }  // namespace
-
-std::string VerbsRail::name() const { return fmt::format("{}:{}", port.device, port.port); }
-
-MemoryRegionImpl::~MemoryRegionImpl() {
-  perRail.clear();
-  for (auto& c : caches)
-    if (c) c->invalidate(reinterpret_cast<const void*>(base), length);
-}
 
 Result<std::shared_ptr<const MemoryRegionImpl>> registerOnRails(const std::vector<VerbsRail>& rails,
                                                                 const void* base, size_t len,
@@ -512,31 +540,6 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
   }
 }
 
-RemoteKey encodeRemoteKey(const MemoryRegionImpl& m) {
-  RemoteKey k;
-  uint64_t addr = m.base, len = m.length;
-  uint32_t n = static_cast<uint32_t>(std::min<size_t>(m.perRail.size(), wire::kMaxRails));
-  std::memcpy(k.bytes, &addr, 8);
-  std::memcpy(k.bytes + 8, &len, 8);
-  for (uint32_t i = 0; i < n; ++i) std::memcpy(k.bytes + 16 + 4 * i, &m.perRail[i].rkey, 4);
-  std::memcpy(k.bytes + 80, &n, 4);
-  return k;
-}
-
-Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k) {
-  DecodedRemoteKey d;
-  std::memcpy(&d.addr, k.bytes, 8);
-  std::memcpy(&d.length, k.bytes + 8, 8);
-  std::memcpy(d.rkeys, k.bytes + 16, sizeof d.rkeys);
-  std::memcpy(&d.rails, k.bytes + 80, 4);
-  if (d.rails == 0 || d.rails > wire::kMaxRails || d.addr == 0)
-    return Status(Code::kInvalidArgument,
-                  fmt::format("not a braid remote key ({} rails, address 0x{:x}): pass the bytes "
-                              "of the peer's MemoryRegion::remoteKey()",
-                              d.rails, d.addr));
-  return d;
-}
-
 // ---------------------------------------------------------------- CTS and flow
 
 Status VerbsPath::postReceive(OpState* op, const MemoryRegionImpl* mr) {
@@ -561,7 +564,7 @@ void VerbsPath::writeWaitingCts() {
     wire::CtsEntry e = pendingCts_.front();
     pendingCts_.pop_front();
     uint32_t slot = static_cast<uint32_t>(ctsWritten_ & (ctsSlots_ - 1));
-    e.ordinal = ++ctsWritten_;
+    e.ordinal = e.ordinalHead = ++ctsWritten_;
     cb_->ctsOut[slot] = e;
     Lane& l = *lanes_[0];
     SendItem it;
@@ -580,6 +583,7 @@ void VerbsPath::pollCtsRing() {
     wire::CtsEntry& slot = cb_->ring[ctsConsumed_ & (ctsSlots_ - 1)];
     uint64_t ord = __atomic_load_n(&slot.ordinal, __ATOMIC_ACQUIRE);
     if (ord != ctsConsumed_ + 1) return;
+    if (__atomic_load_n(&slot.ordinalHead, __ATOMIC_ACQUIRE) != ord) return;  // still landing
     wire::CtsEntry e;
     std::memcpy(&e, &slot, sizeof e);
     ++ctsConsumed_;
@@ -782,5 +786,38 @@ void VerbsPath::tick() {
     }
   }
 }
+
+#else  // BRAID_HAVE_VERBS: built without verbs; Lib::load() fails, so no VerbsPath is ever made.
+
+struct VerbsPath::Lane {};
+struct VerbsPath::ControlBlock {};
+
+Result<std::shared_ptr<const MemoryRegionImpl>> registerOnRails(const std::vector<VerbsRail>&,
+                                                                const void*, size_t, bool) {
+  return verbs::builtWithoutVerbs("memory registration");
+}
+VerbsPath::VerbsPath(EndpointImpl* ep) : ep_(ep) {}
+VerbsPath::~VerbsPath() = default;
+Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl*, const std::vector<VerbsRail>&) {
+  return verbs::builtWithoutVerbs("the verbs transport");
+}
+std::vector<wire::VerbsRailDesc> VerbsPath::localDescs() const { return {}; }
+Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>&, size_t, uint64_t) {
+  return verbs::builtWithoutVerbs("the verbs transport");
+}
+std::string VerbsPath::laneName(size_t) const { return "?"; }
+Status VerbsPath::postReceive(OpState*, const MemoryRegionImpl*) {
+  return verbs::builtWithoutVerbs("the verbs transport");
+}
+void VerbsPath::sendEager(OpState*) {}
+void VerbsPath::startRendezvous(OpState*, const wire::CtsEntry&, const MemoryRegionImpl*) {}
+void VerbsPath::startRma(OpState*, const DecodedRemoteKey&, uint64_t) {}
+void VerbsPath::sendTruncated(uint64_t, uint64_t, uint64_t) {}
+size_t VerbsPath::progress() { return 0; }
+void VerbsPath::tick() {}
+void VerbsPath::shutdown() noexcept {}
+uint64_t VerbsPath::bytesSentOnLane(size_t) const { return 0; }
+
+#endif  // BRAID_HAVE_VERBS
 
 }  // namespace braid

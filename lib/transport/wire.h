@@ -113,16 +113,18 @@ struct VerbsRailDesc {
 static_assert(sizeof(VerbsRailDesc) == 80);
 
 /// Verbs data path: a receive's clear-to-send, RDMA-written by the receiver into slot
-/// (ordinal - 1) % ctsSlots of the sender's CTS ring. `ordinal` is written last (same
-/// write, highest address): the sender polls it to see a new entry.
+/// (ordinal - 1) % ctsSlots of the sender's CTS ring. The ordinal is both the first and the
+/// last word of the entry (two cache lines): the sender takes the entry once both read as
+/// the next ordinal, so a half-placed write is never consumed.
 struct CtsEntry {
+  uint64_t ordinalHead;      ///< == ordinal
   uint64_t tag;              ///< user tag
   uint64_t seq;              ///< ordinal of the receive among those with this tag
   uint64_t capacity;         ///< receive buffer size
   uint64_t addr;             ///< receive buffer address (0: capacity <= eager limit)
   uint32_t rkeys[kMaxRails]; ///< rkey of the receive buffer on each of the receiver's verbs
                              ///< rails (0: none); a QP uses its peer's railIndex
-  uint64_t reserved[3];      ///< 0
+  uint64_t reserved[2];      ///< 0
   uint64_t ordinal;          ///< 1-based ordinal of this CTS on the endpoint; 0 = empty slot
 };
 static_assert(sizeof(CtsEntry) == 128);
