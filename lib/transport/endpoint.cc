@@ -203,7 +203,10 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
       ++stats.messagesReceived;
       // The sender's eager send finishes on this CTS, and the caller may not progress
       // again (the request is already done): send it now.
-      flushControl();
+      if (verbs)
+        verbs->writeCtsNow();
+      else
+        flushControl();
     }
   }
   return Request(shared_from_this(), op);

@@ -552,8 +552,9 @@ Status VerbsPath::postReceive(OpState* op, const MemoryRegionImpl* mr) {
     for (const auto& l : lanes_) e.rkeys[l->railIndex] = mr->perRail[l->railIndex].rkey;
   }
   // The entry is built now: the op may finish and be recycled before ring space frees.
+  // Written at the next progress, not now: a send posted right after this receive (a
+  // ping-pong) then goes first on the wire instead of queueing behind the CTS.
   pendingCts_.push_back(e);
-  writeWaitingCts();
   return Status::ok();
 }
 
@@ -588,7 +589,6 @@ void VerbsPath::pollCtsRing() {
     std::memcpy(&e, &slot, sizeof e);
     ++ctsConsumed_;
     cb_->flowOut.ctsConsumed = ctsConsumed_;
-    flowDirty_ = true;
     lastRecvNs_ = core::nowNs();
     ep_->lastRxNs = lastRecvNs_;
     ep_->onCts(e);
@@ -597,9 +597,17 @@ void VerbsPath::pollCtsRing() {
 }
 
 void VerbsPath::maybeWriteFlow() {
-  if (!flowDirty_ || flowInFlight_ || lanes_.empty() || !lanes_[0]->connected) return;
+  if (flowInFlight_ || lanes_.empty() || !lanes_[0]->connected) return;
+  // Lazily: only once half of a ring or of a lane's receive slots is owed to the peer.
+  // Never a deadlock: a peer blocked on credit (or ring space) has used them all, so more
+  // than half are owed, and this side reports them at its next progress.
+  bool due = ctsConsumed_ - cb_->flowSend.ctsConsumed >= kCtsSlots / 2;
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    cb_->flowOut.recvReposted[i] = lanes_[i]->recvReposted;
+    due = due || lanes_[i]->recvReposted - cb_->flowSend.recvReposted[i] >= kRecvSlots / 2;
+  }
+  if (!due) return;
   Lane& l = *lanes_[0];
-  for (size_t i = 0; i < lanes_.size(); ++i) cb_->flowOut.recvReposted[i] = lanes_[i]->recvReposted;
   cb_->flowSend = cb_->flowOut;
   SendItem it;
   it.kind = kWrFlow;
@@ -609,7 +617,6 @@ void VerbsPath::maybeWriteFlow() {
   it.raddr = l.peer.flowAddr;
   it.rkey = l.peer.flowRkey;
   flowInFlight_ = true;
-  flowDirty_ = false;
   post(0, it);
 }
 
@@ -725,7 +732,6 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
   if (ep_->state == EpState::kFailed) return;
   Status rs = repostRecv(l, slot);
   if (!rs.isOk()) return ep_->fail(rs);
-  flowDirty_ = true;
 }
 
 bool VerbsPath::pollLane(Lane& l) {
@@ -813,6 +819,7 @@ void VerbsPath::sendEager(OpState*) {}
 void VerbsPath::startRendezvous(OpState*, const wire::CtsEntry&, const MemoryRegionImpl*) {}
 void VerbsPath::startRma(OpState*, const DecodedRemoteKey&, uint64_t) {}
 void VerbsPath::sendTruncated(uint64_t, uint64_t, uint64_t) {}
+void VerbsPath::writeWaitingCts() {}
 size_t VerbsPath::progress() { return 0; }
 void VerbsPath::tick() {}
 void VerbsPath::shutdown() noexcept {}

@@ -106,6 +106,8 @@ class VerbsPath {
   /// A receive was posted: registers its buffer when it can take a rendezvous message and
   /// writes its CTS into the peer's ring (or queues it while the ring is full).
   Status postReceive(OpState* op, const MemoryRegionImpl* mr);
+  /// Writes the CTS of posted receives now (normally done by the next progress).
+  void writeCtsNow() { writeWaitingCts(); }
   /// An eager send was posted: SENDs header + payload on lane 0.
   void sendEager(OpState* op);
   /// A large send met its CTS: RDMA-writes the chunks and the FINs.
@@ -150,7 +152,6 @@ class VerbsPath {
   uint64_t ctsWritten_ = 0;   ///< entries written into the peer's ring (as receiver)
   core::Ring<wire::CtsEntry> pendingCts_;  ///< CTS waiting for space in the peer's ring
   bool flowInFlight_ = false;
-  bool flowDirty_ = false;
   uint64_t lastRecvNs_ = 0;
 };
 
