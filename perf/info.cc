@@ -8,20 +8,20 @@
 // rather than the public API. Exit codes: 0 (also when there is no RDMA: it says so),
 // 1 when a knob (or --hca) is invalid or the JSON file cannot be written, 2 for a bad
 // command line.
+#include "braid/info.h"
+
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-
-#include "braid/info.h"
 #include "core/params.h"
 #include "tcp/interfaces.h"
 #include "verbs/device.h"
@@ -87,8 +87,9 @@ RdmaReport discoverRdma(const core::Params& params) {
   }
   r.ports = std::move(*ports);
   if (r.ports.empty())
-    r.error = "no RDMA devices (ibv_get_device_list found none: no HCA, or its driver / "
-              "rdma_rxe is not loaded)";
+    r.error =
+        "no RDMA devices (ibv_get_device_list found none: no HCA, or its driver / "
+        "rdma_rxe is not loaded)";
   return r;
 }
 
@@ -116,9 +117,12 @@ void printRdma(const RdmaReport& r, const std::string& hcaSpec) {
     else
       std::printf("  no GID chosen: %s\n", p.gidError.c_str());
     std::string why;
-    if (!p.selected) why = "excluded by BRAID_IB_HCA";
-    else if (!p.active) why = "port not ACTIVE";
-    else if (!p.gid) why = "no usable GID";
+    if (!p.selected)
+      why = "excluded by BRAID_IB_HCA";
+    else if (!p.active)
+      why = "port not ACTIVE";
+    else if (!p.gid)
+      why = "no usable GID";
     std::printf("  rail: %s\n", p.usableAsRail() ? "yes" : fmt::format("no ({})", why).c_str());
   }
 }
@@ -142,8 +146,9 @@ json rdmaJson(const RdmaReport& r, const std::string& hcaSpec) {
     pj["gid_table_len"] = p.gidTableLen;
     pj["gids"] = json::array();
     for (const verbs::GidEntry& g : p.gids)
-      pj["gids"].push_back(
-          {{"index", g.index}, {"gid", verbs::gidToString(g.gid)}, {"type", verbs::gidTypeName(g.type)}});
+      pj["gids"].push_back({{"index", g.index},
+                            {"gid", verbs::gidToString(g.gid)},
+                            {"type", verbs::gidTypeName(g.type)}});
     if (p.gid)
       pj["chosen_gid"] = {{"index", p.gid->index},
                           {"type", verbs::gidTypeName(p.gid->type)},
@@ -229,9 +234,10 @@ json paramsJson(const std::vector<core::ParamRow>& rows) {
 
 int run(int argc, char** argv) {
   Options o;
-  CLI::App app{"braid_info: RDMA devices, ports and GIDs, TCP rails and BRAID_* knobs as braid "
-               "sees them (ibv_devinfo conventions)",
-               "braid_info"};
+  CLI::App app{
+      "braid_info: RDMA devices, ports and GIDs, TCP rails and BRAID_* knobs as braid "
+      "sees them (ibv_devinfo conventions)",
+      "braid_info"};
   app.failure_message(CLI::FailureMessage::help);
   app.set_version_flag("-V,--version", std::string("braid_info (braid ") + versionString() + ")");
   app.add_flag("--params", o.params, "also list every BRAID_* knob: value in force, default, doc");

@@ -61,7 +61,9 @@ inline World*& worldPtr() {
   static World* w = nullptr;
   return w;
 }
-inline World& world() { return *worldPtr(); }
+inline World& world() {
+  return *worldPtr();
+}
 
 /// Installs a fresh World for one test; the previous one is dropped.
 inline World& reset() {

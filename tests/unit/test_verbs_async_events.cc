@@ -1,10 +1,9 @@
 // The async-event watcher over a fake libibverbs whose async fd is a pipe and whose
 // ibv_get_async_event returns scripted events.
-#include <catch2/catch.hpp>
-
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <thread>
 

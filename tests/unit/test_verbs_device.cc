@@ -1,8 +1,7 @@
 // Device discovery over a fake libibverbs and a fake sysfs tree; the BRAID_IB_HCA filter.
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -96,10 +95,10 @@ TEST_CASE("a malformed HCA spec is an error naming it") {
 }
 
 TEST_CASE("port speed, MTU and state helpers follow ibv_query_port's encodings") {
-  CHECK(portSpeedMbps(1, 1) == 2500);        // SDR 1x, what rxe reports
-  CHECK(portSpeedMbps(32, 2) == 100000);     // EDR 4x
-  CHECK(portSpeedMbps(64, 2) == 200000);     // HDR 4x
-  CHECK(portSpeedMbps(128, 2) == 400000);    // NDR 4x
+  CHECK(portSpeedMbps(1, 1) == 2500);      // SDR 1x, what rxe reports
+  CHECK(portSpeedMbps(32, 2) == 100000);   // EDR 4x
+  CHECK(portSpeedMbps(64, 2) == 200000);   // HDR 4x
+  CHECK(portSpeedMbps(128, 2) == 400000);  // NDR 4x
   CHECK(portSpeedMbps(3, 2) == 0);
   CHECK(mtuToBytes(3) == 1024);
   CHECK(mtuToBytes(5) == 4096);

@@ -1,6 +1,5 @@
 // RoCE GID selection over fake GID tables (pure: no device involved).
 #include <catch2/catch.hpp>
-
 #include <map>
 
 #include "core/params.h"
@@ -39,19 +38,22 @@ Gid v6global(uint8_t last) {
   return g;
 }
 
-GidEntry entry(int index, Gid gid, GidType type) { return GidEntry{index, gid, type}; }
+GidEntry entry(int index, Gid gid, GidType type) {
+  return GidEntry{index, gid, type};
+}
 
 // Real rxe (Linux 6.1): RoCE v2 only, link-local at 0, the IPv4-mapped address at 1.
 const std::vector<GidEntry> kRxe = {entry(0, linkLocal(1), GidType::kRoceV2),
                                     entry(1, v4(10, 77, 0, 1), GidType::kRoceV2)};
 
 // Typical mlx5 port with one IPv4 address: each address once per RoCE version.
-const std::vector<GidEntry> kMlx5 = {entry(0, linkLocal(1), GidType::kRoceV1),
-                                     entry(1, linkLocal(1), GidType::kRoceV2),
-                                     entry(2, v4(192, 168, 1, 5), GidType::kRoceV1),
-                                     entry(3, v4(192, 168, 1, 5), GidType::kRoceV2)};
+const std::vector<GidEntry> kMlx5 = {
+    entry(0, linkLocal(1), GidType::kRoceV1), entry(1, linkLocal(1), GidType::kRoceV2),
+    entry(2, v4(192, 168, 1, 5), GidType::kRoceV1), entry(3, v4(192, 168, 1, 5), GidType::kRoceV2)};
 
-GidPolicy policy() { return GidPolicy{}; }
+GidPolicy policy() {
+  return GidPolicy{};
+}
 
 }  // namespace
 
@@ -89,10 +91,9 @@ TEST_CASE("asking for RoCE v1 picks the IPv4 RoCE v1 GID") {
 }
 
 TEST_CASE("an all-IPv6 table falls back to an IPv6 RoCE v2 GID and says so") {
-  std::vector<GidEntry> t = {entry(0, linkLocal(1), GidType::kRoceV1),
-                             entry(1, linkLocal(1), GidType::kRoceV2),
-                             entry(2, v6global(7), GidType::kRoceV1),
-                             entry(3, v6global(7), GidType::kRoceV2)};
+  std::vector<GidEntry> t = {
+      entry(0, linkLocal(1), GidType::kRoceV1), entry(1, linkLocal(1), GidType::kRoceV2),
+      entry(2, v6global(7), GidType::kRoceV1), entry(3, v6global(7), GidType::kRoceV2)};
   auto c = selectGid(t, kLinkLayerEthernet, policy());
   REQUIRE(c.isOk());
   CHECK(c->index == 3);
@@ -186,7 +187,8 @@ TEST_CASE("an IPv6 address range matches IPv6 GIDs only") {
 }
 
 TEST_CASE("a table of zero and link-local GIDs has no usable GID and the error lists it") {
-  std::vector<GidEntry> t = {entry(0, linkLocal(1), GidType::kRoceV2), entry(1, Gid{}, GidType::kRoceV2)};
+  std::vector<GidEntry> t = {entry(0, linkLocal(1), GidType::kRoceV2),
+                             entry(1, Gid{}, GidType::kRoceV2)};
   auto c = selectGid(t, kLinkLayerEthernet, policy());
   REQUIRE_FALSE(c.isOk());
   CHECK(c.status().code() == Code::kNotFound);

@@ -96,9 +96,9 @@ TEST_CASE("handles are torn down in the reverse order of their creation") {
     s.mr = std::move(*mr);
     fakeverbs::world().calls.push_back("-- teardown --");
   }
-  CHECK(callsAfter("-- teardown --") ==
-        std::vector<std::string>{"deregMr", "destroyQp", "destroyCq", "destroyCompChannel",
-                                 "deallocPd", "closeDevice fake0"});
+  CHECK(callsAfter("-- teardown --") == std::vector<std::string>{"deregMr", "destroyQp",
+                                                                 "destroyCq", "destroyCompChannel",
+                                                                 "deallocPd", "closeDevice fake0"});
 }
 
 TEST_CASE("a failing release is logged and teardown goes on without throwing") {

@@ -74,7 +74,8 @@ TEST_CASE("the process-wide verbs table loads once and fills every required call
 #endif
 }
 
-TEST_CASE("a fake verbs table is built by value and its data-path calls default to the inline verbs") {
+TEST_CASE(
+    "a fake verbs table is built by value and its data-path calls default to the inline verbs") {
   Lib fake;
   CHECK(fake.getDeviceList == nullptr);
   CHECK(fake.postSend == &detail::postSendDefault);

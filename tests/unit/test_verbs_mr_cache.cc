@@ -1,9 +1,8 @@
 // The registration cache over a fake registrar that counts its calls.
-#include <catch2/catch.hpp>
-
 #include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -61,8 +60,8 @@ struct Rig {
   size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
   // A page-aligned arena the tests carve ranges out of (never touched: only addresses).
   std::unique_ptr<char[]> storage{new char[16 * page * 2]};
-  char* base = reinterpret_cast<char*>(
-      (reinterpret_cast<uintptr_t>(storage.get()) + page - 1) & ~(uintptr_t(page) - 1));
+  char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(storage.get()) + page - 1) &
+                                       ~(uintptr_t(page) - 1));
 };
 
 }  // namespace
@@ -178,8 +177,8 @@ TEST_CASE("a bounded cache evicts the least recently used entry") {
   MrCache cache(std::make_unique<FakeRegistrar>(counts), 2);
   size_t page = cache.pageSize();
   std::unique_ptr<char[]> storage(new char[8 * page]);
-  char* base = reinterpret_cast<char*>(
-      (reinterpret_cast<uintptr_t>(storage.get()) + page - 1) & ~(uintptr_t(page) - 1));
+  char* base = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(storage.get()) + page - 1) &
+                                       ~(uintptr_t(page) - 1));
   REQUIRE(cache.get(base, 1, kLocal).isOk());             // A
   REQUIRE(cache.get(base + 2 * page, 1, kLocal).isOk());  // B
   REQUIRE(cache.get(base, 1, kLocal).isOk());             // A again: B is now the oldest

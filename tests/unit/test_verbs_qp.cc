@@ -1,7 +1,6 @@
 // The RC QP state machine over a fake libibverbs: the attributes and masks each
 // transition hands to ibv_modify_qp, MTU negotiation, and the errors.
 #include <catch2/catch.hpp>
-
 #include <map>
 
 #include "core/params.h"
@@ -50,8 +49,8 @@ TEST_CASE("path MTU is the smaller of both sides and mismatched link layers are 
   CHECK(*negotiateMtu(IBV_MTU_4096, IBV_MTU_1024, 2, 2) == IBV_MTU_1024);
   CHECK(*negotiateMtu(IBV_MTU_2048, IBV_MTU_4096, 1, 1) == IBV_MTU_2048);
   CHECK(*negotiateMtu(IBV_MTU_2048, IBV_MTU_4096, 0, 1) == IBV_MTU_2048);  // unspecified = IB
-  auto bad = negotiateMtu(IBV_MTU_1024, IBV_MTU_1024, IBV_LINK_LAYER_INFINIBAND,
-                          IBV_LINK_LAYER_ETHERNET);
+  auto bad =
+      negotiateMtu(IBV_MTU_1024, IBV_MTU_1024, IBV_LINK_LAYER_INFINIBAND, IBV_LINK_LAYER_ETHERNET);
   REQUIRE_FALSE(bad.isOk());
   CHECK_THAT(bad.status().message(), Catch::Contains("InfiniBand"));
   CHECK_THAT(bad.status().message(), Catch::Contains("Ethernet"));
@@ -85,8 +84,8 @@ TEST_CASE("a RoCE QP goes INIT, RTR with a global route, then RTS with capped re
   auto& w = fakeverbs::world();
   int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
   REQUIRE(toInit(r.qp, 1, access).isOk());
-  CHECK(w.modifyMasks.back() == (IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT |
-                                 IBV_QP_ACCESS_FLAGS));
+  CHECK(w.modifyMasks.back() ==
+        (IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS));
   CHECK(w.modifyAttrs.back().qp_state == IBV_QPS_INIT);
   CHECK(w.modifyAttrs.back().port_num == 1);
   CHECK(w.modifyAttrs.back().qp_access_flags == static_cast<unsigned>(access));
@@ -100,8 +99,7 @@ TEST_CASE("a RoCE QP goes INIT, RTR with a global route, then RTS with capped re
   REQUIRE(toRtr(r.qp, t, IBV_MTU_1024, remote).isOk());
   const ibv_qp_attr& rtr = w.modifyAttrs.back();
   CHECK(w.modifyMasks.back() == (IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN |
-                                 IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC |
-                                 IBV_QP_MIN_RNR_TIMER));
+                                 IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER));
   CHECK(rtr.qp_state == IBV_QPS_RTR);
   CHECK(rtr.path_mtu == IBV_MTU_1024);
   CHECK(rtr.dest_qp_num == 0x1234);

@@ -5,11 +5,10 @@
 // here, never a skip: the harness alone decides that a VM could not start (exit 77).
 #pragma once
 
-#include <catch2/catch.hpp>
-
 #include <sched.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <map>
 #include <string>
 
@@ -47,8 +46,8 @@ inline ibv_wc pollOne(const Cq& cq, uint64_t timeoutMs = 20000) {
     int n = cq.poll(1, &wc);
     REQUIRE(n >= 0);
     if (n == 1) return wc;
-    if (core::nowMs() > deadline) FAIL("no completion on " << cq.deviceName() << " within "
-                                                           << timeoutMs << " ms");
+    if (core::nowMs() > deadline)
+      FAIL("no completion on " << cq.deviceName() << " within " << timeoutMs << " ms");
     sched_yield();
     ::usleep(50);
   }

@@ -19,8 +19,8 @@ const PortInfo* find(const std::vector<PortInfo>& ports, const std::string& dev)
 TEST_CASE("discovery finds rxe0 and rxe1 active on Ethernet with an IPv4-mapped RoCE v2 GID") {
   auto ports = discoverPorts(lib(), params());
   REQUIRE(ports.isOk());
-  for (const auto& [dev, ip, netdev] :
-       {std::tuple{"rxe0", "::ffff:10.77.0.1", "eth0"}, std::tuple{"rxe1", "::ffff:10.78.0.1", "eth1"}}) {
+  for (const auto& [dev, ip, netdev] : {std::tuple{"rxe0", "::ffff:10.77.0.1", "eth0"},
+                                        std::tuple{"rxe1", "::ffff:10.78.0.1", "eth1"}}) {
     INFO(dev);
     const PortInfo* p = find(*ports, dev);
     REQUIRE(p != nullptr);

@@ -1,10 +1,9 @@
 // braid_info on the real rxe devices: every port, the chosen GID and the rails.
 #include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 #include "support.h"
 
