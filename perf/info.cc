@@ -64,8 +64,7 @@ std::string speedText(int mbps) {
 
 struct RdmaReport {
   bool libraryLoaded = false;
-  bool badKnob = false;  // BRAID_IB_HCA / BRAID_IB_ADDR_RANGE did not parse
-  std::string error;     // why there is nothing to show, if so
+  std::string error;  // why there is nothing to show, if so
   std::vector<verbs::PortInfo> ports;
 };
 
@@ -79,7 +78,6 @@ RdmaReport discoverRdma(const core::Params& params) {
   r.libraryLoaded = true;
   auto ports = verbs::discoverPorts(**lib, params, /*includeInactive=*/true);
   if (!ports) {
-    r.badKnob = ports.status().code() == Code::kInvalidArgument;
     r.error = ports.status().code() == Code::kUnsupported
                   ? "no RDMA devices: " + ports.status().message()
                   : ports.status().message();
@@ -262,6 +260,16 @@ int run(int argc, char** argv) {
   }
   core::Params p = *params;
   if (o.hca) p.ibHca = *o.hca;
+  // The verbs knobs are checked here, not only by discovery, so that a bad value is an
+  // error even where there is no RDMA to discover.
+  auto hca = verbs::HcaFilter::parse(p.ibHca);
+  auto gidPolicy = verbs::GidPolicy::fromParams(p);
+  for (const Status& st : {hca.status(), gidPolicy.status()}) {
+    if (!st.isOk()) {
+      std::fprintf(stderr, "braid_info: %s\n", st.message().c_str());
+      return kExitFailure;
+    }
+  }
 
   std::printf("braid %s\n\n", versionString());
   RdmaReport rdma = discoverRdma(p);
@@ -281,10 +289,6 @@ int run(int argc, char** argv) {
       std::fprintf(stderr, "braid_info: cannot write %s\n", o.jsonFile.c_str());
       return kExitFailure;
     }
-  }
-  if (rdma.badKnob) {
-    std::fprintf(stderr, "braid_info: %s\n", rdma.error.c_str());
-    return kExitFailure;
   }
   return kExitOk;
 }
