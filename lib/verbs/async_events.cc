@@ -1,12 +1,11 @@
 #include "verbs/async_events.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <poll.h>
 
 #include <cerrno>
 #include <system_error>
-
-#include <fmt/format.h>
 
 #include "core/log.h"
 
@@ -15,16 +14,28 @@ namespace braid::verbs {
 const char* asyncEventName(int type) {
   // enum ibv_event_type, in verbs.h order.
   static const char* const kNames[] = {
-      "IBV_EVENT_CQ_ERR",          "IBV_EVENT_QP_FATAL",         "IBV_EVENT_QP_REQ_ERR",
-      "IBV_EVENT_QP_ACCESS_ERR",   "IBV_EVENT_COMM_EST",         "IBV_EVENT_SQ_DRAINED",
-      "IBV_EVENT_PATH_MIG",        "IBV_EVENT_PATH_MIG_ERR",     "IBV_EVENT_DEVICE_FATAL",
-      "IBV_EVENT_PORT_ACTIVE",     "IBV_EVENT_PORT_ERR",         "IBV_EVENT_LID_CHANGE",
-      "IBV_EVENT_PKEY_CHANGE",     "IBV_EVENT_SM_CHANGE",        "IBV_EVENT_SRQ_ERR",
-      "IBV_EVENT_SRQ_LIMIT_REACHED", "IBV_EVENT_QP_LAST_WQE_REACHED",
-      "IBV_EVENT_CLIENT_REREGISTER", "IBV_EVENT_GID_CHANGE",   "IBV_EVENT_WQ_FATAL",
+      "IBV_EVENT_CQ_ERR",
+      "IBV_EVENT_QP_FATAL",
+      "IBV_EVENT_QP_REQ_ERR",
+      "IBV_EVENT_QP_ACCESS_ERR",
+      "IBV_EVENT_COMM_EST",
+      "IBV_EVENT_SQ_DRAINED",
+      "IBV_EVENT_PATH_MIG",
+      "IBV_EVENT_PATH_MIG_ERR",
+      "IBV_EVENT_DEVICE_FATAL",
+      "IBV_EVENT_PORT_ACTIVE",
+      "IBV_EVENT_PORT_ERR",
+      "IBV_EVENT_LID_CHANGE",
+      "IBV_EVENT_PKEY_CHANGE",
+      "IBV_EVENT_SM_CHANGE",
+      "IBV_EVENT_SRQ_ERR",
+      "IBV_EVENT_SRQ_LIMIT_REACHED",
+      "IBV_EVENT_QP_LAST_WQE_REACHED",
+      "IBV_EVENT_CLIENT_REREGISTER",
+      "IBV_EVENT_GID_CHANGE",
+      "IBV_EVENT_WQ_FATAL",
   };
-  if (type >= 0 && type < static_cast<int>(sizeof(kNames) / sizeof(kNames[0])))
-    return kNames[type];
+  if (type >= 0 && type < static_cast<int>(sizeof(kNames) / sizeof(kNames[0]))) return kNames[type];
   return "IBV_EVENT_UNKNOWN";
 }
 
@@ -66,6 +77,10 @@ AsyncWatcher::~AsyncWatcher() {
 
 #if BRAID_HAVE_VERBS
 
+static_assert(IBV_EVENT_CQ_ERR == 0 && IBV_EVENT_DEVICE_FATAL == 8 && IBV_EVENT_PORT_ERR == 10 &&
+                  IBV_EVENT_WQ_FATAL == 19,
+              "asyncEventName's table follows enum ibv_event_type");
+
 void AsyncWatcher::run() noexcept {
   while (!stop_.load(std::memory_order_acquire)) {
     pollfd pfd{fd_, POLLIN, 0};
@@ -73,7 +88,8 @@ void AsyncWatcher::run() noexcept {
     if (rc < 0) {
       if (errno == EINTR) continue;
       try {
-        BRAID_LOG_ERROR(kVerbs, "{}: poll on the async event fd failed: {}; async events are "
+        BRAID_LOG_ERROR(kVerbs,
+                        "{}: poll on the async event fd failed: {}; async events are "
                         "no longer watched",
                         device_, errnoText(errno));
       } catch (...) {
@@ -83,7 +99,8 @@ void AsyncWatcher::run() noexcept {
     if (rc == 0) continue;
     if ((pfd.revents & (POLLERR | POLLNVAL)) != 0 && (pfd.revents & POLLIN) == 0) {
       try {
-        BRAID_LOG_ERROR(kVerbs, "{}: the async event fd reports an error; async events are no "
+        BRAID_LOG_ERROR(kVerbs,
+                        "{}: the async event fd reports an error; async events are no "
                         "longer watched",
                         device_);
       } catch (...) {
@@ -128,10 +145,9 @@ void AsyncWatcher::handle(ibv_async_event& event) {
       break;
     }
     case IBV_EVENT_CQ_ERR: {
-      Status st = railFailed(fmt::format("{} CQ {}", device_,
-                                         static_cast<const void*>(event.element.cq)));
-      BRAID_LOG_ERROR(kVerbs, "async event: {} (a CQ overran: its QPs are unusable)",
-                      st.message());
+      Status st =
+          railFailed(fmt::format("{} CQ {}", device_, static_cast<const void*>(event.element.cq)));
+      BRAID_LOG_ERROR(kVerbs, "async event: {} (a CQ overran: its QPs are unusable)", st.message());
       std::lock_guard<std::mutex> lk(mu_);
       cqsFailed_[event.element.cq] = std::move(st);
       break;

@@ -65,10 +65,10 @@ class AsyncWatcher {
   std::string device_;
   int fd_;
   mutable std::mutex mu_;
-  Status deviceFailed_;                       // guarded by mu_
-  std::map<int, Status> portsFailed_;         // guarded by mu_
-  std::map<uint32_t, Status> qpsFailed_;      // guarded by mu_
-  std::map<const ibv_cq*, Status> cqsFailed_; // guarded by mu_
+  Status deviceFailed_;                        // guarded by mu_
+  std::map<int, Status> portsFailed_;          // guarded by mu_
+  std::map<uint32_t, Status> qpsFailed_;       // guarded by mu_
+  std::map<const ibv_cq*, Status> cqsFailed_;  // guarded by mu_
   std::atomic<uint64_t> events_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;  // last: started after every member above exists

@@ -1,17 +1,16 @@
 #include "verbs/device.h"
 
+#include <fmt/format.h>
 #include <limits.h>
 #include <net/if.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <algorithm>
 #include <map>
 #include <optional>
-
-#include <fmt/format.h>
 
 #include "core/log.h"
 
@@ -41,9 +40,9 @@ Result<HcaFilter> HcaFilter::parse(const std::string& spec) {
     size_t colon = item.find(':');
     it.device = item.substr(0, colon);
     if (it.device.empty())
-      return Status(Code::kInvalidArgument,
-                    fmt::format("BRAID_IB_HCA='{}': '{}' has no device name before ':'", spec,
-                                item));
+      return Status(
+          Code::kInvalidArgument,
+          fmt::format("BRAID_IB_HCA='{}': '{}' has no device name before ':'", spec, item));
     if (colon != std::string::npos) {
       std::string port = item.substr(colon + 1);
       if (port.empty() || port.size() > 3 ||
@@ -74,49 +73,56 @@ bool HcaFilter::matches(const std::string& device, int port) const {
 
 // ------------------------------------------------------------------ helpers
 
-int mtuToBytes(int mtu) { return mtu >= 1 && mtu <= 5 ? 128 << mtu : 0; }
+int mtuToBytes(int mtu) {
+  return mtu >= 1 && mtu <= 5 ? 128 << mtu : 0;
+}
 
 int portSpeedMbps(int activeSpeed, int activeWidth) {
-  // ibv_query_port(3): active_speed is a per-lane signalling rate code, active_width a
-  // lane count code; the product is what the port carries.
-  int lane = 0;
-  switch (activeSpeed) {
-    case 1: lane = 2500; break;     // SDR
-    case 2: lane = 5000; break;     // DDR
-    case 4: lane = 10000; break;    // QDR
-    case 8: lane = 10000; break;    // FDR10
-    case 16: lane = 14000; break;   // FDR
-    case 32: lane = 25000; break;   // EDR
-    case 64: lane = 50000; break;   // HDR
-    case 128: lane = 100000; break; // NDR
-    case 256: lane = 200000; break; // XDR
-    default: return 0;
-  }
-  int lanes = 0;
-  switch (activeWidth) {
-    case 1: lanes = 1; break;
-    case 2: lanes = 4; break;
-    case 4: lanes = 8; break;
-    case 8: lanes = 12; break;
-    case 16: lanes = 2; break;
-    default: return 0;
-  }
+  // ibv_query_port(3): active_speed is a per-lane rate code, active_width a lane-count
+  // code; the port carries their product.
+  struct Pair {
+    int code;
+    int value;
+  };
+  static constexpr Pair kLaneMbps[] = {
+      {1, 2500},   {2, 5000},     {4, 10000},    // SDR, DDR, QDR
+      {8, 10000},  {16, 14000},   {32, 25000},   // FDR10, FDR, EDR
+      {64, 50000}, {128, 100000}, {256, 200000}  // HDR, NDR, XDR
+  };
+  static constexpr Pair kLanes[] = {{1, 1}, {2, 4}, {4, 8}, {8, 12}, {16, 2}};
+  int lane = 0, lanes = 0;
+  for (const Pair& c : kLaneMbps)
+    if (c.code == activeSpeed) lane = c.value;
+  for (const Pair& c : kLanes)
+    if (c.code == activeWidth) lanes = c.value;
   return lane * lanes;
 }
 
 std::string portStateName(int state) {
   switch (state) {
-    case 0: return "NOP";
-    case 1: return "DOWN";
-    case 2: return "INIT";
-    case 3: return "ARMED";
-    case 4: return "ACTIVE";
-    case 5: return "ACTIVE_DEFER";
+    case 0:
+      return "NOP";
+    case 1:
+      return "DOWN";
+    case 2:
+      return "INIT";
+    case 3:
+      return "ARMED";
+    case 4:
+      return "ACTIVE";
+    case 5:
+      return "ACTIVE_DEFER";
   }
   return fmt::format("UNKNOWN({})", state);
 }
 
 #if BRAID_HAVE_VERBS
+
+static_assert(kLinkLayerUnspecified == IBV_LINK_LAYER_UNSPECIFIED &&
+                  kLinkLayerInfiniband == IBV_LINK_LAYER_INFINIBAND &&
+                  kLinkLayerEthernet == IBV_LINK_LAYER_ETHERNET,
+              "gid.h mirrors the IBV_LINK_LAYER_* values");
+static_assert(IBV_PORT_ACTIVE == 4 && IBV_PORT_ACTIVE_DEFER == 5, "portStateName's table");
 
 namespace {
 
@@ -264,8 +270,8 @@ Result<std::vector<PortInfo>> discoverPorts(const Lib& lib, const core::Params& 
     bool haveTable = false;
     if (lib.queryGidTable != nullptr && gidTotal > 0) {
       std::vector<ibv_gid_entry> entries(gidTotal);
-      ssize_t got = lib.queryGidTable(ctx.ctx, entries.data(), entries.size(), 0,
-                                      sizeof(ibv_gid_entry));
+      ssize_t got =
+          lib.queryGidTable(ctx.ctx, entries.data(), entries.size(), 0, sizeof(ibv_gid_entry));
       if (got >= 0) {
         haveTable = true;
         for (ssize_t i = 0; i < got; ++i) {
@@ -281,8 +287,8 @@ Result<std::vector<PortInfo>> discoverPorts(const Lib& lib, const core::Params& 
           ndevIfindex[{p, e.index}] = static_cast<int>(ge.ndev_ifindex);
         }
       } else {
-        BRAID_LOG_DEBUG(kVerbs, "{}: ibv_query_gid_table failed ({}); reading GIDs one by one",
-                        dev, errnoText(errno));
+        BRAID_LOG_DEBUG(kVerbs, "{}: ibv_query_gid_table failed ({}); reading GIDs one by one", dev,
+                        errnoText(errno));
       }
     }
 

@@ -47,18 +47,18 @@ struct PortInfo {
   int port = 0;        ///< 1-based
   std::string state;   ///< "ACTIVE", "DOWN", "INIT", "ARMED", ...
   bool active = false;
-  int linkLayer = 0;       ///< IBV_LINK_LAYER_* (kLinkLayer* in gid.h)
-  int activeMtu = 0;       ///< enum ibv_mtu (1 = 256 .. 5 = 4096)
-  int activeMtuBytes = 0;  ///< 256 .. 4096
-  uint16_t lid = 0;        ///< InfiniBand LID (0 on RoCE)
-  int speedMbps = 0;       ///< active_speed x active_width; 0 if unknown
-  int gidTableLen = 0;     ///< ibv_port_attr::gid_tbl_len
+  int linkLayer = 0;             ///< IBV_LINK_LAYER_* (kLinkLayer* in gid.h)
+  int activeMtu = 0;             ///< enum ibv_mtu (1 = 256 .. 5 = 4096)
+  int activeMtuBytes = 0;        ///< 256 .. 4096
+  uint16_t lid = 0;              ///< InfiniBand LID (0 on RoCE)
+  int speedMbps = 0;             ///< active_speed x active_width; 0 if unknown
+  int gidTableLen = 0;           ///< ibv_port_attr::gid_tbl_len
   std::vector<GidEntry> gids;    ///< non-zero entries, by index
   std::optional<GidChoice> gid;  ///< the GID a QP would use
   std::string gidError;          ///< why no GID was chosen (when gid is empty)
-  std::string pciPath;  ///< sysfs path of the PCI device (for rxe/siw: its netdev's); "" unknown
-  int numaNode = -1;    ///< -1 unknown
-  std::string netdev;   ///< Ethernet device of the chosen (else first) GID; "" for IB
+  std::string pciPath;    ///< sysfs path of the PCI device (for rxe/siw: its netdev's); "" unknown
+  int numaNode = -1;      ///< -1 unknown
+  std::string netdev;     ///< Ethernet device of the chosen (else first) GID; "" for IB
   bool selected = false;  ///< passes BRAID_IB_HCA
 
   /// braid would open a rail on it: selected, ACTIVE and with a usable GID.

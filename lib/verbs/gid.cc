@@ -1,28 +1,33 @@
 #include "verbs/gid.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <netinet/in.h>
 
 #include <cstring>
-
-#include <fmt/format.h>
 
 namespace braid::verbs {
 
 std::string linkLayerName(int linkLayer) {
   switch (linkLayer) {
-    case kLinkLayerInfiniband: return "InfiniBand";
-    case kLinkLayerEthernet: return "Ethernet";
-    case kLinkLayerUnspecified: return "unspecified";
+    case kLinkLayerInfiniband:
+      return "InfiniBand";
+    case kLinkLayerEthernet:
+      return "Ethernet";
+    case kLinkLayerUnspecified:
+      return "unspecified";
   }
   return fmt::format("unknown({})", linkLayer);
 }
 
 std::string gidTypeName(GidType t) {
   switch (t) {
-    case GidType::kIb: return "IB";
-    case GidType::kRoceV1: return "RoCE v1";
-    case GidType::kRoceV2: return "RoCE v2";
+    case GidType::kIb:
+      return "IB";
+    case GidType::kRoceV1:
+      return "RoCE v1";
+    case GidType::kRoceV2:
+      return "RoCE v2";
   }
   return "?";
 }
@@ -39,7 +44,9 @@ bool isIpv4MappedGid(const Gid& gid) {
   return gid[10] == 0xff && gid[11] == 0xff;
 }
 
-bool isLinkLocalGid(const Gid& gid) { return gid[0] == 0xfe && (gid[1] & 0xc0) == 0x80; }
+bool isLinkLocalGid(const Gid& gid) {
+  return gid[0] == 0xfe && (gid[1] & 0xc0) == 0x80;
+}
 
 std::string gidToString(const Gid& gid) {
   char buf[INET6_ADDRSTRLEN] = {};
@@ -135,9 +142,13 @@ Result<GidPolicy> GidPolicy::fromParams(const core::Params& p) {
 
 namespace {
 
-const char* familyName(int family) { return family == AF_INET6 ? "AF_INET6" : "AF_INET"; }
+const char* familyName(int family) {
+  return family == AF_INET6 ? "AF_INET6" : "AF_INET";
+}
 
-int familyOf(const Gid& gid) { return isIpv4MappedGid(gid) ? AF_INET : AF_INET6; }
+int familyOf(const Gid& gid) {
+  return isIpv4MappedGid(gid) ? AF_INET : AF_INET6;
+}
 
 bool versionMatches(GidType t, int roceVersion) {
   return (roceVersion == 1 && t == GidType::kRoceV1) || (roceVersion == 2 && t == GidType::kRoceV2);
@@ -225,20 +236,20 @@ Result<GidChoice> selectGid(const std::vector<GidEntry>& table, int linkLayer,
   GidChoice c;
   c.index = best->index;
   c.type = best->type;
-  std::string what = fmt::format("{} {} {}", gidTypeName(best->type),
-                                 isIpv4MappedGid(best->gid) ? "IPv4-mapped" : "IPv6",
-                                 gidToString(best->gid));
-  std::string wanted = fmt::format("RoCE v{} {}", policy.roceVersion, familyName(policy.addrFamily));
+  std::string what =
+      fmt::format("{} {} {}", gidTypeName(best->type),
+                  isIpv4MappedGid(best->gid) ? "IPv4-mapped" : "IPv6", gidToString(best->gid));
+  std::string wanted =
+      fmt::format("RoCE v{} {}", policy.roceVersion, familyName(policy.addrFamily));
   if (bestRank == 3) {
     c.reason = fmt::format("{} (preferred: {})", what, wanted);
   } else {
     std::string missing;
     if ((bestRank & 2) == 0) missing = fmt::format("no RoCE v{} GID", policy.roceVersion);
     if ((bestRank & 1) == 0)
-      missing += fmt::format("{}no {} GID{}", missing.empty() ? "" : " and ",
-                             familyName(policy.addrFamily),
-                             (bestRank & 2) ? fmt::format(" of RoCE v{}", policy.roceVersion)
-                                            : std::string());
+      missing += fmt::format(
+          "{}no {} GID{}", missing.empty() ? "" : " and ", familyName(policy.addrFamily),
+          (bestRank & 2) ? fmt::format(" of RoCE v{}", policy.roceVersion) : std::string());
     c.reason = fmt::format("{} (fallback: {}; preferred {})", what, missing, wanted);
   }
   if (policy.range) c.reason += fmt::format(", inside {}", policy.range->toString());

@@ -62,10 +62,10 @@ struct Cidr {
 
 /// What automatic selection prefers. Defaults match the BRAID_IB_* defaults.
 struct GidPolicy {
-  int forcedIndex = -1;  ///< >= 0: use exactly this index (BRAID_IB_GID_INDEX)
-  int roceVersion = 2;   ///< preferred RoCE version, 1 or 2 (BRAID_IB_ROCE_VERSION)
-  int addrFamily = AF_INET;    ///< preferred family (BRAID_IB_ADDR_FAMILY)
-  std::optional<Cidr> range;   ///< only GIDs inside (BRAID_IB_ADDR_RANGE)
+  int forcedIndex = -1;       ///< >= 0: use exactly this index (BRAID_IB_GID_INDEX)
+  int roceVersion = 2;        ///< preferred RoCE version, 1 or 2 (BRAID_IB_ROCE_VERSION)
+  int addrFamily = AF_INET;   ///< preferred family (BRAID_IB_ADDR_FAMILY)
+  std::optional<Cidr> range;  ///< only GIDs inside (BRAID_IB_ADDR_RANGE)
 
   /// From BRAID_IB_GID_INDEX, BRAID_IB_ROCE_VERSION, BRAID_IB_ADDR_FAMILY and
   /// BRAID_IB_ADDR_RANGE. A bad range is an error naming the variable.

@@ -1,9 +1,9 @@
 #include "verbs/handles.h"
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "core/log.h"
 
@@ -12,7 +12,9 @@ namespace {
 
 // ibv_destroy_*(3), ibv_dealloc_pd(3), ibv_dereg_mr(3), ibv_close_device(3): "0 on
 // success, or the value of errno on failure"; some old providers return -1 and set errno.
-int errOf(int rc) { return rc > 0 ? rc : (errno != 0 ? errno : EIO); }
+int errOf(int rc) {
+  return rc > 0 ? rc : (errno != 0 ? errno : EIO);
+}
 
 // Destructors never throw: a failed release is logged (it usually means a child is still
 // alive, EBUSY, i.e. a teardown-order bug) and the handle forgets the object.
@@ -43,7 +45,9 @@ Context& Context::operator=(Context&& o) noexcept {
   return *this;
 }
 
-Context::~Context() { reset(); }
+Context::~Context() {
+  reset();
+}
 
 void Context::reset() noexcept {
   if (ref_ && ref_->context != nullptr) {
@@ -77,7 +81,9 @@ Mr& Mr::operator=(Mr&& o) noexcept {
   return *this;
 }
 
-Mr::~Mr() { reset(); }
+Mr::~Mr() {
+  reset();
+}
 
 void Mr::reset() noexcept {
   if (mr_ != nullptr) {
@@ -104,7 +110,9 @@ Pd& Pd::operator=(Pd&& o) noexcept {
   return *this;
 }
 
-Pd::~Pd() { reset(); }
+Pd::~Pd() {
+  reset();
+}
 
 void Pd::reset() noexcept {
   if (pd_ != nullptr) {
@@ -130,7 +138,9 @@ CompChannel& CompChannel::operator=(CompChannel&& o) noexcept {
   return *this;
 }
 
-CompChannel::~CompChannel() { reset(); }
+CompChannel::~CompChannel() {
+  reset();
+}
 
 void CompChannel::reset() noexcept {
   if (ch_ != nullptr) {
@@ -145,7 +155,9 @@ void CompChannel::reset() noexcept {
 // ------------------------------------------------------------------ Cq
 
 Cq::Cq(Cq&& o) noexcept
-    : ref_(std::move(o.ref_)), cq_(std::exchange(o.cq_, nullptr)), depth_(std::exchange(o.depth_, 0)) {}
+    : ref_(std::move(o.ref_)),
+      cq_(std::exchange(o.cq_, nullptr)),
+      depth_(std::exchange(o.depth_, 0)) {}
 
 Cq& Cq::operator=(Cq&& o) noexcept {
   if (this != &o) {
@@ -157,7 +169,9 @@ Cq& Cq::operator=(Cq&& o) noexcept {
   return *this;
 }
 
-Cq::~Cq() { reset(); }
+Cq::~Cq() {
+  reset();
+}
 
 void Cq::reset() noexcept {
   if (cq_ != nullptr) {
@@ -195,7 +209,9 @@ Qp& Qp::operator=(Qp&& o) noexcept {
   return *this;
 }
 
-Qp::~Qp() { reset(); }
+Qp::~Qp() {
+  reset();
+}
 
 void Qp::reset() noexcept {
   if (qp_ != nullptr) {
@@ -219,8 +235,8 @@ Status postError(const char* what, const std::string& device, uint32_t qpn, int 
   // ibv_post_send(3): ENOMEM = "Send Queue is full or not enough resources to complete
   // this operation": the caller may retry after reaping completions.
   if (err == ENOMEM)
-    return Status(Code::kAgain, fmt::format("{} on {} QP {}: the queue is full ({})", what,
-                                            device, qpn, errnoText(err)));
+    return Status(Code::kAgain, fmt::format("{} on {} QP {}: the queue is full ({})", what, device,
+                                            qpn, errnoText(err)));
   return Status(Code::kSystemError,
                 fmt::format("{} on {} QP {}: {}", what, device, qpn, errnoText(err)));
 }
@@ -275,11 +291,11 @@ Result<Context> Context::open(const Lib& lib, const std::string& device) {
   // opened context stays valid after ibv_free_device_list.
   lib.freeDeviceList(list);
   if (ctx == nullptr) {
-    return Status(Code::kSystemError,
-                  fmt::format("ibv_open_device({}) failed: {}{}", device,
-                              errnoText(openErr != 0 ? openErr : EIO),
-                              openErr == EACCES ? " (permissions of /dev/infiniband/uverbs*?)"
-                                                : ""));
+    return Status(
+        Code::kSystemError,
+        fmt::format("ibv_open_device({}) failed: {}{}", device,
+                    errnoText(openErr != 0 ? openErr : EIO),
+                    openErr == EACCES ? " (permissions of /dev/infiniband/uverbs*?)" : ""));
   }
   ibv_device_attr attr{};
   int rc = lib.queryDevice(ctx, &attr);
@@ -327,13 +343,13 @@ namespace {
 Status regError(const char* what, const std::string& device, const void* addr, size_t len,
                 int access, int err) {
   // ibv_reg_mr(3): ENOMEM is also what a too-small RLIMIT_MEMLOCK looks like.
-  Code code = err == ENOMEM ? Code::kNoMemory
+  Code code = err == ENOMEM                      ? Code::kNoMemory
               : (err == EINVAL || err == EFAULT) ? Code::kInvalidArgument
                                                  : Code::kSystemError;
-  return Status(code, fmt::format("{} on {} of {} bytes at {} (access {:#x}) failed: {}{}", what,
-                                  device, len, addr, access, errnoText(err),
-                                  err == ENOMEM ? "; is `ulimit -l` (locked memory) too small?"
-                                                : ""));
+  return Status(
+      code, fmt::format("{} on {} of {} bytes at {} (access {:#x}) failed: {}{}", what, device, len,
+                        addr, access, errnoText(err),
+                        err == ENOMEM ? "; is `ulimit -l` (locked memory) too small?" : ""));
 }
 }  // namespace
 
@@ -383,9 +399,9 @@ Result<Cq> Cq::create(Context& context, int depth, CompChannel* channel) {
   ibv_cq* cq = context.lib().createCq(context.get(), depth, nullptr,
                                       channel != nullptr ? channel->get() : nullptr, 0);
   if (cq == nullptr)
-    return Status(Code::kNoMemory, fmt::format("ibv_create_cq of depth {} on {} failed: {}", depth,
-                                               context.name(),
-                                               errnoText(errno != 0 ? errno : ENOMEM)));
+    return Status(Code::kNoMemory,
+                  fmt::format("ibv_create_cq of depth {} on {} failed: {}", depth, context.name(),
+                              errnoText(errno != 0 ? errno : ENOMEM)));
   return Cq(context.ref(), cq, cq->cqe);
 }
 
@@ -444,17 +460,25 @@ Result<Qp> Qp::createRc(Pd& pd, Cq& sendCq, Cq& recvCq, const QpCaps& caps) {
 Result<Context> Context::open(const Lib&, const std::string& device) {
   return builtWithoutVerbs(device.c_str());
 }
-Result<Pd> Pd::alloc(Context&) { return builtWithoutVerbs("Pd::alloc"); }
+Result<Pd> Pd::alloc(Context&) {
+  return builtWithoutVerbs("Pd::alloc");
+}
 Mr::Mr(std::shared_ptr<const DeviceRef> ref, ibv_mr* mr) : ref_(std::move(ref)), mr_(mr) {}
-Result<Mr> Pd::regMr(void*, size_t, int) const { return builtWithoutVerbs("Pd::regMr"); }
+Result<Mr> Pd::regMr(void*, size_t, int) const {
+  return builtWithoutVerbs("Pd::regMr");
+}
 Result<Mr> Pd::regDmabufMr(uint64_t, size_t, uint64_t, int, int) const {
   return builtWithoutVerbs("Pd::regDmabufMr");
 }
 Result<CompChannel> CompChannel::create(Context&) {
   return builtWithoutVerbs("CompChannel::create");
 }
-Result<Cq> Cq::create(Context&, int, CompChannel*) { return builtWithoutVerbs("Cq::create"); }
-Result<Qp> Qp::createRc(Pd&, Cq&, Cq&, const QpCaps&) { return builtWithoutVerbs("Qp::createRc"); }
+Result<Cq> Cq::create(Context&, int, CompChannel*) {
+  return builtWithoutVerbs("Cq::create");
+}
+Result<Qp> Qp::createRc(Pd&, Cq&, Cq&, const QpCaps&) {
+  return builtWithoutVerbs("Qp::createRc");
+}
 
 #endif  // BRAID_HAVE_VERBS
 

@@ -1,18 +1,19 @@
 #include "verbs/lib.h"
 
 #include <dlfcn.h>
+#include <fmt/format.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
 
-#include <fmt/format.h>
-
 #include "core/log.h"
 
 namespace braid::verbs {
 
-std::string errnoText(int err) { return fmt::format("{} (errno {})", std::strerror(err), err); }
+std::string errnoText(int err) {
+  return fmt::format("{} (errno {})", std::strerror(err), err);
+}
 
 Status builtWithoutVerbs(const char* what) {
   return Status(Code::kUnsupported,
@@ -61,23 +62,24 @@ int queryPortViaOps(ibv_context* context, uint8_t port, ibv_port_attr* attr) {
   verbs_context* vctx = verbs_get_ctx_op(context, query_port);
   if (vctx != nullptr) return vctx->query_port(context, port, attr, sizeof(*attr));
   std::memset(attr, 0, sizeof(*attr));
-  return gCompatQueryPort.load(std::memory_order_acquire)(context, port, reinterpret_cast<_compat_ibv_port_attr*>(attr));
+  return gCompatQueryPort.load(std::memory_order_acquire)(
+      context, port, reinterpret_cast<_compat_ibv_port_attr*>(attr));
 }
 
 // ibv_reg_mr(3) is a macro too: access flags in IBV_ACCESS_OPTIONAL_RANGE (relaxed
 // ordering) need ibv_reg_mr_iova2, which masks them off where the kernel lacks them.
 // Access is never a compile-time constant here, so always take that path, as the macro does.
 ibv_mr* regMrViaIova2(ibv_pd* pd, void* addr, size_t length, int access) {
-  return gRegMrIova2.load(std::memory_order_acquire)(pd, addr, length, reinterpret_cast<uintptr_t>(addr),
-                     static_cast<unsigned int>(access));
+  return gRegMrIova2.load(std::memory_order_acquire)(
+      pd, addr, length, reinterpret_cast<uintptr_t>(addr), static_cast<unsigned int>(access));
 }
 
 // The public way to learn a GID's RoCE type (ibv_query_gid_ex(3), rdma-core >= 32); the
 // older ibv_query_gid_type export is private ABI (IBVERBS_PRIVATE_*), so braid avoids it.
-int queryGidTypeViaEx(ibv_context* context, uint8_t port, unsigned int index,
-                      ibv_gid_type* type) {
+int queryGidTypeViaEx(ibv_context* context, uint8_t port, unsigned int index, ibv_gid_type* type) {
   ibv_gid_entry entry{};
-  int rc = gQueryGidEx.load(std::memory_order_acquire)(context, port, index, &entry, 0, sizeof(entry));
+  int rc =
+      gQueryGidEx.load(std::memory_order_acquire)(context, port, index, &entry, 0, sizeof(entry));
   if (rc != 0) return rc;
   *type = static_cast<ibv_gid_type>(entry.gid_type);
   return 0;
@@ -218,17 +220,27 @@ Result<const Lib*> Lib::load() {
 #else  // !BRAID_HAVE_VERBS
 
 namespace detail {
-int postSendDefault(ibv_qp*, ibv_send_wr*, ibv_send_wr**) { return ENOSYS; }
-int postRecvDefault(ibv_qp*, ibv_recv_wr*, ibv_recv_wr**) { return ENOSYS; }
-int pollCqDefault(ibv_cq*, int, ibv_wc*) { return -1; }
-int reqNotifyCqDefault(ibv_cq*, int) { return ENOSYS; }
+int postSendDefault(ibv_qp*, ibv_send_wr*, ibv_send_wr**) {
+  return ENOSYS;
+}
+int postRecvDefault(ibv_qp*, ibv_recv_wr*, ibv_recv_wr**) {
+  return ENOSYS;
+}
+int pollCqDefault(ibv_cq*, int, ibv_wc*) {
+  return -1;
+}
+int reqNotifyCqDefault(ibv_cq*, int) {
+  return ENOSYS;
+}
 }  // namespace detail
 
 Result<Lib> Lib::open(const std::string& soname) {
   return builtWithoutVerbs(soname.c_str());
 }
 
-Result<const Lib*> Lib::load() { return builtWithoutVerbs("libibverbs.so.1"); }
+Result<const Lib*> Lib::load() {
+  return builtWithoutVerbs("libibverbs.so.1");
+}
 
 #endif  // BRAID_HAVE_VERBS
 

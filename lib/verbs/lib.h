@@ -77,8 +77,7 @@ struct Lib {
   // --- queue pairs
   ibv_qp* (*createQp)(ibv_pd* pd, ibv_qp_init_attr* attr) = nullptr;
   int (*modifyQp)(ibv_qp* qp, ibv_qp_attr* attr, int attrMask) = nullptr;
-  int (*queryQp)(ibv_qp* qp, ibv_qp_attr* attr, int attrMask, ibv_qp_init_attr* initAttr) =
-      nullptr;
+  int (*queryQp)(ibv_qp* qp, ibv_qp_attr* attr, int attrMask, ibv_qp_init_attr* initAttr) = nullptr;
   int (*destroyQp)(ibv_qp* qp) = nullptr;
 
   // --- asynchronous events and strings

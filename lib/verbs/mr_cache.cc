@@ -1,10 +1,9 @@
 #include "verbs/mr_cache.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <atomic>
-
-#include <fmt/format.h>
 
 #include "core/log.h"
 
@@ -55,10 +54,18 @@ struct MrEntry {
 
 // ------------------------------------------------------------------ MrRef
 
-uint32_t MrRef::lkey() const { return entry_->range.lkey; }
-uint32_t MrRef::rkey() const { return entry_->range.rkey; }
-uintptr_t MrRef::addr() const { return entry_->range.addr; }
-size_t MrRef::length() const { return entry_->range.len; }
+uint32_t MrRef::lkey() const {
+  return entry_->range.lkey;
+}
+uint32_t MrRef::rkey() const {
+  return entry_->range.rkey;
+}
+uintptr_t MrRef::addr() const {
+  return entry_->range.addr;
+}
+size_t MrRef::length() const {
+  return entry_->range.len;
+}
 bool MrRef::covers(const void* p, size_t len) const {
   auto a = reinterpret_cast<uintptr_t>(p);
   return entry_ && a >= entry_->range.addr && len <= entry_->range.len &&
@@ -84,8 +91,9 @@ MrCache::~MrCache() {
 Result<MrRef> MrCache::get(const void* addr, size_t len, int access) {
   auto a = reinterpret_cast<uintptr_t>(addr);
   if (len == 0 || a + len < a)
-    return Status(Code::kInvalidArgument,
-                  fmt::format("MrCache::get of {} bytes at {}: empty or wrapping range", len, addr));
+    return Status(
+        Code::kInvalidArgument,
+        fmt::format("MrCache::get of {} bytes at {}: empty or wrapping range", len, addr));
   uintptr_t start = a & ~(pageSize_ - 1);
   uintptr_t end = (a + len + pageSize_ - 1) & ~(pageSize_ - 1);
   if (end == 0)

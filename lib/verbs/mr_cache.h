@@ -121,7 +121,7 @@ class MrCache {
   // Keyed by start address; ranges may overlap (a request straddling two entries gets a
   // registration of its own), so a lookup scans the entries starting at or before it.
   std::multimap<uintptr_t, std::shared_ptr<detail::MrEntry>> entries_;  // guarded by mu_
-  uint64_t tick_ = 0;                                                    // guarded by mu_
+  uint64_t tick_ = 0;                                                   // guarded by mu_
 };
 
 }  // namespace braid::verbs

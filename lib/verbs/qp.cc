@@ -1,11 +1,11 @@
 #include "verbs/qp.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <random>
-
-#include <fmt/format.h>
 
 #include "core/log.h"
 #include "verbs/gid.h"
@@ -52,16 +52,21 @@ const char* qpStateName(int state) {
 
 #if BRAID_HAVE_VERBS
 
+static_assert(IBV_QPS_RESET == 0 && IBV_QPS_RTS == 3 && IBV_QPS_ERR == 6,
+              "qpStateName's table follows enum ibv_qp_state");
+
 namespace {
 
 // ibv_modify_qp(3) returns 0 or the errno value.
-int errOf(int rc) { return rc > 0 ? rc : (errno != 0 ? errno : EIO); }
+int errOf(int rc) {
+  return rc > 0 ? rc : (errno != 0 ? errno : EIO);
+}
 
 Status modifyError(const Qp& qp, int port, ibv_qp_state target, int rc, const std::string& extra) {
-  return Status(Code::kSystemError,
-                fmt::format("ibv_modify_qp to {} on {} port {} QP {}{} failed: {}",
-                            qpStateName(target), qp.deviceName(), port, qp.qpn(), extra,
-                            errnoText(errOf(rc))));
+  return Status(
+      Code::kSystemError,
+      fmt::format("ibv_modify_qp to {} on {} port {} QP {}{} failed: {}", qpStateName(target),
+                  qp.deviceName(), port, qp.qpn(), extra, errnoText(errOf(rc))));
 }
 
 uint8_t capAtomic(uint8_t wanted, int deviceMax) {
@@ -100,8 +105,8 @@ Status toRtr(Qp& qp, const QpTuning& tuning, uint8_t localMtu, const QpEndpointI
   uint8_t localLl = pattr.link_layer;
   auto mtu = negotiateMtu(localMtu, remote.mtu, localLl, remote.linkLayer);
   if (!mtu)
-    return mtu.status().withContext(fmt::format("QP {} on {} port {}{}", qp.qpn(),
-                                                qp.deviceName(), tuning.port, towards));
+    return mtu.status().withContext(
+        fmt::format("QP {} on {} port {}{}", qp.qpn(), qp.deviceName(), tuning.port, towards));
   bool roce = localLl == kLinkLayerEthernet;
   if (remote.qpn == 0 || remote.qpn > 0xffffff || (roce && isZeroGid(remote.gid)) ||
       (!roce && remote.lid == 0))
@@ -141,8 +146,8 @@ Status toRtr(Qp& qp, const QpTuning& tuning, uint8_t localMtu, const QpEndpointI
   errno = 0;
   int rc = qp.lib().modifyQp(qp.get(), &attr, mask);
   if (rc != 0) {
-    std::string extra = towards + fmt::format(", mtu {}, sgid_index {}", 128 << *mtu,
-                                              tuning.gidIndex);
+    std::string extra =
+        towards + fmt::format(", mtu {}, sgid_index {}", 128 << *mtu, tuning.gidIndex);
     return modifyError(qp, tuning.port, IBV_QPS_RTR, rc, extra);
   }
   BRAID_LOG_DEBUG(kVerbs, "{} port {} QP {} RTR{} mtu {}", qp.deviceName(), tuning.port, qp.qpn(),
@@ -179,21 +184,26 @@ Status toError(Qp& qp) {
   errno = 0;
   int rc = qp.lib().modifyQp(qp.get(), &attr, IBV_QP_STATE);
   if (rc != 0) {
-    return Status(Code::kSystemError,
-                  fmt::format("ibv_modify_qp to ERR on {} QP {} failed: {}", qp.deviceName(),
-                              qp.qpn(), errnoText(errOf(rc))));
+    return Status(Code::kSystemError, fmt::format("ibv_modify_qp to ERR on {} QP {} failed: {}",
+                                                  qp.deviceName(), qp.qpn(), errnoText(errOf(rc))));
   }
   return Status::ok();
 }
 
 #else  // !BRAID_HAVE_VERBS
 
-Status toInit(Qp&, int, int) { return builtWithoutVerbs("toInit"); }
+Status toInit(Qp&, int, int) {
+  return builtWithoutVerbs("toInit");
+}
 Status toRtr(Qp&, const QpTuning&, uint8_t, const QpEndpointInfo&) {
   return builtWithoutVerbs("toRtr");
 }
-Status toRts(Qp&, const QpTuning&, uint32_t) { return builtWithoutVerbs("toRts"); }
-Status toError(Qp&) { return builtWithoutVerbs("toError"); }
+Status toRts(Qp&, const QpTuning&, uint32_t) {
+  return builtWithoutVerbs("toRts");
+}
+Status toError(Qp&) {
+  return builtWithoutVerbs("toError");
+}
 
 #endif  // BRAID_HAVE_VERBS
 

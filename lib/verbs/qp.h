@@ -18,26 +18,26 @@ namespace braid::verbs {
 
 /// What one side tells the other about its QP (carried by the handshake).
 struct QpEndpointInfo {
-  uint32_t qpn = 0;             ///< 24-bit QP number
-  uint32_t psn = 0;             ///< 24-bit first packet sequence number it will send
+  uint32_t qpn = 0;               ///< 24-bit QP number
+  uint32_t psn = 0;               ///< 24-bit first packet sequence number it will send
   std::array<uint8_t, 16> gid{};  ///< its GID (RoCE: routes the packets; IB: unused in-subnet)
-  uint16_t lid = 0;             ///< its port LID (InfiniBand)
-  uint8_t linkLayer = 0;        ///< IBV_LINK_LAYER_* of its port
-  uint8_t mtu = 0;              ///< its active MTU (enum ibv_mtu)
+  uint16_t lid = 0;               ///< its port LID (InfiniBand)
+  uint8_t linkLayer = 0;          ///< IBV_LINK_LAYER_* of its port
+  uint8_t mtu = 0;                ///< its active MTU (enum ibv_mtu)
 };
 
 /// Per-connection knobs of the transitions.
 struct QpTuning {
-  int port = 1;         ///< local port number
-  int gidIndex = 0;     ///< local GID index (RoCE)
-  uint8_t timeout = 20; ///< local ACK timeout exponent: 4.096 us * 2^timeout
-  uint8_t retryCnt = 7; ///< transport retries before a completion error
-  uint8_t rnrRetry = 7; ///< receiver-not-ready retries (7 = infinite)
-  uint8_t tc = 0;       ///< traffic class (RoCE: DSCP/ECN byte)
-  uint8_t sl = 0;       ///< service level
-  uint8_t maxRdAtomic = 16;   ///< outstanding RDMA reads/atomics; capped by device attrs
-  uint8_t minRnrTimer = 12;   ///< receiver-not-ready NAK delay code (12 = 0.64 ms)
-  uint8_t hopLimit = 255;     ///< GRH hop limit (RoCE v2: IP TTL)
+  int port = 1;              ///< local port number
+  int gidIndex = 0;          ///< local GID index (RoCE)
+  uint8_t timeout = 20;      ///< local ACK timeout exponent: 4.096 us * 2^timeout
+  uint8_t retryCnt = 7;      ///< transport retries before a completion error
+  uint8_t rnrRetry = 7;      ///< receiver-not-ready retries (7 = infinite)
+  uint8_t tc = 0;            ///< traffic class (RoCE: DSCP/ECN byte)
+  uint8_t sl = 0;            ///< service level
+  uint8_t maxRdAtomic = 16;  ///< outstanding RDMA reads/atomics; capped by device attrs
+  uint8_t minRnrTimer = 12;  ///< receiver-not-ready NAK delay code (12 = 0.64 ms)
+  uint8_t hopLimit = 255;    ///< GRH hop limit (RoCE v2: IP TTL)
 
   /// BRAID_IB_TIMEOUT, BRAID_IB_RETRY_CNT, BRAID_IB_TC, BRAID_IB_SL; defaults otherwise.
   static QpTuning fromParams(const core::Params& p, int port, int gidIndex);

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# braid_info on this host: exit 0 and a clear RDMA line (devices, or why there are none),
+# the TCP rails, --params and --json; a bad flag is a usage error (exit 2), a bad knob 1.
+set -uo pipefail
+info=$1
+out=$(env -u BRAID_IB_HCA "$info" 2>&1); rc=$?
+echo "$out"
+[ $rc = 0 ] || { echo "FAIL: braid_info exited $rc"; exit 1; }
+echo "$out" | grep -qE "^RDMA devices" || { echo "FAIL: no RDMA section"; exit 1; }
+echo "$out" | grep -qE "port [0-9]+: |libibverbs not found|no RDMA devices|built without verbs" ||
+  { echo "FAIL: the RDMA section says neither ports nor why there are none"; exit 1; }
+echo "$out" | grep -q "^TCP rails" || { echo "FAIL: no TCP rails section"; exit 1; }
+json=$(mktemp); trap 'rm -f "$json"' EXIT
+"$info" --params --json "$json" | grep -q "BRAID_IB_GID_INDEX" || { echo "FAIL: --params"; exit 1; }
+for key in '"rdma"' '"tcp"' '"params"' '"BRAID_IB_HCA"'; do
+  grep -q "$key" "$json" || { echo "FAIL: --json lacks $key"; exit 1; }
+done
+"$info" --no-such-flag >/dev/null 2>&1; rc=$?
+[ $rc = 2 ] || { echo "FAIL: a bad flag exited $rc, not 2"; exit 1; }
+BRAID_IB_HCA=mlx5_0:x "$info" >/dev/null 2>&1; rc=$?
+[ $rc = 1 ] || { echo "FAIL: a bad BRAID_IB_HCA exited $rc, not 1"; exit 1; }
+BRAID_IB_GID_INDEX=abc "$info" >/dev/null 2>&1; rc=$?
+[ $rc = 1 ] || { echo "FAIL: a bad BRAID_IB_GID_INDEX exited $rc, not 1"; exit 1; }
+echo "PASS"
