@@ -70,8 +70,9 @@ Loggers& loggers() {
       }
     }
     if (!base) base = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    // The pattern goes on the sink that formats (the forwarder passes raw messages on).
+    base->set_pattern("[%H:%M:%S.%f] [braid:%n] [%l] [pid %P] %v");
     auto sink = std::make_shared<ForwardSink>(base);
-    sink->set_pattern("[%H:%M:%S.%f] [braid:%n] [%l] [pid %P] %v");
     auto level = spdlog::level::from_str(levelName == "warn" ? "warning" : levelName);
     for (size_t i = 0; i < kNames.size(); ++i) {
       out->byId[i] = std::make_shared<spdlog::logger>(kNames[i], sink);

@@ -27,7 +27,7 @@ constexpr int64_t kI64Max = INT64_MAX;
 
 // The registry. Add a knob here and nowhere else.
 const Def kDefs[] = {
-    {"BRAID_LOG_LEVEL", Kind::kEnum, "warn", 0, 0, "error|warn|info|debug|trace",
+    {"BRAID_LOG_LEVEL", Kind::kEnum, "warn", 0, 0, "off|error|warn|info|debug|trace",
      "log level of every braid logger",
      [](Params& p, const std::string& t, int64_t) { p.logLevel = t; }},
     {"BRAID_LOG_FILE", Kind::kString, "", 0, 0, nullptr,
