@@ -94,7 +94,8 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
     auto rails = openVerbsRails(impl->params, &why);
     if (!rails) {
       if (t == Transport::kVerbs) return rails.status().withContext("verbs transport");
-      BRAID_LOG_WARN(kTransport, "verbs rails unavailable ({}); using TCP",
+      // A host without RDMA is normal under BRAID_TRANSPORT=auto: news, not a warning.
+      BRAID_LOG_INFO(kTransport, "verbs rails unavailable ({}); using TCP",
                      rails.status().toString());
     } else if (rails->empty()) {
       if (t == Transport::kVerbs)
