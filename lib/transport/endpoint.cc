@@ -80,6 +80,15 @@ std::string EndpointImpl::describe() const {
 
 void EndpointImpl::fail(Status st, bool orderly) {
   if (state == EpState::kFailed) return;
+  // A verbs rail that failed here (port down, QP fatal) is the root cause even when the
+  // peer's control connection dropped first: report what this side knows.
+  if (verbs && st.code() != Code::kRailFailed) {
+    Status rail = verbs->railFailure();
+    if (!rail.isOk()) {
+      st = std::move(rail);
+      orderly = false;
+    }
+  }
   state = EpState::kFailed;
   error = st.code() == Code::kConnectionReset || st.code() == Code::kTimedOut ||
                   st.code() == Code::kConnectionRefused || st.code() == Code::kProtocolError

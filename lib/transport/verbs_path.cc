@@ -204,6 +204,9 @@ VerbsPath::VerbsPath(EndpointImpl* ep) : ep_(ep) {}
 
 VerbsPath::~VerbsPath() {
   shutdown();
+  // A later QP may get the same number: its rail must not inherit this one's events.
+  for (auto& l : lanes_)
+    if (l->rail->watcher && l->qp) l->rail->watcher->forgetQp(l->qpn());
   lanes_.clear();
   std::free(cb_);
 }
@@ -746,9 +749,22 @@ bool VerbsPath::pollLane(Lane& l) {
     const bool isRecv = (w.wr_id & kRecvWrFlag) != 0;
     if (w.status != IBV_WC_SUCCESS) {
       int kind = isRecv ? -1 : l.wrs[w.wr_id % kMaxSendWr].kind;
-      if (ep_->state != EpState::kFailed)
-        ep_->fail(Status(Code::kCompletionError,
-                         describeWc(l, w.status, w.vendor_err, kind)));
+      if (ep_->state != EpState::kFailed) {
+        Status root = railStatus(l);
+        if (!root.isOk()) {
+          failRail(l, root);
+        } else if (w.status == IBV_WC_WR_FLUSH_ERR) {
+          // The QP went to the error state for a reason reported elsewhere (a port or QP
+          // event on its way from the async-event thread): tick() gives it a moment to
+          // name the cause before failing with the flush itself.
+          if (flushSinceNs_ == 0) {
+            flushSinceNs_ = core::nowNs();
+            flushWhy_ = describeWc(l, w.status, w.vendor_err, kind);
+          }
+        } else {
+          ep_->fail(Status(Code::kCompletionError, describeWc(l, w.status, w.vendor_err, kind)));
+        }
+      }
       if (!isRecv) onSendCompletion(l, w.wr_id);
       continue;
     }
@@ -777,20 +793,38 @@ size_t VerbsPath::progress() {
   return n;
 }
 
+Status VerbsPath::railStatus(const Lane& l) const {
+  if (!l.rail->watcher) return Status::ok();
+  Status st = l.rail->watcher->deviceStatus();
+  if (st.isOk()) st = l.rail->watcher->portStatus(l.rail->port.port);
+  if (st.isOk()) st = l.rail->watcher->qpStatus(l.qpn());
+  return st;
+}
+
+Status VerbsPath::railFailure() const {
+  for (const auto& lp : lanes_) {
+    Status st = railStatus(*lp);
+    if (!st.isOk())
+      return Status(Code::kRailFailed, fmt::format("{} to peer {}: {}", laneName(lp->index),
+                                                   ep_->peer, st.message()));
+  }
+  return Status::ok();
+}
+
+void VerbsPath::failRail(const Lane& l, const Status& cause) {
+  ep_->fail(Status(Code::kRailFailed,
+                   fmt::format("{} to peer {}: {}", laneName(l.index), ep_->peer,
+                               cause.message())));
+}
+
 void VerbsPath::tick() {
   for (auto& lp : lanes_) {
-    Lane& l = *lp;
-    if (!l.rail->watcher) continue;
-    Status st = l.rail->watcher->deviceStatus();
-    if (st.isOk()) st = l.rail->watcher->portStatus(l.rail->port.port);
-    if (st.isOk()) st = l.rail->watcher->qpStatus(l.qpn());
-    if (!st.isOk()) {
-      ep_->fail(Status(Code::kRailFailed,
-                       fmt::format("{} to peer {}: {}", laneName(l.index), ep_->peer,
-                                   st.message())));
-      return;
-    }
+    Status st = railStatus(*lp);
+    if (!st.isOk()) return failRail(*lp, st);
   }
+  constexpr uint64_t kFlushGraceNs = 200'000'000;
+  if (flushSinceNs_ != 0 && core::nowNs() - flushSinceNs_ > kFlushGraceNs)
+    ep_->fail(Status(Code::kCompletionError, flushWhy_));
 }
 
 #else  // BRAID_HAVE_VERBS: built without verbs; Lib::load() fails, so no VerbsPath is ever made.
@@ -823,6 +857,7 @@ void VerbsPath::writeWaitingCts() {}
 size_t VerbsPath::progress() { return 0; }
 void VerbsPath::tick() {}
 void VerbsPath::shutdown() noexcept {}
+Status VerbsPath::railFailure() const { return Status::ok(); }
 uint64_t VerbsPath::bytesSentOnLane(size_t) const { return 0; }
 
 #endif  // BRAID_HAVE_VERBS

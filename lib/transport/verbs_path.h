@@ -120,6 +120,9 @@ class VerbsPath {
   size_t progress();
   /// Liveness and async events (port down, QP fatal); fails the endpoint on a bad one.
   void tick();
+  /// kRailFailed naming the lane and the async event when a lane's device, port or QP
+  /// failed; ok otherwise.
+  Status railFailure() const;
   /// Moves every QP to the error state: nothing more lands in user buffers.
   void shutdown() noexcept;
   uint64_t bytesSentOnLane(size_t i) const;
@@ -139,6 +142,9 @@ class VerbsPath {
   void writeWaitingCts();
   void maybeWriteFlow();
   std::string describeWc(const Lane& l, int status, uint32_t vendorErr, int opcode) const;
+  /// What the async-event thread knows of the lane's device, port and QP.
+  Status railStatus(const Lane& l) const;
+  void failRail(const Lane& l, const Status& cause);
 
   EndpointImpl* ep_;
   std::vector<std::unique_ptr<Lane>> lanes_;
@@ -153,6 +159,8 @@ class VerbsPath {
   core::Ring<wire::CtsEntry> pendingCts_;  ///< CTS waiting for space in the peer's ring
   bool flowInFlight_ = false;
   uint64_t lastRecvNs_ = 0;
+  uint64_t flushSinceNs_ = 0;  ///< first flushed completion with no known cause yet
+  std::string flushWhy_;
 };
 
 }  // namespace braid

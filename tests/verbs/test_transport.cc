@@ -407,3 +407,43 @@ TEST_CASE("with two QPs per rail a large message is striped over four QPs and ar
   for (uint64_t b : st.bytesSentPerRail) CHECK(b > 0);
   CHECK(child->wait() == 0);
 }
+
+// Last: it takes a link down (and back up) under every process in the VM.
+TEST_CASE("a port that goes down fails the endpoints on it with rail-failed naming the port") {
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, verbsOptions());
+    auto& ep = peer.ep;
+    if (!ep) return 11;
+    uint8_t v = 0;
+    auto r = ep->irecv(&v, 1, 1);
+    if (!r || !r->wait(30s).isOk()) return 12;
+    // Wait (progressing) until this side sees the port error too.
+    auto r2 = ep->irecv(&v, 1, 2);
+    if (!r2) return 13;
+    Status st = r2->wait(30s);
+    std::fprintf(stderr, "child: %s\n", st.toString().c_str());
+    return st.code() == Code::kEndpointFailed || st.code() == Code::kConnectionReset ? 0 : 14;
+  });
+  Parent p(*child);
+  uint8_t v = 1;
+  auto s = p.ep->isend(&v, 1, 1);
+  REQUIRE(s.isOk());
+  REQUIRE(s->wait(30s).isOk());
+  REQUIRE(std::system("ip link set eth1 down") == 0);
+  auto r = p.ep->irecv(&v, 1, 3);
+  REQUIRE(r.isOk());
+  auto t0 = std::chrono::steady_clock::now();
+  Status st = r->wait(30s);
+  auto took = std::chrono::steady_clock::now() - t0;
+  (void)std::system("ip link set eth1 up");
+  INFO(st.toString());
+  // No failover yet: the rail's failure fails the endpoint, and says so.
+  CHECK(st.code() == Code::kEndpointFailed);
+  CHECK_THAT(st.message(), Catch::Contains("rail-failed"));
+  CHECK_THAT(st.message(), Catch::Contains("rxe1:1"));
+  CHECK_THAT(st.message(), Catch::Contains("PORT_ERR"));
+  CHECK(took < 5s);
+  // Later calls on the endpoint return the same error at once.
+  CHECK(p.ep->isend(&v, 1, 4).status().code() == Code::kEndpointFailed);
+  CHECK(child->wait() == 0);
+}
