@@ -13,35 +13,19 @@ namespace braid::tcp {
 
 IfFilter IfFilter::parse(const std::string& spec) {
   IfFilter f;
-  std::string s = spec;
-  if (!s.empty() && s[0] == '^') {
-    f.exclude_ = true;
-    s.erase(0, 1);
-  }
-  if (!s.empty() && s[0] == '=') {
-    f.exact_ = true;
-    s.erase(0, 1);
-  }
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t comma = s.find(',', pos);
-    if (comma == std::string::npos) comma = s.size();
-    std::string item = s.substr(pos, comma - pos);
-    if (!item.empty()) f.items_.push_back(item);
-    pos = comma + 1;
-  }
+  f.list_ = core::NameList::parse(spec);
   return f;
 }
 
 bool IfFilter::matches(const std::string& ifname) const {
   bool hit = false;
-  for (const auto& it : items_) {
-    if (exact_ ? ifname == it : ifname.compare(0, it.size(), it) == 0) {
+  for (const auto& it : list_.items) {
+    if (list_.nameMatches(ifname, it)) {
       hit = true;
       break;
     }
   }
-  return exclude_ ? !hit : hit;
+  return list_.exclude ? !hit : hit;
 }
 
 Result<std::vector<Interface>> listInterfaces() {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "braid/status.h"
+#include "core/name_list.h"
 #include "tcp/socket.h"
 
 namespace braid::tcp {
@@ -21,13 +22,11 @@ struct Interface {
 class IfFilter {
  public:
   static IfFilter parse(const std::string& spec);
-  bool empty() const { return items_.empty(); }
+  bool empty() const { return list_.items.empty(); }
   bool matches(const std::string& ifname) const;
 
  private:
-  bool exclude_ = false;
-  bool exact_ = false;
-  std::vector<std::string> items_;
+  core::NameList list_;
 };
 
 /// Up interfaces with an IPv4 or global IPv6 address, one entry per interface (IPv4

@@ -24,18 +24,6 @@ uint64_t randomU64() {
   return v;
 }
 
-wire::FrameHeader frame(wire::FrameType t, uint64_t tag, uint64_t seq, uint64_t total,
-                        uint32_t length = 0, uint64_t offset = 0) {
-  wire::FrameHeader h{};
-  h.magic = wire::kFrameMagic;
-  h.type = static_cast<uint8_t>(t);
-  h.length = length;
-  h.tag = tag;
-  h.seq = seq;
-  h.offset = offset;
-  h.total = total;
-  return h;
-}
 
 }  // namespace
 
@@ -60,7 +48,7 @@ void EndpointImpl::close() {
     // Flush what is queued (a CTS the peer's eager send waits for) and tell the peer this
     // is a close, not a crash; best effort, never blocks.
     OutFrame f;
-    f.hdr = frame(wire::FrameType::kClose, 0, 0, 0);
+    f.hdr = wire::makeFrame(wire::FrameType::kClose, 0, 0, 0);
     control->queue(f, false);
     control->flush();
   }
@@ -173,7 +161,7 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
         verbs->sendEager(op);
       } else {
         OutFrame f;
-        f.hdr = frame(wire::FrameType::kEager, tag, op->seq, len, static_cast<uint32_t>(len));
+        f.hdr = wire::makeFrame(wire::FrameType::kEager, tag, op->seq, len, static_cast<uint32_t>(len));
         f.payload = buf;
         f.op = op;
         control->queue(f, true);
@@ -189,7 +177,7 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
       BRAID_RETURN_IF_ERROR(verbs->postReceive(op, op->reg.get()));
     } else {
       OutFrame f;
-      f.hdr = frame(wire::FrameType::kCts, tag, op->seq, len);
+      f.hdr = wire::makeFrame(wire::FrameType::kCts, tag, op->seq, len);
       control->queue(f, false);  // goes out with the next send or progress()
       controlDirty = true;
     }
@@ -296,7 +284,7 @@ void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
         verbs->sendTruncated(op->tag, op->seq, op->len);
       } else {
         OutFrame f;
-        f.hdr = frame(wire::FrameType::kTruncated, op->tag, op->seq, op->len);
+        f.hdr = wire::makeFrame(wire::FrameType::kTruncated, op->tag, op->seq, op->len);
         control->queue(f, true);
       }
     }
@@ -332,7 +320,7 @@ void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
       if (!best || ch->queuedBytes() < best->queuedBytes()) best = ch;
     }
     OutFrame f;
-    f.hdr = frame(wire::FrameType::kChunk, op->tag, op->seq, op->len,
+    f.hdr = wire::makeFrame(wire::FrameType::kChunk, op->tag, op->seq, op->len,
                   static_cast<uint32_t>(c.length), c.offset);
     f.payload = op->buf + c.offset;
     f.op = op;
@@ -566,7 +554,7 @@ void EndpointImpl::tick(uint64_t now) {
   uint64_t timeoutNs = static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull;
   if (now - lastTxNs > timeoutNs / 3 && !control->hasOutput()) {
     OutFrame f;
-    f.hdr = frame(wire::FrameType::kHeartbeat, 0, 0, 0);
+    f.hdr = wire::makeFrame(wire::FrameType::kHeartbeat, 0, 0, 0);
     control->queue(f, true);
   }
   if (outstanding > 0 && now - lastRxNs > timeoutNs)

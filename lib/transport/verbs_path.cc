@@ -90,18 +90,6 @@ Result<AlignedBuf> allocAligned(size_t bytes) {
   return AlignedBuf(static_cast<uint8_t*>(p));
 }
 
-wire::FrameHeader frameHeader(wire::FrameType t, uint64_t tag, uint64_t seq, uint64_t total,
-                              uint32_t length = 0, uint64_t offset = 0) {
-  wire::FrameHeader h{};
-  h.magic = wire::kFrameMagic;
-  h.type = static_cast<uint8_t>(t);
-  h.length = length;
-  h.tag = tag;
-  h.seq = seq;
-  h.offset = offset;
-  h.total = total;
-  return h;
-}
 
 }  // namespace
 
@@ -444,7 +432,7 @@ void VerbsPath::sendEager(OpState* op) {
   SendItem it;
   it.kind = kWrEager;
   it.op = op;
-  it.hdr = frameHeader(wire::FrameType::kEager, op->tag, op->seq, op->len,
+  it.hdr = wire::makeFrame(wire::FrameType::kEager, op->tag, op->seq, op->len,
                        static_cast<uint32_t>(op->len));
   it.payload = op->buf;
   ++op->pendingFrames;
@@ -454,7 +442,7 @@ void VerbsPath::sendEager(OpState* op) {
 void VerbsPath::sendTruncated(uint64_t tag, uint64_t seq, uint64_t total) {
   SendItem it;
   it.kind = kWrTrunc;
-  it.hdr = frameHeader(wire::FrameType::kTruncated, tag, seq, total);
+  it.hdr = wire::makeFrame(wire::FrameType::kTruncated, tag, seq, total);
   post(0, it);
 }
 
@@ -499,7 +487,7 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
     SendItem fin;
     fin.kind = kWrFin;
     fin.op = op;
-    fin.hdr = frameHeader(wire::FrameType::kFin, op->tag, op->seq, op->len, 0, laneBytes[i]);
+    fin.hdr = wire::makeFrame(wire::FrameType::kFin, op->tag, op->seq, op->len, 0, laneBytes[i]);
     ++op->pendingFrames;
     post(i, fin);
   }

@@ -181,6 +181,20 @@ static_assert(sizeof(FrameHeader) == 40);
 constexpr uint16_t kFrameMagic = 0xB7A1;
 constexpr uint32_t kMaxFrameLength = 1u << 30;
 
+/// A data frame header with the magic set (pure).
+inline FrameHeader makeFrame(FrameType t, uint64_t tag, uint64_t seq, uint64_t total,
+                             uint32_t length = 0, uint64_t offset = 0) {
+  FrameHeader h{};
+  h.magic = kFrameMagic;
+  h.type = static_cast<uint8_t>(t);
+  h.length = length;
+  h.tag = tag;
+  h.seq = seq;
+  h.offset = offset;
+  h.total = total;
+  return h;
+}
+
 // ---- encode (pure) ----
 /// `body.verbsRailCount` must equal `verbs.size()`.
 std::vector<uint8_t> encodeHello(const HelloBody& body, const std::vector<RailDesc>& rails,

@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "core/log.h"
+#include "core/name_list.h"
 
 namespace braid::verbs {
 
@@ -20,22 +21,8 @@ namespace braid::verbs {
 
 Result<HcaFilter> HcaFilter::parse(const std::string& spec) {
   HcaFilter f;
-  std::string s = spec;
-  if (!s.empty() && s[0] == '^') {
-    f.exclude_ = true;
-    s.erase(0, 1);
-  }
-  if (!s.empty() && s[0] == '=') {
-    f.exact_ = true;
-    s.erase(0, 1);
-  }
-  size_t pos = 0;
-  while (pos <= s.size()) {
-    size_t comma = s.find(',', pos);
-    if (comma == std::string::npos) comma = s.size();
-    std::string item = s.substr(pos, comma - pos);
-    pos = comma + 1;
-    if (item.empty()) continue;
+  f.names_ = core::NameList::parse(spec);
+  for (const std::string& item : f.names_.items) {
     Item it;
     size_t colon = item.find(':');
     it.device = item.substr(0, colon);
@@ -62,13 +49,13 @@ bool HcaFilter::matches(const std::string& device, int port) const {
   if (items_.empty()) return true;
   bool hit = false;
   for (const Item& it : items_) {
-    bool name = exact_ ? device == it.device : device.compare(0, it.device.size(), it.device) == 0;
+    bool name = names_.nameMatches(device, it.device);
     if (name && (it.port < 0 || it.port == port)) {
       hit = true;
       break;
     }
   }
-  return exclude_ ? !hit : hit;
+  return names_.exclude ? !hit : hit;
 }
 
 // ------------------------------------------------------------------ helpers

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "braid/status.h"
+#include "core/name_list.h"
 #include "core/params.h"
 #include "verbs/gid.h"
 #include "verbs/lib.h"
@@ -36,8 +37,7 @@ class HcaFilter {
     std::string device;
     int port = -1;  ///< -1: any port
   };
-  bool exclude_ = false;
-  bool exact_ = false;
+  core::NameList names_;  ///< the '^', '=' flags and the raw items
   std::vector<Item> items_;
 };
 
