@@ -1,5 +1,7 @@
 #include "core/clock.h"
 
+#include <sys/random.h>
+
 #include <time.h>
 
 namespace braid::core {
@@ -8,6 +10,13 @@ uint64_t nowNs() noexcept {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t randomNonZero() noexcept {
+  uint64_t v = 0;
+  while (v == 0)
+    if (getrandom(&v, sizeof v, 0) != sizeof v) v = nowNs() * 0x9E3779B97F4A7C15ull;
+  return v;
 }
 
 }  // namespace braid::core

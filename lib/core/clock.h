@@ -10,4 +10,8 @@ uint64_t nowNs() noexcept;
 inline uint64_t nowUs() noexcept { return nowNs() / 1000; }
 inline uint64_t nowMs() noexcept { return nowNs() / 1000000; }
 
+/// A random non-zero 64-bit value from getrandom(2) (tokens, nonces, endpoint ids); falls
+/// back to a scrambled clock if the kernel refuses.
+uint64_t randomNonZero() noexcept;
+
 }  // namespace braid::core

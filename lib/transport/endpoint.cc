@@ -14,19 +14,6 @@
 
 namespace braid {
 
-namespace {
-
-uint64_t randomU64() {
-  uint64_t v = 0;
-  while (v == 0) {
-    if (getrandom(&v, sizeof v, 0) != sizeof v) v = core::nowNs() * 0x9E3779B97F4A7C15ull;
-  }
-  return v;
-}
-
-
-}  // namespace
-
 // ---------------------------------------------------------------- lifecycle
 
 EndpointImpl::EndpointImpl(WorkerImpl* w)
@@ -579,7 +566,7 @@ Status EndpointImpl::startConnect(const Address& addr) {
   if (remote.len == 0) return Status(Code::kInvalidArgument, "address with unknown family");
   peer = remote.toString();
   ctrlAddr = remote;
-  nonce = randomU64();
+  nonce = core::randomNonZero();
   deadlineNs = core::nowNs() + static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull;
   for (const auto& i : ctx->tcpRails) {
     uint8_t bytes[16];

@@ -34,12 +34,6 @@ Address encodeAddress(const tcp::SockAddr& a, uint64_t token) {
   return out;
 }
 
-uint64_t randomToken() {
-  uint64_t v = 0;
-  while (v == 0)
-    if (getrandom(&v, sizeof v, 0) != sizeof v) v = core::nowNs() ^ 0xB7A1D5EEDull;
-  return v;
-}
 
 }  // namespace
 
@@ -251,7 +245,7 @@ Status ListenerImpl::handle(PendingConn& p, const wire::HsHeader& h, const uint8
     ep->isServer = true;
     ep->peer = p.peer.toString();
     ep->token = token;
-    ep->endpointId = randomToken();
+    ep->endpointId = core::randomNonZero();
     ep->railCount = std::min<uint32_t>(hello.body.railCount, static_cast<uint32_t>(rails.size()));
     ep->socketsPerRail =
         std::min<uint32_t>(hello.body.socketsPerRail, static_cast<uint32_t>(ctx->socketsPerRail));
@@ -347,7 +341,7 @@ Result<std::unique_ptr<Listener>> Listener::create(Worker& worker, const ListenO
   auto l = std::make_unique<ListenerImpl>();
   l->worker = &worker.impl();
   l->ctx = l->worker->ctx;
-  l->token = o.jobToken ? *o.jobToken : l->ctx->jobToken ? *l->ctx->jobToken : randomToken();
+  l->token = o.jobToken ? *o.jobToken : l->ctx->jobToken ? *l->ctx->jobToken : core::randomNonZero();
   const auto& rails = l->ctx->tcpRails;
   for (size_t r = 0; r < rails.size(); ++r) {
     tcp::SockAddr a = rails[r].addr;
