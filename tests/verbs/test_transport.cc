@@ -408,6 +408,54 @@ TEST_CASE("with two QPs per rail a large message is striped over four QPs and ar
   CHECK(child->wait() == 0);
 }
 
+TEST_CASE("a verbs-capable side falls back to TCP with a peer that has no verbs rails") {
+  ContextOptions tcpOnly = loOptions(20000);
+  tcpOnly.transport = Transport::kTcp;
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, tcpOnly);
+    auto& ep = peer.ep;
+    if (!ep) return 11;
+    std::vector<uint8_t> buf(1u << 20);
+    auto r = ep->irecv(buf.data(), buf.size(), 1);
+    if (!r || !r->wait(30s).isOk()) return 12;
+    return checkPattern(buf.data(), buf.size(), 3) == buf.size() ? 0 : 13;
+  });
+  ContextOptions autoOpts = loOptions(20000);
+  autoOpts.transport = Transport::kAuto;
+  auto ctx = makeContext(autoOpts);
+  REQUIRE(ctx->transport() == Transport::kVerbs);  // this side has rxe rails
+  auto w = makeWorker(ctx);
+  auto ep = connectToChild(*w, *child);
+  CHECK(ep->railCount() == 1);  // lo: the TCP data path
+  std::vector<uint8_t> msg(1u << 20);
+  fillPattern(msg.data(), msg.size(), 3);
+  auto s = ep->isend(msg.data(), msg.size(), 1);
+  REQUIRE(s.isOk());
+  REQUIRE(s->wait(30s).isOk());
+  CHECK(child->wait() == 0);
+}
+
+TEST_CASE("a side that insists on verbs refuses a peer without verbs rails, naming why") {
+  ContextOptions tcpOnly = loOptions(20000);
+  tcpOnly.transport = Transport::kTcp;
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, tcpOnly);  // accept fails: the connector is refused
+    return peer.ep ? 11 : 0;
+  });
+  auto ctx = makeContext(verbsOptions());
+  auto w = makeWorker(ctx);
+  Address a;
+  REQUIRE(readAll(child->readFd, a.bytes, Address::kSize));
+  auto ep = Endpoint::connect(*w, a);
+  REQUIRE(ep.isOk());
+  Status st = (*ep)->waitConnected(30s);
+  INFO(st.toString());
+  CHECK(st.code() == Code::kConnectionRefused);
+  CHECK_THAT(st.message(), Catch::Contains("no verbs rails in common"));
+  CHECK_THAT(st.message(), Catch::Contains("BRAID_TRANSPORT=verbs on the connector"));
+  ::kill(child->pid, SIGKILL);
+}
+
 // Last: it takes a link down (and back up) under every process in the VM.
 TEST_CASE("a port that goes down fails the endpoints on it with rail-failed naming the port") {
   auto child = spawn([&](int pipeFd) {
