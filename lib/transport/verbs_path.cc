@@ -177,7 +177,11 @@ struct VerbsPath::Lane {
   uint64_t bytesInFlight = 0;
   uint64_t bytesSent = 0;
   uint32_t sinceSignal = 0;
+  // Work requests that could not be posted yet, in order. Control writes (CTS, flow
+  // counters) need only send-queue room and have their own FIFO: behind a SEND that waits
+  // for credit they could deadlock two peers that each wait for the other's credit return.
   core::Ring<SendItem> backlog;
+  core::Ring<SendItem> ctlBacklog;
   wire::VerbsRailDesc peer{};
   bool connected = false;
 
@@ -348,8 +352,10 @@ Status VerbsPath::repostRecv(Lane& l, uint32_t slot) {
 
 void VerbsPath::post(size_t lane, const SendItem& item) {
   Lane& l = *lanes_[lane];
-  if (l.backlog.empty() && tryPost(l, item)) return;
-  l.backlog.push_back(item);
+  core::Ring<SendItem>& q =
+      item.kind == kWrCts || item.kind == kWrFlow ? l.ctlBacklog : l.backlog;
+  if (q.empty() && tryPost(l, item)) return;
+  q.push_back(item);
 }
 
 bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
@@ -423,8 +429,9 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
 void VerbsPath::drainBacklogs() {
   for (auto& lp : lanes_) {
     Lane& l = *lp;
-    while (!l.backlog.empty() && ep_->state != EpState::kFailed && tryPost(l, l.backlog.front()))
-      l.backlog.pop_front();
+    for (core::Ring<SendItem>* q : {&l.ctlBacklog, &l.backlog})
+      while (!q->empty() && ep_->state != EpState::kFailed && tryPost(l, q->front()))
+        q->pop_front();
   }
 }
 

@@ -456,6 +456,52 @@ TEST_CASE("a side that insists on verbs refuses a peer without verbs rails, nami
   ::kill(child->pid, SIGKILL);
 }
 
+TEST_CASE("both sides sending 300 eager messages before receiving any do not deadlock on "
+          "credits") {
+  constexpr int kCount = 300;  // more than the 128 receive slots per QP
+  auto exchange = [](Endpoint& ep) -> int {
+    std::vector<std::array<uint8_t, 64>> out(kCount), in(kCount);
+    std::vector<Request> sends, recvs;
+    for (int i = 0; i < kCount; ++i) {
+      fillPattern(out[i].data(), out[i].size(), i);
+      auto s = ep.isend(out[i].data(), out[i].size(), 9);
+      if (!s) return 1;
+      sends.push_back(std::move(s).value());
+    }
+    // Let both sides' sends run into the credit limit before any receive is posted.
+    for (int i = 0; i < 100; ++i) (void)sends.back().test();
+    for (int i = 0; i < kCount; ++i) {
+      auto r = ep.irecv(in[i].data(), in[i].size(), 9);
+      if (!r) return 2;
+      recvs.push_back(std::move(r).value());
+    }
+    for (auto& r : recvs)
+      if (!r.wait(60s).isOk()) return 3;
+    for (auto& s : sends)
+      if (!s.wait(60s).isOk()) return 4;
+    for (int i = 0; i < kCount; ++i)
+      if (checkPattern(in[i].data(), in[i].size(), i) != in[i].size()) return 5;
+    return 0;
+  };
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, verbsOptions());
+    if (!peer.ep) return 11;
+    int rc = exchange(*peer.ep);
+    if (rc) return 20 + rc;
+    // Stay until the parent has everything.
+    uint8_t done = 0;
+    auto d = peer.ep->irecv(&done, 1, kVerdictTag);
+    return d && d->wait(60s).isOk() ? 0 : 12;
+  });
+  Parent p(*child);
+  CHECK(exchange(*p.ep) == 0);
+  uint8_t done = 1;
+  auto d = p.ep->isend(&done, 1, kVerdictTag);
+  REQUIRE(d.isOk());
+  CHECK(d->wait(30s).isOk());
+  CHECK(child->wait() == 0);
+}
+
 // Last: it takes a link down (and back up) under every process in the VM.
 TEST_CASE("a port that goes down fails the endpoints on it with rail-failed naming the port") {
   auto child = spawn([&](int pipeFd) {
