@@ -24,6 +24,7 @@ const ToolSpec kSpec{ToolKind::kSendLat,
                      "server's HOST",
                      8,
                      1000,
+                     false,
                      false};
 
 Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict& verdict) {
@@ -33,25 +34,28 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, 
   // pong's receive is posted before the last pong is checked).
   BRAID_ASSIGN_OR_RETURN(Buffer ping, Buffer::allocate(size));
   BRAID_ASSIGN_OR_RETURN(Buffer pong, Buffer::allocate(2 * size));
+  // Registered once: verbs transfers are zero-copy without a registration per message.
+  BRAID_ASSIGN_OR_RETURN(MemoryRegion pingMr, s.registerMemory(ping.data(), ping.size(), "pings"));
+  BRAID_ASSIGN_OR_RETURN(MemoryRegion pongMr, s.registerMemory(pong.data(), pong.size(), "pongs"));
   if (!validate) fillPattern(ping.data(), size, 0, size);
   std::vector<double> samples;
   samples.reserve(t.iters);
   Request rq[2];
-  BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(pong.data(), size, kTagData, "a pong receive"));
+  BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(pong.data(), size, kTagData, "a pong receive", &pongMr));
   for (uint64_t i = 0; i < total; ++i) {
     if (validate) {
       fillPattern(ping.data(), size, i, size);
       maybeInjectError(round.options, ping.data(), size, i);
     }
     uint64_t t1 = nowNs();
-    BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(ping.data(), size, kTagData, "a ping"));
+    BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(ping.data(), size, kTagData, "a ping", &pingMr));
     Request& r = rq[i % 2];
     Status st = s.wait(r, "pong");
     if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
     uint64_t t2 = nowNs();
     if (i + 1 < total) {
       BRAID_ASSIGN_OR_RETURN(rq[(i + 1) % 2], s.irecv(pong.data() + ((i + 1) % 2) * size, size,
-                                                      kTagData, "a pong receive"));
+                                                      kTagData, "a pong receive", &pongMr));
     }
     st = s.wait(sq, "ping");
     if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
@@ -70,8 +74,9 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   const uint64_t size = t.size, total = t.warmup + t.iters;
   const bool validate = (t.flags & kFlagValidate) != 0;
   BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(2 * size));
+  BRAID_ASSIGN_OR_RETURN(MemoryRegion mr, s.registerMemory(buf.data(), buf.size(), "pings"));
   Request rq[2];
-  BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(buf.data(), size, kTagData, "a ping receive"));
+  BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(buf.data(), size, kTagData, "a ping receive", &mr));
   BRAID_RETURN_IF_ERROR(sendReady(s));
   // perftest's server view: the period between two pongs is one round trip.
   std::vector<uint64_t> sent;
@@ -86,11 +91,11 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
     // The other buffer held ping i-1, whose echo has finished.
     if (i + 1 < total) {
       BRAID_ASSIGN_OR_RETURN(rq[(i + 1) % 2], s.irecv(buf.data() + ((i + 1) % 2) * size, size,
-                                                      kTagData, "a ping receive"));
+                                                      kTagData, "a ping receive", &mr));
     }
     uint8_t* p = buf.data() + (i % 2) * size;
     sent.push_back(nowNs());
-    BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(p, size, kTagData, "a pong"));
+    BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(p, size, kTagData, "a pong", &mr));
     st = s.wait(sq, "pong");
     if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
     if (validate) verdict.check(p, size, i, size);  // after the echo: off the critical path
