@@ -601,6 +601,19 @@ Status Session::wait(Request& req, std::string_view what) {
   return st.withContext(fmt::format("{} (peer {})", what, peer_));
 }
 
+Status Session::waitIdle(Request& req, std::string_view what) {
+  for (;;) {
+    Status st = req.wait(std::chrono::milliseconds(1000));
+    if (st.code() == Code::kTimedOut) {
+      Status e = ep_->error();
+      if (e.isOk()) continue;
+      st = e;
+    }
+    if (st.isOk()) return st;
+    return st.withContext(fmt::format("{} (peer {})", what, peer_));
+  }
+}
+
 Status Session::progress() {
   auto r = worker_->progress();
   if (!r) return r.status().withContext(fmt::format("progress (peer {})", peer_));
@@ -770,7 +783,7 @@ Status RmaEnd::post(Session& s) {
 }
 
 Status RmaEnd::wait(Session& s) {
-  BRAID_RETURN_IF_ERROR(s.wait(req, "waiting for the client's end of size"));
+  BRAID_RETURN_IF_ERROR(s.waitIdle(req, "waiting for the client's end of size"));
   const RmaEndMsg& m = msg();
   if (req.size() < sizeof m || m.magic != kCtlMagic || m.version != kCtlVersion ||
       m.slots > kMaxSlots || req.size() != sizeof m + (m.code ? 0 : m.slots * sizeof(uint64_t)))

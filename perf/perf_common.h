@@ -322,6 +322,11 @@ class Session {
   /// with sched_yield() (--yield) or sleeping in epoll (--use_event). Fails with kTimedOut
   /// when nothing finishes for the timeout. Errors carry `what` and the peer.
   Status wait(Request& req, std::string_view what);
+  /// Waits for `req` sleeping in epoll whatever the polling mode, with no bound while the
+  /// endpoint is healthy: for a side with nothing to do while its peer works (the server
+  /// of a one-sided bandwidth test, whose wait spans the whole size). A polling waiter
+  /// there would take a core from the peer and from Soft-RoCE's kernel work.
+  Status waitIdle(Request& req, std::string_view what);
   /// One round of progress without a request (braid_write_lat polls its buffer), then
   /// sched_yield() unless the mode is kBusy. Fails when the endpoint has failed.
   Status progress();
@@ -387,7 +392,8 @@ struct RmaEnd {
   Request req;
   /// Posts the receive (before sendReady, so it never waits for a clear-to-send).
   Status post(Session& s);
-  /// Waits for it; the client's error as a Status when it sent one.
+  /// Waits for it (sleeping: Session::waitIdle); the client's error as a Status when it
+  /// sent one.
   Status wait(Session& s);
   const RmaEndMsg& msg() const { return *reinterpret_cast<const RmaEndMsg*>(buf.data()); }
   /// The slot table (msg().slots entries).

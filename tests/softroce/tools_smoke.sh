@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Every perf tool as server + client over verbs (rxe0) with --validate, in ONE Soft-RoCE VM.
+#
+#   tests/softroce/tools_smoke.sh BUILD_DIR     (on the host: boots the VM; 77 = no VM)
+#
+# Per tool and size (one of them above 1 MiB): both sides exit 0, the verdicts say PASSED,
+# the client's table has the row, the figure is non-zero, both JSON files parse and say
+# transport "verbs". Then --inject-error must make every tool's validation FAIL with a
+# non-zero exit, and braid_write_bw with -q 2 must stripe over two QPs. Every command is
+# bounded by timeout; the whole VM run by run_in_vm.sh --timeout.
+set -uo pipefail
+
+if [[ "${BRAID_IN_VM:-}" != 1 ]]; then
+  [[ $# -eq 1 && -d "$1/perf" ]] || { echo "usage: $0 BUILD_DIR" >&2; exit 2; }
+  here=$(cd "$(dirname "$0")" && pwd)
+  build=$(cd "$1" && pwd)
+  exec "$here/run_in_vm.sh" --timeout 560 -- bash "$here/tools_smoke.sh" "$build"
+fi
+
+perf="$1/perf"
+dev=rxe0
+host="${BRAID_VM_IP0:-10.77.0.1}"
+vf=(-d "$dev" -x 1)
+out=$(mktemp -d)
+port=18900
+failures=0
+checks=0
+export BRAID_LOG_LEVEL="${BRAID_LOG_LEVEL:-warn}"
+
+fail() {
+  echo "FAIL: $*"
+  failures=$((failures + 1))
+}
+ok() { checks=$((checks + 1)); }
+show() {
+  for f in "$@"; do [[ -f "$f" ]] && { echo "--- $f"; tail -25 "$f"; }; done
+}
+
+# run NAME TOOL SERVER_ARGS -- CLIENT_ARGS: server first (bounded), then the client (which
+# retries its connect for 5 s). Sets crc/src to the exit codes.
+run() {
+  local name="$1" tool="$2"
+  shift 2
+  local sargs=() cargs=()
+  while [[ $# -gt 0 && "$1" != "--" ]]; do sargs+=("$1"); shift; done
+  shift
+  cargs=("$@")
+  port=$((port + 1))
+  timeout -k 5 120 "$perf/$tool" -p "$port" "${vf[@]}" "${sargs[@]}" \
+    --json "$out/$name.server.json" >"$out/$name.server.txt" 2>&1 &
+  local sp=$!
+  sleep 0.2
+  timeout -k 5 120 "$perf/$tool" "$host" -p "$port" "${vf[@]}" "${cargs[@]}" \
+    --json "$out/$name.client.json" >"$out/$name.client.txt" 2>&1
+  crc=$?
+  wait "$sp"
+  src=$?
+}
+
+json_ok() {  # FILE: parses, and the endpoint moved data over verbs
+  python3 -m json.tool "$1" >/dev/null 2>&1 || { fail "$1 is not valid JSON"; return 1; }
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(j["config"]["transport"] != "verbs")' "$1" ||
+    { fail "$1: transport is not verbs"; return 1; }
+  ok
+}
+
+# figure FILE KEY: results[0][KEY] of a JSON report.
+figure() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0][sys.argv[2]])' "$1" "$2"; }
+
+# valid_run TOOL SIZE ITERS [EXTRA...]: a validated run that must pass everywhere.
+valid_run() {
+  local tool="$1" size="$2" iters="$3"
+  shift 3
+  local name="${tool}_${size}"
+  run "$name" "$tool" "$@" -- -s "$size" -n "$iters" --validate "$@"
+  local c="$out/$name.client.txt" s="$out/$name.server.txt"
+  if [[ $crc != 0 || $src != 0 ]]; then
+    fail "$tool -s $size: exit codes client $crc server $src"; show "$c" "$s"; return
+  fi
+  ok
+  grep -q "validation: PASSED" "$c" || { fail "$tool -s $size: no PASSED verdict on the client"; show "$c"; }
+  # braid_read_bw's server has nothing to check (the client validates what it read).
+  if [[ $tool != braid_read_bw ]]; then
+    grep -q "validation: PASSED" "$s" || { fail "$tool -s $size: no PASSED verdict on the server"; show "$s"; }
+  fi
+  grep -Eq "^ $size +$iters " "$c" || { fail "$tool -s $size: no table row '$size $iters' on the client"; show "$c"; }
+  json_ok "$out/$name.client.json" && json_ok "$out/$name.server.json"
+  local key=bw_average_mb_per_sec
+  [[ $tool == *_lat ]] && key=t_typical_usec
+  local v
+  v=$(figure "$out/$name.client.json" "$key" 2>/dev/null) || v=0
+  python3 -c "import sys; sys.exit(not float('$v') > 0)" ||
+    { fail "$tool -s $size: $key is $v"; show "$c"; }
+  echo "ok: $tool -s $size -n $iters $*: $key $v"
+}
+
+# corrupt_run TOOL SIZE ITERS N: --inject-error N must fail the validation, exit non-zero.
+corrupt_run() {
+  local tool="$1" size="$2" iters="$3" n="$4"
+  local name="${tool}_${size}_inject"
+  run "$name" "$tool" -- -s "$size" -n "$iters" --validate --inject-error "$n"
+  local c="$out/$name.client.txt"
+  [[ $crc != 0 ]] || { fail "$tool --inject-error $n: client exit 0"; show "$c"; return; }
+  grep -q "validation: FAILED" "$c" || { fail "$tool --inject-error $n: no FAILED verdict"; show "$c" "$out/$name.server.txt"; return; }
+  python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["validation"]["passed"])' \
+    "$out/$name.client.json" 2>/dev/null || { fail "$tool --inject-error $n: JSON says passed"; return; }
+  ok
+  echo "ok: $tool --inject-error $n: $(grep 'validation: FAILED' "$c" | cut -c1-100)"
+}
+
+echo "== tools smoke: $(ls /sys/class/infiniband | tr '\n' ' ')via $host"
+for tool in braid_send_bw braid_write_bw braid_read_bw; do
+  valid_run $tool 4096 200
+  valid_run $tool 2097152 30
+done
+for tool in braid_send_lat braid_write_lat; do
+  valid_run $tool 8 300
+  valid_run $tool 1572864 20
+done
+
+# With tx depth 16 the first 16 messages are warm-up: 30 + 16 = 46 in all. braid_write_bw
+# checks the last write of each slot, so the corrupted one must be among the last 16.
+corrupt_run braid_send_bw 4096 30 7
+corrupt_run braid_read_bw 4096 30 7
+corrupt_run braid_write_bw 4096 30 45
+corrupt_run braid_send_lat 8 50 7
+corrupt_run braid_write_lat 8 50 7
+
+# Two RC QPs on the one rail: a 2 MiB write is striped over both.
+name=braid_write_bw_q2
+run "$name" braid_write_bw -q 2 -- -q 2 -s 2097152 -n 20 --validate
+if [[ $crc != 0 || $src != 0 ]]; then
+  fail "-q 2: exit codes client $crc server $src"; show "$out/$name.client.txt" "$out/$name.server.txt"
+else
+  grep -q "2 QPs in use" "$out/$name.client.txt" || { fail "-q 2: header does not say 2 QPs in use"; show "$out/$name.client.txt"; }
+  grep -q "validation: PASSED" "$out/$name.server.txt" || fail "-q 2: no PASSED verdict"
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]["bytes_sent_per_rail"]; sys.exit(not (len(r) == 2 and min(r) > 0))' \
+    "$out/$name.client.json" || { fail "-q 2: both QPs must carry bytes"; grep -A3 bytes_sent_per_rail "$out/$name.client.json"; }
+  json_ok "$out/$name.client.json"
+  echo "ok: braid_write_bw -q 2: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["bytes_sent_per_rail"])' "$out/$name.client.json") bytes per QP"
+fi
+name=braid_send_lat_q2
+run "$name" braid_send_lat -q 2 -- -q 2 -s 1M -n 20 --validate
+[[ $crc == 0 && $src == 0 ]] && grep -q "validation: PASSED" "$out/$name.client.txt" ||
+  { fail "braid_send_lat -q 2"; show "$out/$name.client.txt" "$out/$name.server.txt"; }
+
+echo "== $checks checks passed, $failures failed"
+[[ $failures == 0 ]] || exit 1
+echo "PASS: every tool moved and validated data over verbs"
