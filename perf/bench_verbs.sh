@@ -95,7 +95,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-jget() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+# jnum FILE KEY: the first "KEY": number of a tool's JSON report (results[0] for one size).
+# awk, not python3: a python3 start costs seconds under emulation.
+jnum() {
+  awk -v k="\"$2\":" '$1 == k { v = $2; sub(/,$/, "", v); printf "%.2f\n", v; f = 1; exit }
+    END { if (!f) exit 1 }' "$1"
+}
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 mode_flags() { case "$1" in yield) echo "--yield" ;; event) echo "-e" ;; *) echo "" ;; esac; }
 fail() {
@@ -160,7 +165,8 @@ for ((r = 1; r <= rounds; r++)); do
     echo "$r perftest_bw_$size $v" >>"$vals"
     for m in $modes; do
       braid "write_bw_${size}_$m" "$wbw" "${vf[@]}" -s "$size" -n "$n" -t "$txDepth" $(mode_flags "$m")
-      v=$(jget "$tmp/write_bw_${size}_$m.client.json" "'%.2f' % j['results'][0]['bw_average_mb_per_sec']")
+      v=$(jnum "$tmp/write_bw_${size}_$m.client.json" bw_average_mb_per_sec) ||
+        fail "reading braid_write_bw's JSON" "$tmp/write_bw_${size}_$m.client.json"
       printf "%-40s: %8s MB/s\n" "braid_write_bw $size x $n [$m]" "$v"
       echo "$r braid_bw_${size}_$m $v" >>"$vals"
     done
@@ -171,7 +177,8 @@ for ((r = 1; r <= rounds; r++)); do
   echo "$r perftest_lat $v" >>"$vals"
   for m in $modes; do
     braid "send_lat_$m" "$slat" "${vf[@]}" -s 8 -n "$latIters" $(mode_flags "$m")
-    v=$(jget "$tmp/send_lat_$m.client.json" "'%.2f' % j['results'][0]['t_typical_usec']")
+    v=$(jnum "$tmp/send_lat_$m.client.json" t_typical_usec) ||
+      fail "reading braid_send_lat's JSON" "$tmp/send_lat_$m.client.json"
     printf "%-40s: %8s us typical\n" "braid_send_lat 8 B x $latIters [$m]" "$v"
     echo "$r braid_lat_$m $v" >>"$vals"
   done
