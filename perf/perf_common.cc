@@ -1,6 +1,8 @@
 #include "perf_common.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -15,9 +17,6 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
-
-#include <arpa/inet.h>
-#include <sched.h>
 
 #include "braid/info.h"
 
@@ -792,7 +791,7 @@ Status RmaEnd::wait(Session& s) {
   if (m.code != 0) {
     std::string why(m.text, strnlen(m.text, sizeof m.text));
     Code code = m.code <= static_cast<uint8_t>(Code::kInternal) ? static_cast<Code>(m.code)
-                                                                 : Code::kProtocolError;
+                                                                : Code::kProtocolError;
     return Status(code, "the client stopped: " + why);
   }
   return Status::ok();
@@ -800,7 +799,8 @@ Status RmaEnd::wait(Session& s) {
 
 std::vector<uint64_t> RmaEnd::slots() const {
   std::vector<uint64_t> v(msg().slots);
-  if (!v.empty()) std::memcpy(v.data(), buf.data() + sizeof(RmaEndMsg), v.size() * sizeof(uint64_t));
+  if (!v.empty())
+    std::memcpy(v.data(), buf.data() + sizeof(RmaEndMsg), v.size() * sizeof(uint64_t));
   return v;
 }
 
@@ -959,8 +959,8 @@ void Report::printHeader(const Session& s, const TestMsg& t, bool allSizes) {
                 v.linkLayer.c_str(), v.gidIndex >= 0 ? std::to_string(v.gidIndex).c_str() : "?",
                 v.gid.c_str());
   for (auto* r : tr)
-    std::printf(" %s : %s %s, %d sockets%s\n", verbs ? "tcp rail   " : "local rail ", r->name.c_str(),
-                r->address.c_str(), r->sockets, verbs ? " (control only)" : "");
+    std::printf(" %s : %s %s, %d sockets%s\n", verbs ? "tcp rail   " : "local rail ",
+                r->name.c_str(), r->address.c_str(), r->sockets, verbs ? " (control only)" : "");
   if (verbs)
     std::printf(" remote      : %s, %zu QP%s in use (%zu per rail)\n", s.peer().c_str(), inUse,
                 inUse == 1 ? "" : "s", vr.empty() ? inUse : (inUse + vr.size() - 1) / vr.size());

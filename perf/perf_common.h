@@ -82,9 +82,9 @@ struct Options {
   bool reportGbits = false;
   std::string jsonFile;
   int txDepth = 16;
-  int timeoutMs = 0;      ///< 0 = BRAID_TIMEOUT_MS
-  bool useEvent = false;  ///< -e: sleep in epoll instead of busy polling
-  bool useYield = false;  ///< --yield: sched_yield() between polls
+  int timeoutMs = 0;                ///< 0 = BRAID_TIMEOUT_MS
+  bool useEvent = false;            ///< -e: sleep in epoll instead of busy polling
+  bool useYield = false;            ///< --yield: sched_yield() between polls
   PollMode poll = PollMode::kBusy;  ///< resolved from -e / --yield / the tool's default
   /// Hidden --inject-error N: the client flips the middle byte of message N after filling
   /// it (with --validate), to show that a corruption is caught. UINT64_MAX: off.
@@ -120,12 +120,12 @@ uint64_t itersFor(const ToolSpec& spec, const Options& o, uint64_t size);
 // when the size is over. A TestMsg with kEnd closes the run. Both messages are far below
 // any eager limit, so they never wait for a clear-to-send round trip.
 
-constexpr uint64_t kTagTest = 0x7065726600000001ull;   ///< client -> server: TestMsg
-constexpr uint64_t kTagReply = 0x7065726600000002ull;  ///< server -> client: ReplyMsg
-constexpr uint64_t kTagData = 0x7065726600000003ull;   ///< the measured messages
-constexpr uint64_t kTagKey = 0x7065726600000004ull;    ///< one-sided: KeyMsg, both ways
+constexpr uint64_t kTagTest = 0x7065726600000001ull;    ///< client -> server: TestMsg
+constexpr uint64_t kTagReply = 0x7065726600000002ull;   ///< server -> client: ReplyMsg
+constexpr uint64_t kTagData = 0x7065726600000003ull;    ///< the measured messages
+constexpr uint64_t kTagKey = 0x7065726600000004ull;     ///< one-sided: KeyMsg, both ways
 constexpr uint64_t kTagRmaEnd = 0x7065726600000005ull;  ///< one-sided: client -> server RmaEndMsg
-constexpr uint32_t kCtlMagic = 0x42505246;             ///< "FRPB"
+constexpr uint32_t kCtlMagic = 0x42505246;              ///< "FRPB"
 /// 2: one-sided tools (KeyMsg, RmaEndMsg, tool kinds 3..5).
 constexpr uint16_t kCtlVersion = 2;
 
@@ -190,13 +190,13 @@ struct RmaEndMsg {
   uint16_t version = kCtlVersion;
   uint8_t code = 0;  ///< braid::Code of the client's failure; 0 (kOk): the size ran
   uint8_t pad = 0;
-  uint32_t slots = 0;     ///< uint64_t entries after the struct (write_bw --validate)
+  uint32_t slots = 0;  ///< uint64_t entries after the struct (write_bw --validate)
   uint32_t pad2 = 0;
-  uint64_t iters = 0;     ///< the client's row: timed messages
-  uint64_t peakBps = 0;   ///< bytes per second, rounded
-  uint64_t avgBps = 0;    ///< bytes per second, rounded
+  uint64_t iters = 0;         ///< the client's row: timed messages
+  uint64_t peakBps = 0;       ///< bytes per second, rounded
+  uint64_t avgBps = 0;        ///< bytes per second, rounded
   uint64_t msgRateMilli = 0;  ///< messages per 1000 seconds
-  char text[256] = {};    ///< code != 0: the client's error
+  char text[256] = {};        ///< code != 0: the client's error
 };
 static_assert(sizeof(RmaEndMsg) == 304, "RmaEndMsg is a wire struct");
 /// Largest slot table a client sends (tx depth is at most 4096).

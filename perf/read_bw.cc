@@ -54,8 +54,8 @@ Status runReads(Session& s, const TestMsg& t, const ClientRound& round, const Ke
 
   auto post = [&](uint64_t i) -> Status {
     const uint64_t slot = i % slots;
-    BRAID_ASSIGN_OR_RETURN(reqs[i % w], s.iread(buf.data() + slot * size, size, mr, key.key,
-                                                slot * size, "a read"));
+    BRAID_ASSIGN_OR_RETURN(
+        reqs[i % w], s.iread(buf.data() + slot * size, size, mr, key.key, slot * size, "a read"));
     return Status::ok();
   };
   const std::vector<uint64_t> railsBefore = s.endpoint().stats().bytesSentPerRail;
@@ -84,8 +84,7 @@ Status runReads(Session& s, const TestMsg& t, const ClientRound& round, const Ke
   return Status::ok();
 }
 
-Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report,
-              Verdict& verdict) {
+Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict& verdict) {
   BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s));
   BwRow row;
   Status st = runReads(s, t, round, key, verdict, row);

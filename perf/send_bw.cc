@@ -89,8 +89,8 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   BRAID_ASSIGN_OR_RETURN(MemoryRegion mr, s.registerMemory(buf.data(), buf.size(), "receives"));
   std::vector<Request> reqs(w);
   for (uint64_t i = 0; i < w; ++i) {
-    BRAID_ASSIGN_OR_RETURN(reqs[i], s.irecv(buf.data() + (i % slots) * size, size, kTagData,
-                                            "a receive", &mr));
+    BRAID_ASSIGN_OR_RETURN(
+        reqs[i], s.irecv(buf.data() + (i % slots) * size, size, kTagData, "a receive", &mr));
   }
   BRAID_RETURN_IF_ERROR(sendReady(s));
   std::vector<uint64_t> marks;

@@ -118,8 +118,8 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   if (verdict.enabled) {
     std::vector<uint64_t> last = end.slots();
     if (last.size() != slots)
-      return Status(Code::kProtocolError, fmt::format("the client reported {} slots, {} expected",
-                                                      last.size(), slots));
+      return Status(Code::kProtocolError,
+                    fmt::format("the client reported {} slots, {} expected", last.size(), slots));
     for (uint64_t k = 0; k < slots; ++k) {
       if (last[k] == UINT64_MAX) continue;
       if (last[k] >= total || last[k] % slots != k)

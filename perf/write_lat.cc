@@ -93,8 +93,7 @@ Status awaitMarker(Session& s, const Buffers& b, uint64_t i, Request* other) {
       if (other && other->valid()) {
         Status st = other->test();
         if (st.code() != Code::kInProgress)
-          return st.isOk() ? Status(Code::kProtocolError, "the client ended the size early")
-                           : st;
+          return st.isOk() ? Status(Code::kProtocolError, "the client ended the size early") : st;
       }
       uint64_t now = nowNs();
       if (start == 0) {
@@ -114,9 +113,8 @@ Status pingPong(Session& s, const TestMsg& t, const ClientRound& round, const Bu
   for (uint64_t i = 0; i < total; ++i) {
     prepare(b, t, &round.options, i);
     uint64_t t1 = nowNs();
-    BRAID_ASSIGN_OR_RETURN(Request wq,
-                           s.iwrite(b.source(), size, b.mr, key.key, (i % b.slots) * size,
-                                    "a ping"));
+    BRAID_ASSIGN_OR_RETURN(
+        Request wq, s.iwrite(b.source(), size, b.mr, key.key, (i % b.slots) * size, "a ping"));
     Status st = awaitMarker(s, b, i, nullptr);
     uint64_t t2 = nowNs();
     if (!st.isOk()) return st.withContext(fmt::format("pong {} of {}", i, total));
@@ -170,8 +168,8 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
       return st.withContext(fmt::format("ping {} of {}", i, total));
     }
     sent.push_back(nowNs());
-    BRAID_ASSIGN_OR_RETURN(Request wq, s.iwrite(b.source(), size, b.mr, key.key,
-                                                (i % b.slots) * size, "a pong"));
+    BRAID_ASSIGN_OR_RETURN(
+        Request wq, s.iwrite(b.source(), size, b.mr, key.key, (i % b.slots) * size, "a pong"));
     st = s.wait(wq, "pong");
     if (!st.isOk()) return st.withContext(fmt::format("pong {} of {}", i, total));
     if (validate && i > 0) verdict.checkMarked(b.slot(i - 1), size, i - 1, size);
