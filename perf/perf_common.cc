@@ -945,7 +945,9 @@ void Report::printHeader(const Session& s, const TestMsg& t, bool allSizes) {
   if (spec_.isBw)
     std::printf(" TX depth        : %-14u\tValidation     : %s\n", t.txDepth,
                 validate ? "ON" : "OFF");
-  std::printf(" Polling         : %-14s\t%s\n", pollModeName(s.pollMode()),
+  // The server of a one-sided bw test only waits for the client's end of size, asleep.
+  const bool idle = spec_.oneSided && spec_.isBw && s.isServer();
+  std::printf(" Polling         : %-14s\t%s\n", idle ? "epoll (idle)" : pollModeName(s.pollMode()),
               spec_.isBw ? "Buffers        : registered once per size"
                          : fmt::format("Validation     : {}", validate ? "ON" : "OFF").c_str());
   std::printf(" Message size    : %-14s\tIterations     : %s\n", sizeCol.c_str(), itersCol.c_str());
@@ -1010,7 +1012,7 @@ void Report::printHeader(const Session& s, const TestMsg& t, bool allSizes) {
   if (spec_.isBw) cfg["tx_depth"] = t.txDepth;
   cfg["validate"] = validate;
   cfg["report_gbits"] = o_.reportGbits;
-  cfg["polling"] = pollModeName(s.pollMode());
+  cfg["polling"] = idle ? "epoll (idle)" : pollModeName(s.pollMode());
   cfg["timeout_ms"] = c.timeoutMs();
   cfg["eager_max"] = eagerText;
   cfg["chunk_size"] = chunkText;
