@@ -1,6 +1,8 @@
 #include "perf_common.h"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
+#include <sched.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -13,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "braid/info.h"
@@ -44,6 +47,39 @@ std::string transportName(Transport t) {
 }
 
 }  // namespace
+
+const char* toolName(uint8_t kind) {
+  switch (static_cast<ToolKind>(kind)) {
+    case ToolKind::kSendBw:
+      return "braid_send_bw";
+    case ToolKind::kSendLat:
+      return "braid_send_lat";
+    case ToolKind::kWriteBw:
+      return "braid_write_bw";
+    case ToolKind::kReadBw:
+      return "braid_read_bw";
+    case ToolKind::kWriteLat:
+      return "braid_write_lat";
+  }
+  return "another tool";
+}
+
+const char* pollModeName(PollMode m) {
+  switch (m) {
+    case PollMode::kBusy:
+      return "busy";
+    case PollMode::kYield:
+      return "yield";
+    case PollMode::kEvent:
+      return "epoll";
+  }
+  return "?";
+}
+
+std::string Options::ibHca() const {
+  if (ibDev.empty()) return {};
+  return fmt::format("={}:{}", ibDev, ibPort > 0 ? ibPort : 1);
+}
 
 // ------------------------------------------------------------------ command line
 
@@ -89,7 +125,8 @@ std::optional<int> parseCommandLine(const ToolSpec& spec, int argc, char** argv,
   auto* conn = app.add_option_group("Connection");
   conn->add_option("-p,--port", o.port, "control port of the server")->capture_default_str();
   conn->add_option("--transport", o.transport,
-                   "tcp or auto (default: BRAID_TRANSPORT); verbs is not built yet")
+                   "verbs, tcp or auto (auto: verbs when both sides have a verbs rail, else "
+                   "tcp; default: verbs with -d, else BRAID_TRANSPORT)")
       ->check(CLI::IsMember({"tcp", "auto", "verbs"}));
   conn->add_option("--rails", o.rails,
                    "TCP rails: interfaces in BRAID_SOCKET_IFNAME syntax, e.g. lo, eth0,eth1, "
@@ -100,6 +137,20 @@ std::optional<int> parseCommandLine(const ToolSpec& spec, int argc, char** argv,
                    "ms: a peer or request silent this long fails the run (default: "
                    "BRAID_TIMEOUT_MS)")
       ->check(CLI::Range(1, 24 * 3600 * 1000));
+
+  auto* ib = app.add_option_group("Verbs (perftest's names)");
+  auto* devOpt =
+      ib->add_option("-d,--ib-dev", o.ibDev,
+                     "RDMA device (rxe0, mlx5_0): the only verbs rail, BRAID_IB_HCA =DEV:PORT; "
+                     "implies --transport verbs unless that is given");
+  ib->add_option("-i,--ib-port", o.ibPort, "port of the -d device [default: 1]")
+      ->check(CLI::Range(1, 255))
+      ->needs(devOpt);
+  ib->add_option("-x,--gid-index", o.gidIndex,
+                 "RoCE GID index (default: BRAID_IB_GID_INDEX; -1: automatic, RoCE v2 IPv4)")
+      ->check(CLI::Range(-1, 65535));
+  ib->add_option("-q,--qp", o.qps, "RC QPs per verbs rail (default: BRAID_IB_QPS_PER_RAIL)")
+      ->check(CLI::Range(1, 16));
 
   auto* test = app.add_option_group("Test");
   test->add_option("-s,--size", sizeArg,
@@ -120,13 +171,26 @@ std::optional<int> parseCommandLine(const ToolSpec& spec, int argc, char** argv,
                                spec.defaultIters))
       ->check(CLI::Range(uint64_t{1}, uint64_t{100000000}));
   if (spec.isBw)
-    test->add_option("-t,--tx-depth", o.txDepth, "messages in flight (sends, and receives posted)")
+    test->add_option("-t,--tx-depth", o.txDepth,
+                     spec.oneSided ? "operations in flight"
+                                   : "messages in flight (sends, and receives posted)")
         ->check(CLI::Range(1, 4096))
         ->capture_default_str();
   test->add_flag("--validate", o.validate,
                  "every message carries a pattern of (iteration, size) checked byte for byte");
-  test->add_flag("-e,--use_event", o.useEvent,
-                 "sleep in epoll while waiting instead of busy polling");
+
+  auto* pollGroup = app.add_option_group(
+      "Polling", fmt::format("how a side waits [default: {}]", pollModeName(spec.defaultPoll)));
+  bool busy = false;
+  auto* ev = pollGroup->add_flag(
+      "-e,--use_event,--use-event", o.useEvent,
+      "Request::wait: spin BRAID_SPIN_US, then sleep in epoll (verbs: 1 ms at most)");
+  auto* yl = pollGroup->add_flag("--yield", o.useYield,
+                                 "poll, with sched_yield() between polls (leaves the core to "
+                                 "Soft-RoCE's kernel work and to the peer on small machines)");
+  auto* bz = pollGroup->add_flag("--busy", busy, "poll without yielding (perftest's default)");
+  ev->excludes(yl)->excludes(bz);
+  yl->excludes(bz);
 
   auto* rep = app.add_option_group("Report");
   app.add_option("--inject-error", o.injectError,
@@ -144,6 +208,20 @@ std::optional<int> parseCommandLine(const ToolSpec& spec, int argc, char** argv,
   o.size = sizeArg.empty() ? spec.defaultSize : *parseSize(sizeArg);
   o.itersGiven = o.iters != 0;
   if (!o.itersGiven) o.iters = spec.defaultIters;
+  o.poll = o.useEvent   ? PollMode::kEvent
+           : o.useYield ? PollMode::kYield
+           : busy       ? PollMode::kBusy
+                        : spec.defaultPoll;
+  if (!o.ibDev.empty() && o.ibDev.find_first_of(",:^=") != std::string::npos) {
+    std::fprintf(stderr, "%s: -d takes one device name (got '%s'); for a list use BRAID_IB_HCA\n",
+                 spec.name, o.ibDev.c_str());
+    return kExitUsage;
+  }
+  if (!o.ibDev.empty() && o.transport == "tcp") {
+    std::fprintf(stderr, "%s: -d %s asks for a verbs rail but --transport is tcp\n", spec.name,
+                 o.ibDev.c_str());
+    return kExitUsage;
+  }
   return std::nullopt;
 }
 
@@ -216,6 +294,25 @@ void Verdict::check(const void* buf, size_t len, uint64_t iter, uint64_t size) {
   ++messages;
   bytes += len;
   auto m = checkPattern(buf, len, iter, size);
+  if (!m) return;
+  if (!hasBad) {
+    hasBad = true;
+    badSize = size;
+    badIter = iter;
+    badOffset = m->offset;
+    badExpected = m->expected;
+    badActual = m->actual;
+  }
+  ++badMessages;
+}
+
+void Verdict::checkMarked(const void* buf, size_t len, uint64_t iter, uint64_t size) {
+  if (len == 0) return;
+  ++messages;
+  bytes += len;
+  const auto* p = static_cast<const uint8_t*>(buf);
+  auto m = checkPattern(p, len - 1, iter, size);
+  if (!m && p[len - 1] != markerOf(iter)) m = Mismatch{len - 1, markerOf(iter), p[len - 1]};
   if (!m) return;
   if (!hasBad) {
     hasBad = true;
@@ -362,11 +459,15 @@ Session::~Session() = default;
 Result<std::unique_ptr<Session>> Session::open(const Options& o) {
   std::unique_ptr<Session> s(new Session());
   s->isServer_ = o.isServer();
-  s->useEvent_ = o.useEvent;
+  s->poll_ = o.poll;
   ContextOptions co;
   if (o.transport == "tcp") co.transport = Transport::kTcp;
   if (o.transport == "auto") co.transport = Transport::kAuto;
-  if (o.transport == "verbs") co.transport = Transport::kVerbs;
+  if (o.transport == "verbs" || (o.transport.empty() && !o.ibDev.empty()))
+    co.transport = Transport::kVerbs;
+  if (!o.ibDev.empty()) co.ibHca = o.ibHca();
+  if (o.gidIndex >= -1) co.ibGidIndex = o.gidIndex;
+  if (o.qps > 0) co.ibQpsPerRail = o.qps;
   if (!o.rails.empty()) co.socketIfname = o.rails;
   if (o.socks > 0) co.socketsPerRail = o.socks;
   if (o.timeoutMs > 0) co.timeoutMs = o.timeoutMs;
@@ -420,6 +521,7 @@ Result<std::unique_ptr<Session>> Session::open(const Options& o) {
         return ep.status().withContext("accepting a client");
     }
     s->peer_ = s->ep_->peerName();
+    s->probeDataTransport();
     return s;
   }
 
@@ -456,19 +558,33 @@ Result<std::unique_ptr<Session>> Session::open(const Options& o) {
     backoffMs = std::min(backoffMs * 2, 1000);
   }
   s->peer_ = fmt::format("{} ({})", o.host, s->ep_->peerName());
+  s->probeDataTransport();
   return s;
+}
+
+void Session::probeDataTransport() {
+  // The public API has no per-endpoint transport query; the documented contract of
+  // iwrite() does: kUnsupported on a TCP endpoint. This call is refused before anything
+  // is posted (no region, zero length) on either kind of endpoint.
+  RemoteKey none;
+  auto r = ep_->iwrite(nullptr, 0, MemoryRegion(), none, 0);
+  dataTransport_ =
+      !r && r.status().code() == Code::kUnsupported ? Transport::kTcp : Transport::kVerbs;
+  if (ctx_->transport() != Transport::kVerbs) dataTransport_ = Transport::kTcp;
 }
 
 Status Session::wait(Request& req, std::string_view what) {
   Status st;
-  if (useEvent_) {
+  if (poll_ == PollMode::kEvent) {
     st = req.wait(std::chrono::milliseconds(timeoutMs_));
   } else {
+    const bool yield = poll_ == PollMode::kYield;
     const uint64_t limitNs = static_cast<uint64_t>(timeoutMs_) * 1'000'000ull;
     uint64_t start = 0;
     for (uint32_t spins = 0;; ++spins) {
       st = req.test();
       if (st.code() != Code::kInProgress) break;
+      if (yield) sched_yield();
       if ((spins & 255) == 255) {  // the clock only now and then: test() is the hot path
         uint64_t now = nowNs();
         if (start == 0) {
@@ -484,14 +600,60 @@ Status Session::wait(Request& req, std::string_view what) {
   return st.withContext(fmt::format("{} (peer {})", what, peer_));
 }
 
-Result<Request> Session::isend(const void* buf, size_t len, uint64_t tag, std::string_view what) {
-  auto r = ep_->isend(buf, len, tag);
+Status Session::waitIdle(Request& req, std::string_view what) {
+  for (;;) {
+    Status st = req.wait(std::chrono::milliseconds(1000));
+    if (st.code() == Code::kTimedOut) {
+      Status e = ep_->error();
+      if (e.isOk()) continue;
+      st = e;
+    }
+    if (st.isOk()) return st;
+    return st.withContext(fmt::format("{} (peer {})", what, peer_));
+  }
+}
+
+Status Session::progress() {
+  auto r = worker_->progress();
+  if (!r) return r.status().withContext(fmt::format("progress (peer {})", peer_));
+  Status e = ep_->error();
+  if (!e.isOk()) return e.withContext(fmt::format("peer {}", peer_));
+  if (poll_ != PollMode::kBusy) sched_yield();
+  return Status::ok();
+}
+
+Result<MemoryRegion> Session::registerMemory(void* base, size_t len, std::string_view what) {
+  auto r = ctx_->registerMemory(base, len);
+  if (!r) return r.status().withContext(fmt::format("registering {} ({} bytes)", what, len));
+  return r;
+}
+
+Result<Request> Session::isend(const void* buf, size_t len, uint64_t tag, std::string_view what,
+                               const MemoryRegion* mr) {
+  auto r = ep_->isend(buf, len, tag, mr);
   if (!r) return r.status().withContext(fmt::format("posting {} (peer {})", what, peer_));
   return r;
 }
 
-Result<Request> Session::irecv(void* buf, size_t len, uint64_t tag, std::string_view what) {
-  auto r = ep_->irecv(buf, len, tag);
+Result<Request> Session::irecv(void* buf, size_t len, uint64_t tag, std::string_view what,
+                               const MemoryRegion* mr) {
+  auto r = ep_->irecv(buf, len, tag, mr);
+  if (!r) return r.status().withContext(fmt::format("posting {} (peer {})", what, peer_));
+  return r;
+}
+
+Result<Request> Session::iwrite(const void* src, size_t len, const MemoryRegion& local,
+                                const RemoteKey& remote, uint64_t remoteOffset,
+                                std::string_view what) {
+  auto r = ep_->iwrite(src, len, local, remote, remoteOffset);
+  if (!r) return r.status().withContext(fmt::format("posting {} (peer {})", what, peer_));
+  return r;
+}
+
+Result<Request> Session::iread(void* dst, size_t len, const MemoryRegion& local,
+                               const RemoteKey& remote, uint64_t remoteOffset,
+                               std::string_view what) {
+  auto r = ep_->iread(dst, len, local, remote, remoteOffset);
   if (!r) return r.status().withContext(fmt::format("posting {} (peer {})", what, peer_));
   return r;
 }
@@ -520,14 +682,10 @@ Status checkTestMsg(const TestMsg& m, const ToolSpec& spec) {
   if (m.command != static_cast<uint8_t>(TestCommand::kRun))
     return Status(Code::kProtocolError, fmt::format("unknown test command {}", m.command));
   if (m.tool != static_cast<uint8_t>(spec.kind))
-    return Status(
-        Code::kInvalidArgument,
-        fmt::format("the client runs {} but this server is {}: run the same tool on "
-                    "both sides",
-                    m.tool == static_cast<uint8_t>(ToolKind::kSendBw)    ? "braid_send_bw"
-                    : m.tool == static_cast<uint8_t>(ToolKind::kSendLat) ? "braid_send_lat"
-                                                                         : "another tool",
-                    spec.name));
+    return Status(Code::kInvalidArgument,
+                  fmt::format("the client runs {} but this server is {}: run the same tool on "
+                              "both sides",
+                              toolName(m.tool), spec.name));
   if (m.size == 0 || m.iters == 0 || m.txDepth == 0 || m.txDepth > 4096)
     return Status(Code::kInvalidArgument,
                   fmt::format("bad test parameters: size {} iterations {} tx depth {}", m.size,
@@ -564,6 +722,98 @@ Status sendReady(Session& s) {
   return s.send(&r, sizeof r, kTagReply, "sending ready");
 }
 
+Status sendKey(Session& s, const MemoryRegion& mr) {
+  KeyMsg k;
+  k.length = mr.length();
+  auto key = mr.remoteKey();
+  if (key) {
+    k.valid = 1;
+    k.key = *key;
+  } else {
+    std::snprintf(k.text, sizeof k.text, "%s", key.status().message().c_str());
+  }
+  return s.send(&k, sizeof k, kTagKey, "sending the remote key");
+}
+
+Result<KeyMsg> recvKey(Session& s) {
+  KeyMsg k;
+  BRAID_RETURN_IF_ERROR(s.recv(&k, sizeof k, kTagKey, "the peer's remote key"));
+  if (k.magic != kCtlMagic || k.version != kCtlVersion)
+    return Status(Code::kProtocolError, "the peer's remote key message is not a braid perf one");
+  return k;
+}
+
+Status explainMissingKey(const Status& error, const KeyMsg& key) {
+  if (error.isOk() || error.code() == Code::kUnsupported) return error;
+  return Status(error.code(),
+                fmt::format("{} (the server sent no remote key: {})", error.message(),
+                            std::string(key.text, strnlen(key.text, sizeof key.text))));
+}
+
+Status sendRmaEnd(Session& s, const BwRow* row, const std::vector<uint64_t>& slots,
+                  const Status& error) {
+  std::vector<uint8_t> buf(sizeof(RmaEndMsg) + slots.size() * sizeof(uint64_t));
+  RmaEndMsg m;
+  if (!error.isOk()) {
+    m.code = static_cast<uint8_t>(error.code());
+    std::snprintf(m.text, sizeof m.text, "%s", error.message().c_str());
+  } else {
+    m.slots = static_cast<uint32_t>(slots.size());
+    if (row) {
+      m.iters = row->iters;
+      m.peakBps = static_cast<uint64_t>(std::llround(row->peakBps));
+      m.avgBps = static_cast<uint64_t>(std::llround(row->avgBps));
+      m.msgRateMilli = static_cast<uint64_t>(std::llround(row->msgRate * 1000.0));
+    }
+  }
+  std::memcpy(buf.data(), &m, sizeof m);
+  if (m.slots) std::memcpy(buf.data() + sizeof m, slots.data(), slots.size() * sizeof(uint64_t));
+  const size_t len = error.isOk() ? buf.size() : sizeof m;
+  Status st = s.send(buf.data(), len, kTagRmaEnd, "sending the end of size");
+  // The error that stopped the size wins over a failure to report it.
+  if (!error.isOk()) return error;
+  return st;
+}
+
+Status RmaEnd::post(Session& s) {
+  buf.assign(sizeof(RmaEndMsg) + kMaxSlots * sizeof(uint64_t), 0);
+  BRAID_ASSIGN_OR_RETURN(req, s.irecv(buf.data(), buf.size(), kTagRmaEnd, "the end of size"));
+  return Status::ok();
+}
+
+Status RmaEnd::wait(Session& s) {
+  BRAID_RETURN_IF_ERROR(s.waitIdle(req, "waiting for the client's end of size"));
+  const RmaEndMsg& m = msg();
+  if (req.size() < sizeof m || m.magic != kCtlMagic || m.version != kCtlVersion ||
+      m.slots > kMaxSlots || req.size() != sizeof m + (m.code ? 0 : m.slots * sizeof(uint64_t)))
+    return Status(Code::kProtocolError,
+                  fmt::format("malformed end of size from the client ({} bytes)", req.size()));
+  if (m.code != 0) {
+    std::string why(m.text, strnlen(m.text, sizeof m.text));
+    Code code = m.code <= static_cast<uint8_t>(Code::kInternal) ? static_cast<Code>(m.code)
+                                                                : Code::kProtocolError;
+    return Status(code, "the client stopped: " + why);
+  }
+  return Status::ok();
+}
+
+std::vector<uint64_t> RmaEnd::slots() const {
+  std::vector<uint64_t> v(msg().slots);
+  if (!v.empty())
+    std::memcpy(v.data(), buf.data() + sizeof(RmaEndMsg), v.size() * sizeof(uint64_t));
+  return v;
+}
+
+BwRow RmaEnd::row(uint64_t size) const {
+  BwRow r;
+  r.bytes = size;
+  r.iters = msg().iters;
+  r.peakBps = static_cast<double>(msg().peakBps);
+  r.avgBps = static_cast<double>(msg().avgBps);
+  r.msgRate = static_cast<double>(msg().msgRateMilli) / 1000.0;
+  return r;
+}
+
 Status ClientRound::waitDone() {
   BRAID_RETURN_IF_ERROR(session.wait(doneReq, "waiting for the server's end of size"));
   if (doneReq.size() != sizeof done)
@@ -581,12 +831,90 @@ struct Report::Rows {
 Report::Report(const ToolSpec& spec, const Options& o)
     : spec_(spec), o_(o), rows_(std::make_shared<Rows>()) {}
 
+namespace {
+
+// What perftest prints about a verbs port and the public API does not carry: read from
+// the kernel's sysfs view of the device (empty when unavailable).
+std::string readSysfs(const std::string& path) {
+  std::ifstream f(path);
+  std::string v;
+  if (!f || !std::getline(f, v)) return {};
+  while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
+  return v;
+}
+
+struct VerbsRailView {
+  std::string name;       ///< "rxe0:1"
+  std::string gid;        ///< as RailInfo::address
+  std::string linkLayer;  ///< "Ethernet", "InfiniBand" or "?"
+  int gidIndex = -1;      ///< -1: not found
+};
+
+VerbsRailView viewOf(const RailInfo& r, int gidIndexGiven) {
+  VerbsRailView v;
+  v.name = r.name;
+  v.gid = r.address;
+  std::string dev = r.name, port = "1";
+  if (auto c = r.name.rfind(':'); c != std::string::npos) {
+    dev = r.name.substr(0, c);
+    port = r.name.substr(c + 1);
+  }
+  const std::string base = "/sys/class/infiniband/" + dev + "/ports/" + port;
+  v.linkLayer = readSysfs(base + "/link_layer");
+  if (v.linkLayer.empty()) v.linkLayer = "?";
+  // The GID index in use: the one asked for, else the table entry holding this GID.
+  v.gidIndex = gidIndexGiven;
+  in6_addr want{};
+  if (v.gidIndex < 0 && inet_pton(AF_INET6, r.address.c_str(), &want) == 1) {
+    for (int i = 0; i < 256; ++i) {
+      std::string g = readSysfs(base + "/gids/" + std::to_string(i));
+      if (g.empty()) break;
+      in6_addr have{};
+      if (inet_pton(AF_INET6, g.c_str(), &have) == 1 && std::memcmp(&have, &want, 16) == 0) {
+        v.gidIndex = i;
+        break;
+      }
+    }
+  }
+  return v;
+}
+
+}  // namespace
+
+void Report::note(const std::string& text) {
+  if (notes_.count(text)) return;
+  notes_.insert(text);
+  std::printf(" (%s)\n", text.c_str());
+  std::fflush(stdout);
+  rows_->config["notes"].push_back(text);
+}
+
 void Report::printHeader(const Session& s, const TestMsg& t, bool allSizes) {
   const Context& c = s.context();
   const auto& rails = c.rails();
-  std::string railNames;
-  for (auto& r : rails) railNames += (railNames.empty() ? "" : ",") + r.name;
-  int socks = rails.empty() ? 0 : rails.front().sockets;
+  const bool verbs = s.dataTransport() == Transport::kVerbs;
+  std::vector<VerbsRailView> vr;
+  std::vector<const RailInfo*> tr;
+  int gidGiven = o_.gidIndex;
+  if (gidGiven < -1) {
+    auto g = param("BRAID_IB_GID_INDEX");
+    gidGiven = g ? std::atoi(g->value.c_str()) : -1;
+  }
+  for (auto& r : rails) {
+    if (r.transport == Transport::kVerbs)
+      vr.push_back(viewOf(r, gidGiven));
+    else
+      tr.push_back(&r);
+  }
+  int qps = o_.qps;
+  if (qps <= 0) {
+    auto q = param("BRAID_IB_QPS_PER_RAIL");
+    qps = q ? std::atoi(q->value.c_str()) : 1;
+  }
+  int socks = tr.empty() ? 0 : tr.front()->sockets;
+  std::string railNames, verbsNames;
+  for (auto* r : tr) railNames += (railNames.empty() ? "" : ",") + r->name;
+  for (auto& v : vr) verbsNames += (verbsNames.empty() ? "" : ",") + v.name;
   auto eager = param("BRAID_EAGER_MAX");
   auto chunk = param("BRAID_CHUNK_SIZE");
   std::string eagerText = eager ? eager->value : "?";
@@ -596,31 +924,55 @@ void Report::printHeader(const Session& s, const TestMsg& t, bool allSizes) {
       allSizes ? fmt::format("2..{}[B] (-a)", kMaxAllSize) : fmt::format("{}[B]", t.size);
   std::string itersCol = fmt::format("{}", t.iters);
   if (allSizes && !o_.itersGiven && !s.isServer()) itersCol += " (fewer for large sizes)";
+  const size_t inUse = s.endpoint().railCount();
+  std::string transportText = transportName(s.dataTransport());
+  if (!verbs && c.transport() == Transport::kVerbs) transportText += " (peer: no verbs)";
+  const char* role = s.isServer() ? "server" : "client";
 
   std::printf("%s", kResultLine);
   std::printf("                    %s\n", spec_.title);
-  std::printf(" Transport       : %-14s\tRails          : %zu (%s)\n",
-              transportName(c.transport()).c_str(), rails.size(), railNames.c_str());
-  std::printf(" Sockets per rail: %-14s\tConnection     : %s\n",
-              fmt::format("{} (local)", socks).c_str(), s.isServer() ? "server" : "client");
+  if (verbs) {
+    std::printf(" Transport       : %-14s\tVerbs rails    : %zu (%s)\n", transportText.c_str(),
+                vr.size(), verbsNames.c_str());
+    std::printf(" QPs per rail    : %-14s\tConnection     : %s (RC)\n",
+                fmt::format("{} (local)", qps).c_str(), role);
+  } else {
+    std::printf(" Transport       : %-14s\tRails          : %zu (%s)\n", transportText.c_str(),
+                tr.size(), railNames.c_str());
+    std::printf(" Sockets per rail: %-14s\tConnection     : %s\n",
+                fmt::format("{} (local)", socks).c_str(), role);
+  }
   if (spec_.isBw)
     std::printf(" TX depth        : %-14u\tValidation     : %s\n", t.txDepth,
                 validate ? "ON" : "OFF");
-  else
-    std::printf(" Polling         : %-14s\tValidation     : %s\n", o_.useEvent ? "epoll" : "busy",
-                validate ? "ON" : "OFF");
+  // The server of a one-sided bw test only waits for the client's end of size, asleep.
+  const bool idle = spec_.oneSided && spec_.isBw && s.isServer();
+  std::printf(" Polling         : %-14s\t%s\n", idle ? "epoll (idle)" : pollModeName(s.pollMode()),
+              spec_.isBw ? "Buffers        : registered once per size"
+                         : fmt::format("Validation     : {}", validate ? "ON" : "OFF").c_str());
   std::printf(" Message size    : %-14s\tIterations     : %s\n", sizeCol.c_str(), itersCol.c_str());
   std::printf(" Eager max       : %-14s\tChunk size     : %s\n", eagerText.c_str(),
               chunkText.c_str());
   std::printf(" Timeout         : %-14s\tJob token      : 0x%" PRIx64 "\n",
               fmt::format("{}[ms]", c.timeoutMs()).c_str(), s.token());
   std::printf("%s", kResultLine);
-  for (auto& r : rails)
-    std::printf(" local rail  : %s %s, %d sockets\n", r.name.c_str(), r.address.c_str(), r.sockets);
-  std::printf(" remote      : %s, %zu rail%s in use\n", s.peer().c_str(), s.endpoint().railCount(),
-              s.endpoint().railCount() == 1 ? "" : "s");
+  for (auto& v : vr)
+    std::printf(" verbs rail  : %s  link %s  GID index %s  GID %s\n", v.name.c_str(),
+                v.linkLayer.c_str(), v.gidIndex >= 0 ? std::to_string(v.gidIndex).c_str() : "?",
+                v.gid.c_str());
+  for (auto* r : tr)
+    std::printf(" %s : %s %s, %d sockets%s\n", verbs ? "tcp rail   " : "local rail ",
+                r->name.c_str(), r->address.c_str(), r->sockets, verbs ? " (control only)" : "");
+  if (verbs)
+    std::printf(" remote      : %s, %zu QP%s in use (%zu per rail)\n", s.peer().c_str(), inUse,
+                inUse == 1 ? "" : "s", vr.empty() ? inUse : (inUse + vr.size() - 1) / vr.size());
+  else
+    std::printf(" remote      : %s, %zu rail%s in use\n", s.peer().c_str(), inUse,
+                inUse == 1 ? "" : "s");
   std::printf("%s", kResultLine);
-  if (s.isServer() && spec_.isBw)
+  if (spec_.oneSided && spec_.isBw && s.isServer())
+    std::printf(" (one-sided: the client measures; its figures are shown here too)\n");
+  else if (s.isServer() && spec_.isBw)
     std::printf(" (receive side: figures measured where the data lands)\n");
   if (spec_.isBw)
     std::printf("%s\n", o_.reportGbits ? " #bytes     #iterations    BW peak[Gb/sec]    BW "
@@ -635,12 +987,21 @@ void Report::printHeader(const Session& s, const TestMsg& t, bool allSizes) {
   tableOpen_ = true;
 
   auto& cfg = rows_->config;
-  cfg["transport"] = transportName(c.transport());
+  cfg["transport"] = transportName(s.dataTransport());
+  cfg["context_transport"] = transportName(c.transport());
   cfg["rails"] = nlohmann::json::array();
-  for (auto& r : rails)
-    cfg["rails"].push_back({{"name", r.name}, {"address", r.address}, {"sockets", r.sockets}});
-  cfg["rails_in_use"] = s.endpoint().railCount();
+  for (auto* r : tr)
+    cfg["rails"].push_back({{"name", r->name}, {"address", r->address}, {"sockets", r->sockets}});
+  cfg["verbs_rails"] = nlohmann::json::array();
+  for (auto& v : vr) {
+    nlohmann::json j = {{"name", v.name}, {"gid", v.gid}, {"link_layer", v.linkLayer}};
+    if (v.gidIndex >= 0) j["gid_index"] = v.gidIndex;
+    cfg["verbs_rails"].push_back(j);
+  }
+  cfg["rails_in_use"] = inUse;
   cfg["sockets_per_rail"] = socks;
+  cfg["qps_per_rail"] = qps;
+  if (!o_.ibDev.empty()) cfg["ib_hca"] = o_.ibHca();
   cfg["port"] = o_.port;
   cfg["peer"] = s.peer();
   cfg["all_sizes"] = allSizes;
@@ -651,7 +1012,7 @@ void Report::printHeader(const Session& s, const TestMsg& t, bool allSizes) {
   if (spec_.isBw) cfg["tx_depth"] = t.txDepth;
   cfg["validate"] = validate;
   cfg["report_gbits"] = o_.reportGbits;
-  cfg["polling"] = o_.useEvent ? "epoll" : "busy";
+  cfg["polling"] = idle ? "epoll (idle)" : pollModeName(s.pollMode());
   cfg["timeout_ms"] = c.timeoutMs();
   cfg["eager_max"] = eagerText;
   cfg["chunk_size"] = chunkText;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,7 +31,23 @@ constexpr int kExitUsage = 2;    ///< a bad command line
 constexpr uint16_t kDefaultPort = 18515;
 constexpr uint64_t kDefaultToken = 0x6272616964ull;
 
-enum class ToolKind : uint8_t { kSendBw = 1, kSendLat = 2 };
+enum class ToolKind : uint8_t {
+  kSendBw = 1,
+  kSendLat = 2,
+  kWriteBw = 3,   ///< one-sided: Endpoint::iwrite
+  kReadBw = 4,    ///< one-sided: Endpoint::iread
+  kWriteLat = 5,  ///< one-sided ping-pong by writes
+};
+/// "braid_write_bw" for a kind, "another tool" for an unknown value.
+const char* toolName(uint8_t kind);
+
+/// How a side waits for its requests (and, in braid_write_lat, for its buffer).
+enum class PollMode : uint8_t {
+  kBusy,   ///< spin on Request::test (perftest's default)
+  kYield,  ///< Request::test, sched_yield() between polls (lets rxe's kernel work run)
+  kEvent,  ///< Request::wait: spins BRAID_SPIN_US, then sleeps in epoll
+};
+const char* pollModeName(PollMode m);
 
 /// What differs between the tools at option and report level.
 struct ToolSpec {
@@ -40,7 +57,10 @@ struct ToolSpec {
   const char* description;  ///< first line of --help
   uint64_t defaultSize;
   uint64_t defaultIters;
-  bool isBw;  ///< bandwidth table and --tx-depth
+  bool isBw;      ///< bandwidth table and --tx-depth
+  bool oneSided;  ///< iwrite/iread: needs verbs on both sides (kUnsupported over TCP)
+  /// Polling mode when no flag chooses one (braid_write_lat: yield, see its header).
+  PollMode defaultPoll = PollMode::kBusy;
 };
 
 /// The command line, after parsing. Unset transport knobs fall back to BRAID_* env knobs.
@@ -51,20 +71,28 @@ struct Options {
   bool all = false;  ///< sizes 2, 4, ..., 8 MiB
   uint64_t iters = 0;
   bool itersGiven = false;  ///< -n given: never scaled down for large sizes
-  std::string transport;    ///< "", "tcp", "auto", "verbs"
+  std::string transport;    ///< "", "tcp", "auto", "verbs" ("": verbs when -d is given)
+  std::string ibDev;        ///< -d: with ibPort, ContextOptions::ibHca "=dev:port"
+  int ibPort = 0;           ///< -i: 0 = not given (1 with -d, as perftest)
+  int gidIndex = -2;        ///< -x: ContextOptions::ibGidIndex; -2 = not given
+  int qps = 0;              ///< -q: ContextOptions::ibQpsPerRail; 0 = not given
   std::string rails;        ///< BRAID_SOCKET_IFNAME syntax; "" = env knob
   int socks = 0;            ///< sockets per rail; 0 = env knob
   bool validate = false;
   bool reportGbits = false;
   std::string jsonFile;
   int txDepth = 16;
-  int timeoutMs = 0;      ///< 0 = BRAID_TIMEOUT_MS
-  bool useEvent = false;  ///< sleep in epoll instead of busy polling
+  int timeoutMs = 0;                ///< 0 = BRAID_TIMEOUT_MS
+  bool useEvent = false;            ///< -e: sleep in epoll instead of busy polling
+  bool useYield = false;            ///< --yield: sched_yield() between polls
+  PollMode poll = PollMode::kBusy;  ///< resolved from -e / --yield / the tool's default
   /// Hidden --inject-error N: the client flips the middle byte of message N after filling
   /// it (with --validate), to show that a corruption is caught. UINT64_MAX: off.
   uint64_t injectError = UINT64_MAX;
 
   bool isServer() const { return host.empty(); }
+  /// The ContextOptions::ibHca the verbs flags ask for ("" when -d is not given).
+  std::string ibHca() const;
 };
 
 /// Parses argv with the option groups every tool shares. Returns nullopt to go on, or the
@@ -92,11 +120,14 @@ uint64_t itersFor(const ToolSpec& spec, const Options& o, uint64_t size);
 // when the size is over. A TestMsg with kEnd closes the run. Both messages are far below
 // any eager limit, so they never wait for a clear-to-send round trip.
 
-constexpr uint64_t kTagTest = 0x7065726600000001ull;   ///< client -> server: TestMsg
-constexpr uint64_t kTagReply = 0x7065726600000002ull;  ///< server -> client: ReplyMsg
-constexpr uint64_t kTagData = 0x7065726600000003ull;   ///< the measured messages
-constexpr uint32_t kCtlMagic = 0x42505246;             ///< "FRPB"
-constexpr uint16_t kCtlVersion = 1;
+constexpr uint64_t kTagTest = 0x7065726600000001ull;    ///< client -> server: TestMsg
+constexpr uint64_t kTagReply = 0x7065726600000002ull;   ///< server -> client: ReplyMsg
+constexpr uint64_t kTagData = 0x7065726600000003ull;    ///< the measured messages
+constexpr uint64_t kTagKey = 0x7065726600000004ull;     ///< one-sided: KeyMsg, both ways
+constexpr uint64_t kTagRmaEnd = 0x7065726600000005ull;  ///< one-sided: client -> server RmaEndMsg
+constexpr uint32_t kCtlMagic = 0x42505246;              ///< "FRPB"
+/// 2: one-sided tools (KeyMsg, RmaEndMsg, tool kinds 3..5).
+constexpr uint16_t kCtlVersion = 2;
 
 enum class TestCommand : uint8_t { kRun = 1, kEnd = 2 };
 constexpr uint32_t kFlagValidate = 1u << 0;
@@ -136,6 +167,41 @@ struct ReplyMsg {
 };
 static_assert(sizeof(ReplyMsg) == 200, "ReplyMsg is a wire struct");
 
+// One-sided tools. After kReady the server sends a KeyMsg with the RemoteKey of the buffer
+// the client writes into or reads from (braid_write_lat: the client answers with its own).
+// When the size is over the client sends an RmaEndMsg: its figures (the server's CPU sees
+// nothing of one-sided traffic), for braid_write_bw the iteration that last wrote each
+// slot (`slots` uint64_t follow the struct; UINT64_MAX = never written), or the error that
+// stopped it, so both sides fail with the same cause.
+
+struct KeyMsg {
+  uint32_t magic = kCtlMagic;
+  uint16_t version = kCtlVersion;
+  uint8_t valid = 0;  ///< 1: `key` holds MemoryRegion::remoteKey(); 0: none (see `text`)
+  uint8_t pad = 0;
+  uint64_t length = 0;  ///< bytes of the region
+  RemoteKey key;        ///< 96 opaque bytes
+  char text[128] = {};  ///< valid == 0: why (a TCP-only context has no remote keys)
+};
+static_assert(sizeof(KeyMsg) == 240, "KeyMsg is a wire struct");
+
+struct RmaEndMsg {
+  uint32_t magic = kCtlMagic;
+  uint16_t version = kCtlVersion;
+  uint8_t code = 0;  ///< braid::Code of the client's failure; 0 (kOk): the size ran
+  uint8_t pad = 0;
+  uint32_t slots = 0;  ///< uint64_t entries after the struct (write_bw --validate)
+  uint32_t pad2 = 0;
+  uint64_t iters = 0;         ///< the client's row: timed messages
+  uint64_t peakBps = 0;       ///< bytes per second, rounded
+  uint64_t avgBps = 0;        ///< bytes per second, rounded
+  uint64_t msgRateMilli = 0;  ///< messages per 1000 seconds
+  char text[256] = {};        ///< code != 0: the client's error
+};
+static_assert(sizeof(RmaEndMsg) == 304, "RmaEndMsg is a wire struct");
+/// Largest slot table a client sends (tx depth is at most 4096).
+constexpr uint32_t kMaxSlots = 4096;
+
 // ------------------------------------------------------------------ validation
 
 /// Fills `len` bytes with the pattern of message (`iter`, `size`): every 8-byte word
@@ -150,6 +216,12 @@ struct Mismatch {
 };
 /// The first byte that differs from fillPattern(iter, size), if any.
 std::optional<Mismatch> checkPattern(const void* buf, size_t len, uint64_t iter, uint64_t size);
+
+/// braid_write_lat's marker: the value of a message's last byte, never 0 (fresh buffers
+/// are zeroed) and different for any two iterations less than 255 apart.
+inline uint8_t markerOf(uint64_t iter) {
+  return static_cast<uint8_t>(iter % 255 + 1);
+}
 
 /// With --inject-error: corrupts message `iter` (`len` bytes at `buf`) if it is the one.
 void maybeInjectError(const Options& o, uint8_t* buf, size_t len, uint64_t iter);
@@ -166,6 +238,8 @@ struct Verdict {
 
   /// Checks one message and counts it.
   void check(const void* buf, size_t len, uint64_t iter, uint64_t size);
+  /// Same, for a message whose last byte is markerOf(iter) instead of the pattern.
+  void checkMarked(const void* buf, size_t len, uint64_t iter, uint64_t size);
   void merge(const Verdict& v);
   /// The server's tally of one size, from its kDone reply.
   void mergeReply(const ReplyMsg& r, uint64_t size);
@@ -235,32 +309,55 @@ class Session {
 
   Endpoint& endpoint() const { return *ep_; }
   const Context& context() const { return *ctx_; }
+  /// What the endpoint moves data over: kVerbs or kTcp (an endpoint of a verbs Context
+  /// falls back to TCP when its peer has no verbs rail in common).
+  Transport dataTransport() const { return dataTransport_; }
+  PollMode pollMode() const { return poll_; }
   bool isServer() const { return isServer_; }
   const std::string& peer() const { return peer_; }
   uint64_t token() const { return token_; }
   int timeoutMs() const { return timeoutMs_; }
 
-  /// Drives progress until `req` finishes: busy polling (perftest's default) or sleeping
-  /// in epoll with --use_event. Fails with kTimedOut when nothing finishes for the
-  /// timeout. Errors carry `what` and the peer.
+  /// Drives progress until `req` finishes: busy polling (perftest's default), polling
+  /// with sched_yield() (--yield) or sleeping in epoll (--use_event). Fails with kTimedOut
+  /// when nothing finishes for the timeout. Errors carry `what` and the peer.
   Status wait(Request& req, std::string_view what);
+  /// Waits for `req` sleeping in epoll whatever the polling mode, with no bound while the
+  /// endpoint is healthy: for a side with nothing to do while its peer works (the server
+  /// of a one-sided bandwidth test, whose wait spans the whole size). A polling waiter
+  /// there would take a core from the peer and from Soft-RoCE's kernel work.
+  Status waitIdle(Request& req, std::string_view what);
+  /// One round of progress without a request (braid_write_lat polls its buffer), then
+  /// sched_yield() unless the mode is kBusy. Fails when the endpoint has failed.
+  Status progress();
+  /// Registers a tool buffer once (Context::registerMemory); pass the result to every
+  /// request on it. Free on TCP (an unregistered view).
+  Result<MemoryRegion> registerMemory(void* base, size_t len, std::string_view what);
   /// isend + wait of a small control message.
   Status send(const void* buf, size_t len, uint64_t tag, std::string_view what);
   /// irecv + wait of a small control message that must fill `len` bytes exactly.
   Status recv(void* buf, size_t len, uint64_t tag, std::string_view what);
-  /// Posting with the peer in the error.
-  Result<Request> isend(const void* buf, size_t len, uint64_t tag, std::string_view what);
-  Result<Request> irecv(void* buf, size_t len, uint64_t tag, std::string_view what);
+  /// Posting with the peer in the error; `mr` as in Endpoint::isend/irecv.
+  Result<Request> isend(const void* buf, size_t len, uint64_t tag, std::string_view what,
+                        const MemoryRegion* mr = nullptr);
+  Result<Request> irecv(void* buf, size_t len, uint64_t tag, std::string_view what,
+                        const MemoryRegion* mr = nullptr);
+  Result<Request> iwrite(const void* src, size_t len, const MemoryRegion& local,
+                         const RemoteKey& remote, uint64_t remoteOffset, std::string_view what);
+  Result<Request> iread(void* dst, size_t len, const MemoryRegion& local, const RemoteKey& remote,
+                        uint64_t remoteOffset, std::string_view what);
 
  private:
   Session() = default;
+  void probeDataTransport();
   // Creation order; members are destroyed bottom-up.
   std::shared_ptr<Context> ctx_;
   std::unique_ptr<Worker> worker_;
   std::unique_ptr<Listener> listener_;
   std::unique_ptr<Endpoint> ep_;
   bool isServer_ = false;
-  bool useEvent_ = false;
+  PollMode poll_ = PollMode::kBusy;
+  Transport dataTransport_ = Transport::kTcp;
   std::string peer_;
   uint64_t token_ = 0;
   int timeoutMs_ = 30000;
@@ -276,6 +373,35 @@ uint64_t warmupFor(const ToolSpec& spec, uint64_t txDepth, uint64_t iters);
 /// Server side: tells the client that the receives of this size are posted.
 Status sendReady(Session& s);
 
+// One-sided helpers (both sides of braid_write_bw, braid_read_bw, braid_write_lat).
+/// Sends the RemoteKey of `mr` (or, when it has none, why) on kTagKey.
+Status sendKey(Session& s, const MemoryRegion& mr);
+/// Receives the peer's KeyMsg. A KeyMsg without a key is not an error here: iwrite/iread
+/// with it fails with the API's own error (kUnsupported on a TCP endpoint).
+Result<KeyMsg> recvKey(Session& s);
+/// The client's error when the server sent no key: the API's own error as it is when it
+/// is kUnsupported (a TCP endpoint), else with the server's reason appended.
+Status explainMissingKey(const Status& error, const KeyMsg& key);
+/// Client: sends the end of a size (`row`, the slot table) or, when `error` is not ok,
+/// the error that stopped it; returns `error` (so a failed size fails both sides).
+Status sendRmaEnd(Session& s, const BwRow* row, const std::vector<uint64_t>& slots,
+                  const Status& error);
+/// Server: the receive of the client's RmaEndMsg (header + up to kMaxSlots entries).
+struct RmaEnd {
+  std::vector<uint8_t> buf;
+  Request req;
+  /// Posts the receive (before sendReady, so it never waits for a clear-to-send).
+  Status post(Session& s);
+  /// Waits for it (sleeping: Session::waitIdle); the client's error as a Status when it
+  /// sent one.
+  Status wait(Session& s);
+  const RmaEndMsg& msg() const { return *reinterpret_cast<const RmaEndMsg*>(buf.data()); }
+  /// The slot table (msg().slots entries).
+  std::vector<uint64_t> slots() const;
+  /// The client's row.
+  BwRow row(uint64_t size) const;
+};
+
 // ------------------------------------------------------------------ reports
 
 /// Prints perftest's header block and result tables, and writes the --json file.
@@ -285,6 +411,8 @@ class Report {
 
   /// The header block; `test` holds the parameters in force (the client's, on the server).
   void printHeader(const Session& s, const TestMsg& test, bool allSizes);
+  /// A one-line note under the header (printed once per run).
+  void note(const std::string& text);
   /// A table row, printed (and flushed) at once so long -a runs show progress.
   void addBw(const BwRow& r);
   void addLat(const LatRow& r);
@@ -299,6 +427,7 @@ class Report {
   const ToolSpec& spec_;
   const Options& o_;
   std::shared_ptr<Rows> rows_;
+  std::set<std::string> notes_;
   bool tableOpen_ = false;
 };
 

@@ -1,0 +1,127 @@
+// braid_read_bw — one-sided RDMA READ bandwidth over braid endpoints (perftest's
+// ib_read_bw).
+//
+//   server:  braid_read_bw [options]
+//   client:  braid_read_bw [options] SERVER
+//
+// Per size, the server fills a buffer with a known pattern, registers it and sends its
+// RemoteKey; the client keeps --tx-depth Endpoint::iread()s in flight from slots of that
+// buffer. A read finishes when its bytes are in the client's memory, so the client's
+// figures are the figures (the server prints the row the client sends it).
+//
+// --validate: slot k of the server's buffer holds the pattern of (k, size) and read i
+// comes from slot i % tx-depth into a buffer of its own; the client checks every byte.
+// --inject-error N flips a byte of read N after it landed (the checker must catch it).
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "perf_common.h"
+
+namespace braid::perf {
+namespace {
+
+const ToolSpec kSpec{ToolKind::kReadBw,
+                     "braid_read_bw",
+                     "RDMA_Read BW Test",
+                     "braid_read_bw: one-sided RDMA READ bandwidth over braid (perftest "
+                     "ib_read_bw conventions); a server without HOST, a client with the "
+                     "server's HOST. Needs verbs rails on both sides",
+                     65536,
+                     1000,
+                     true,
+                     true};
+
+// Slots of the server's buffer and of the client's destination: one without --validate
+// (perftest's footprint), one per read in flight with it.
+uint64_t slotCount(const TestMsg& t, uint64_t window) {
+  return (t.flags & kFlagValidate) ? window : 1;
+}
+
+Status runReads(Session& s, const TestMsg& t, const ClientRound& round, const KeyMsg& key,
+                Verdict& verdict, BwRow& row) {
+  const uint64_t size = t.size, total = t.warmup + t.iters;
+  const uint64_t w = std::min<uint64_t>(t.txDepth, total);
+  const bool validate = (t.flags & kFlagValidate) != 0;
+  const uint64_t slots = slotCount(t, w);
+  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(slots * size));
+  // Registered once per size: no registration per read.
+  BRAID_ASSIGN_OR_RETURN(MemoryRegion mr, s.registerMemory(buf.data(), buf.size(), "reads"));
+  std::vector<Request> reqs(w);
+  std::vector<uint64_t> marks;
+  marks.reserve(t.iters + 1);
+  if (t.warmup == 0) marks.push_back(nowNs());
+
+  auto post = [&](uint64_t i) -> Status {
+    const uint64_t slot = i % slots;
+    BRAID_ASSIGN_OR_RETURN(
+        reqs[i % w], s.iread(buf.data() + slot * size, size, mr, key.key, slot * size, "a read"));
+    return Status::ok();
+  };
+  const std::vector<uint64_t> railsBefore = s.endpoint().stats().bytesSentPerRail;
+  for (uint64_t i = 0; i < w; ++i) BRAID_RETURN_IF_ERROR(post(i));
+  for (uint64_t i = 0; i < total; ++i) {
+    Status st = s.wait(reqs[i % w], "read");
+    if (!st.isOk()) return st.withContext(fmt::format("read {} of {}", i, total));
+    if (i + 1 >= t.warmup) marks.push_back(nowNs());
+    if (validate) {
+      uint8_t* p = buf.data() + (i % slots) * size;
+      maybeInjectError(round.options, p, size, i);
+      verdict.check(p, size, i % slots, size);
+    }
+    if (i + w < total) BRAID_RETURN_IF_ERROR(post(i + w));
+  }
+  row = computeBw(size, marks, marks.back(), w);
+  // Reads are requests this side sends; the bytes come back on the rails they used.
+  row.bytesPerRail = s.endpoint().stats().bytesSentPerRail;
+  for (size_t r = 0; r < row.bytesPerRail.size() && r < railsBefore.size(); ++r)
+    row.bytesPerRail[r] -= railsBefore[r];
+  // EndpointStats counts two-sided payload only so far: all zeros say nothing about
+  // striping, so they are left out of the report rather than shown as "nothing moved".
+  if (std::all_of(row.bytesPerRail.begin(), row.bytesPerRail.end(),
+                  [](uint64_t b) { return b == 0; }))
+    row.bytesPerRail.clear();
+  return Status::ok();
+}
+
+Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict& verdict) {
+  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s));
+  BwRow row;
+  Status st = runReads(s, t, round, key, verdict, row);
+  if (!key.valid) st = explainMissingKey(st, key);
+  BRAID_RETURN_IF_ERROR(sendRmaEnd(s, &row, {}, st));
+  BRAID_RETURN_IF_ERROR(round.waitDone());
+  report.addBw(row);
+  return Status::ok();
+}
+
+Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, ReplyMsg& done) {
+  // The client checks what it read; this side has nothing to check (no verdict line).
+  verdict.enabled = false;
+  const uint64_t size = t.size, total = t.warmup + t.iters;
+  const uint64_t w = std::min<uint64_t>(t.txDepth, total);
+  const uint64_t slots = slotCount(t, w);
+  BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(slots * size));
+  for (uint64_t k = 0; k < slots; ++k) fillPattern(buf.data() + k * size, size, k, size);
+  BRAID_ASSIGN_OR_RETURN(MemoryRegion mr,
+                         s.registerMemory(buf.data(), buf.size(), "the source buffer"));
+  RmaEnd end;
+  BRAID_RETURN_IF_ERROR(end.post(s));
+  BRAID_RETURN_IF_ERROR(sendReady(s));
+  BRAID_RETURN_IF_ERROR(sendKey(s, mr));
+  // The reads are served by the NIC while this side only drives progress.
+  BRAID_RETURN_IF_ERROR(end.wait(s));
+  report.addBw(end.row(size));
+  done.bytes = t.iters * size;
+  return Status::ok();
+}
+
+}  // namespace
+}  // namespace braid::perf
+
+int main(int argc, char** argv) {
+  using namespace braid::perf;
+  Options o;
+  if (auto rc = parseCommandLine(kSpec, argc, argv, o)) return *rc;
+  return runTool(kSpec, o, client, server);
+}
