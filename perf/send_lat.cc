@@ -4,13 +4,10 @@
 //   client:  braid_send_lat [options] SERVER
 //
 // The client sends a ping and waits for the pong; one sample is half of that round trip.
-// Where each side posts its next receive depends on the transport, because every receive
-// sends a clear-to-send to the peer:
-// - TCP: before the send, so the clear-to-send rides in the same write as the message;
-// - verbs: right after the send, because there the clear-to-send is an RDMA WRITE of its
-//   own, and posted first it would sit on the critical path ahead of the message.
-// Either way the receive is posted before the peer can answer. The server echoes the ping
-// it received, so --validate checks both directions.
+// Each side posts its next receive before it sends, so the receive is always ready and
+// its clear-to-send rides along with the message going the other way (TCP: in the same
+// write; verbs: inside the same SEND, no RDMA WRITE of its own). The server echoes
+// the ping it received, so --validate checks both directions.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -44,29 +41,23 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, 
   if (!validate) fillPattern(ping.data(), size, 0, size);
   std::vector<double> samples;
   samples.reserve(t.iters);
-  const bool receiveFirst = s.dataTransport() != Transport::kVerbs;
   Request rq[2];
   BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(pong.data(), size, kTagData, "a pong receive", &pongMr));
-  // The receive of pong i+1; its buffer held pong i-1, checked in the previous round.
-  auto postNext = [&](uint64_t i) -> Status {
-    if (i + 1 >= total) return Status::ok();
-    BRAID_ASSIGN_OR_RETURN(rq[(i + 1) % 2], s.irecv(pong.data() + ((i + 1) % 2) * size, size,
-                                                    kTagData, "a pong receive", &pongMr));
-    return Status::ok();
-  };
   for (uint64_t i = 0; i < total; ++i) {
-    if (receiveFirst && i > 0) BRAID_RETURN_IF_ERROR(postNext(i - 1));
     if (validate) {
       fillPattern(ping.data(), size, i, size);
       maybeInjectError(round.options, ping.data(), size, i);
     }
     uint64_t t1 = nowNs();
     BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(ping.data(), size, kTagData, "a ping", &pingMr));
-    if (!receiveFirst) BRAID_RETURN_IF_ERROR(postNext(i));
     Request& r = rq[i % 2];
     Status st = s.wait(r, "pong");
     if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
     uint64_t t2 = nowNs();
+    if (i + 1 < total) {
+      BRAID_ASSIGN_OR_RETURN(rq[(i + 1) % 2], s.irecv(pong.data() + ((i + 1) % 2) * size, size,
+                                                      kTagData, "a pong receive", &pongMr));
+    }
     st = s.wait(sq, "ping");
     if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
     if (r.size() != size)
@@ -85,15 +76,8 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   const bool validate = (t.flags & kFlagValidate) != 0;
   BRAID_ASSIGN_OR_RETURN(Buffer buf, Buffer::allocate(2 * size));
   BRAID_ASSIGN_OR_RETURN(MemoryRegion mr, s.registerMemory(buf.data(), buf.size(), "pings"));
-  const bool receiveFirst = s.dataTransport() != Transport::kVerbs;
   Request rq[2];
   BRAID_ASSIGN_OR_RETURN(rq[0], s.irecv(buf.data(), size, kTagData, "a ping receive", &mr));
-  auto postNext = [&](uint64_t i) -> Status {
-    if (i + 1 >= total) return Status::ok();
-    BRAID_ASSIGN_OR_RETURN(rq[(i + 1) % 2], s.irecv(buf.data() + ((i + 1) % 2) * size, size,
-                                                    kTagData, "a ping receive", &mr));
-    return Status::ok();
-  };
   BRAID_RETURN_IF_ERROR(sendReady(s));
   // perftest's server view: the period between two pongs is one round trip.
   std::vector<uint64_t> sent;
@@ -105,13 +89,14 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
     if (r.size() != size)
       return Status(Code::kProtocolError,
                     fmt::format("ping {} has {} bytes, {} expected", i, r.size(), size));
+    // The other buffer held ping i-1, whose echo has finished.
+    if (i + 1 < total) {
+      BRAID_ASSIGN_OR_RETURN(rq[(i + 1) % 2], s.irecv(buf.data() + ((i + 1) % 2) * size, size,
+                                                      kTagData, "a ping receive", &mr));
+    }
     uint8_t* p = buf.data() + (i % 2) * size;
     sent.push_back(nowNs());
-    // The receive of ping i+1 (see the top of the file for the order); the other buffer
-    // held ping i-1, whose echo has finished.
-    if (receiveFirst) BRAID_RETURN_IF_ERROR(postNext(i));
     BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(p, size, kTagData, "a pong", &mr));
-    if (!receiveFirst) BRAID_RETURN_IF_ERROR(postNext(i));
     st = s.wait(sq, "pong");
     if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
     if (validate) verdict.check(p, size, i, size);  // after the echo: off the critical path

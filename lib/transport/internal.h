@@ -266,6 +266,7 @@ struct WorkerImpl {
   std::vector<EndpointImpl*> endpoints;
   std::vector<Lingering> lingering;
   uint64_t nextTickNs = 0;
+  uint64_t lastSocketPollNs = 0;
 
   Result<size_t> progress(int timeoutMs);
   void addEndpoint(EndpointImpl* e) { endpoints.push_back(e); }

@@ -59,6 +59,7 @@ constexpr uint32_t kMaxSendWr = 512;    // send queue depth per QP
 constexpr uint32_t kSignalEvery = 16;   // an unsignaled RDMA WRITE run is at most this long
 constexpr uint64_t kRecvWrFlag = 1ull << 63;
 constexpr int kPollBatch = 32;
+constexpr uint32_t kMaxPiggyback = 4;   // CTS entries a SEND on lane 0 may carry
 
 enum WrKind : uint8_t { kWrEager, kWrFin, kWrTrunc, kWrCts, kWrFlow, kWrChunk, kWrRmaLast };
 
@@ -286,7 +287,11 @@ Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n
   for (size_t i = 0; i < n; ++i) {
     Lane& l = *lanes_[i];
     l.peer = peer[i];
-    l.slotSize = static_cast<uint32_t>((sizeof(wire::FrameHeader) + eagerMax + 63) & ~uint64_t{63});
+    // A SEND is a frame header, up to eagerMax bytes of payload, and up to kMaxPiggyback
+    // CTS entries riding along (lane 0).
+    l.slotSize = static_cast<uint32_t>(
+        (sizeof(wire::FrameHeader) + eagerMax + kMaxPiggyback * sizeof(wire::CtsEntry) + 63) &
+        ~uint64_t{63});
     BRAID_ASSIGN_OR_RETURN(l.slots,
                            allocAligned(static_cast<size_t>(kRecvSlots + kSendSlots) * l.slotSize));
     BRAID_ASSIGN_OR_RETURN(verbs::Mr mr,
@@ -376,10 +381,24 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
     uint32_t slot = l.freeSendSlots.back();
     l.freeSendSlots.pop_back();
     uint8_t* p = l.sendSlot(slot);
-    std::memcpy(p, &item.hdr, sizeof item.hdr);
-    if (item.hdr.length) std::memcpy(p + sizeof item.hdr, item.payload, item.hdr.length);
+    wire::FrameHeader hdr = item.hdr;
+    // Receives whose CTS has not gone out yet ride along on lane 0's SENDs instead of
+    // costing an RDMA WRITE each (a ping carries the CTS of its pong). Only while no CTS
+    // write waits in the control FIFO: the peer must see CTS in posting order, and it reads
+    // its ring before the entries a SEND carries (RC delivers lane 0 in order).
+    uint32_t piggy = 0;
+    if (l.index == 0 && l.ctlBacklog.empty())
+      piggy = static_cast<uint32_t>(std::min<size_t>(pendingCts_.size(), kMaxPiggyback));
+    hdr.flags = static_cast<uint8_t>(piggy);
+    std::memcpy(p, &hdr, sizeof hdr);
+    if (hdr.length) std::memcpy(p + sizeof hdr, item.payload, hdr.length);
+    for (uint32_t k = 0; k < piggy; ++k) {
+      std::memcpy(p + sizeof hdr + hdr.length + k * sizeof(wire::CtsEntry), &pendingCts_.front(),
+                  sizeof(wire::CtsEntry));
+      pendingCts_.pop_front();
+    }
     sge.addr = reinterpret_cast<uint64_t>(p);
-    sge.length = static_cast<uint32_t>(sizeof item.hdr + item.hdr.length);
+    sge.length = static_cast<uint32_t>(sizeof hdr + hdr.length + piggy * sizeof(wire::CtsEntry));
     sge.lkey = l.slotsMr->lkey();
     wr.opcode = IBV_WR_SEND;
     info.sendSlot = static_cast<int32_t>(slot);
@@ -708,12 +727,31 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
     return;
   }
   std::memcpy(&h, p, sizeof h);
+  const uint32_t piggy = h.flags;  // CTS entries riding after the payload
+  h.flags = 0;
   Status st = wire::checkFrame(h, eagerMax_);
-  if (st.isOk() && h.length != bytes - sizeof h)
+  if (st.isOk() && (piggy > kMaxPiggyback || (piggy > 0 && l.index != 0)))
     st = Status(Code::kProtocolError,
-                fmt::format("frame says {} payload bytes, the SEND carried {}", h.length,
-                            bytes - sizeof h));
+                fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",
+                            piggy, kMaxPiggyback));
+  if (st.isOk() && sizeof h + h.length + piggy * sizeof(wire::CtsEntry) != bytes)
+    st = Status(Code::kProtocolError,
+                fmt::format("frame says {} payload bytes and {} CTS entries, the SEND carried {} "
+                            "bytes",
+                            h.length, piggy, bytes));
   if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
+  if (piggy > 0) {
+    // CTS written to the ring before this SEND was posted have landed (same QP, in
+    // order): take them first, so every tag sees its CTS in posting order.
+    pollCtsRing();
+    if (ep_->state == EpState::kFailed) return;
+    for (uint32_t k = 0; k < piggy; ++k) {
+      wire::CtsEntry e;
+      std::memcpy(&e, p + sizeof h + h.length + k * sizeof e, sizeof e);
+      ep_->onCts(e);
+      if (ep_->state == EpState::kFailed) return;
+    }
+  }
   switch (static_cast<wire::FrameType>(h.type)) {
     case wire::FrameType::kEager:
     case wire::FrameType::kTruncated:

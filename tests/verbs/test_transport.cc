@@ -475,10 +475,20 @@ TEST_CASE("both sides sending 300 eager messages before receiving any do not dea
       if (!r) return 2;
       recvs.push_back(std::move(r).value());
     }
-    for (auto& r : recvs)
-      if (!r.wait(60s).isOk()) return 3;
-    for (auto& s : sends)
-      if (!s.wait(60s).isOk()) return 4;
+    for (auto& r : recvs) {
+      Status st = r.wait(60s);
+      if (!st.isOk()) {
+        std::fprintf(stderr, "exchange: receive: %s\n", st.toString().c_str());
+        return 3;
+      }
+    }
+    for (auto& s : sends) {
+      Status st = s.wait(60s);
+      if (!st.isOk()) {
+        std::fprintf(stderr, "exchange: send: %s\n", st.toString().c_str());
+        return 4;
+      }
+    }
     for (int i = 0; i < kCount; ++i)
       if (checkPattern(in[i].data(), in[i].size(), i) != in[i].size()) return 5;
     return 0;
