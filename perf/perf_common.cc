@@ -562,16 +562,7 @@ Result<std::unique_ptr<Session>> Session::open(const Options& o) {
   return s;
 }
 
-void Session::probeDataTransport() {
-  // The public API has no per-endpoint transport query; the documented contract of
-  // iwrite() does: kUnsupported on a TCP endpoint. This call is refused before anything
-  // is posted (no region, zero length) on either kind of endpoint.
-  RemoteKey none;
-  auto r = ep_->iwrite(nullptr, 0, MemoryRegion(), none, 0);
-  dataTransport_ =
-      !r && r.status().code() == Code::kUnsupported ? Transport::kTcp : Transport::kVerbs;
-  if (ctx_->transport() != Transport::kVerbs) dataTransport_ = Transport::kTcp;
-}
+void Session::probeDataTransport() { dataTransport_ = ep_->transport(); }
 
 Status Session::wait(Request& req, std::string_view what) {
   Status st;

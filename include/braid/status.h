@@ -43,6 +43,8 @@ class [[nodiscard]] Status {
  public:
   Status() noexcept = default;
   Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+  /// A code without a message (kInProgress on a poll path: no string is built).
+  explicit Status(Code code) noexcept : code_(code) {}
 
   static Status ok() noexcept { return Status(); }
 

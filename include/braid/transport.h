@@ -283,8 +283,10 @@ class Endpoint {
 
   /// The peer's address and rails, for messages.
   std::string peerName() const;
-  /// Number of rails in use.
+  /// Number of rails in use (verbs: QPs, BRAID_IB_QPS_PER_RAIL per rail; TCP: interfaces).
   size_t railCount() const;
+  /// Where the data moves: kVerbs when both sides had verbs rails, else kTcp.
+  Transport transport() const;
   EndpointStats stats() const;
   /// The error that failed the endpoint, or ok.
   Status error() const;

@@ -627,7 +627,7 @@ Status EndpointImpl::progressHandshake(Channel& ch) {
       while (hsSent < hsOut.size()) {
         iovec iov{hsOut.data() + hsSent, hsOut.size() - hsSent};
         BRAID_ASSIGN_OR_RETURN(auto r, tcp::writeSomeV(ch.fd(), &iov, 1, peer));
-        if (r.wouldBlock) return Status(Code::kInProgress, "");
+        if (r.wouldBlock) return Status(Code::kInProgress);
         hsSent += r.bytes;
       }
       BRAID_RETURN_IF_ERROR(worker->poller.modify(ch.fd(), EPOLLIN, &ch));
@@ -642,7 +642,7 @@ Status EndpointImpl::progressHandshake(Channel& ch) {
                         fmt::format("listener {} closed the connection during the handshake "
                                     "(wrong job token or version, or not a braid listener?)",
                                     peer));
-        if (r.wouldBlock) return Status(Code::kInProgress, "");
+        if (r.wouldBlock) return Status(Code::kInProgress);
         hsGot += r.bytes;
         if (hsGot < hsBuf.size()) continue;
         wire::HsHeader h;
@@ -665,7 +665,7 @@ Status EndpointImpl::progressHandshake(Channel& ch) {
         return startDataSockets(ack);
       }
     }
-    return Status(Code::kInProgress, "");
+    return Status(Code::kInProgress);
   }
   // A data socket: finish the connect, then write its join.
   for (size_t i = 0; i < data.size(); ++i) {
@@ -684,7 +684,7 @@ Status EndpointImpl::progressHandshake(Channel& ch) {
     while (joinSent[i] < joinOut[i].size()) {
       iovec iov{joinOut[i].data() + joinSent[i], joinOut[i].size() - joinSent[i]};
       BRAID_ASSIGN_OR_RETURN(auto r, tcp::writeSomeV(ch.fd(), &iov, 1, peer));
-      if (r.wouldBlock) return Status(Code::kInProgress, "");
+      if (r.wouldBlock) return Status(Code::kInProgress);
       joinSent[i] += r.bytes;
     }
     dataReady[i] = true;
@@ -744,7 +744,7 @@ Status EndpointImpl::startDataSockets(const wire::HelloAck& ack) {
   }
   BRAID_LOG_DEBUG(kTransport, "{}: hello acked, {} rails x {} sockets", describe(), railCount,
                   socketsPerRail);
-  return Status(Code::kInProgress, "");
+  return Status(Code::kInProgress);
 }
 
 void EndpointImpl::onConnected() {
@@ -849,6 +849,10 @@ Result<Request> Endpoint::iread(void* dst, size_t len, const MemoryRegion& local
 }
 
 std::string Endpoint::peerName() const { return impl_->peer; }
+Transport Endpoint::transport() const {
+  return impl_->verbs ? Transport::kVerbs : Transport::kTcp;
+}
+
 size_t Endpoint::railCount() const {
   return impl_->verbs ? impl_->verbs->laneCount() : impl_->railCount;
 }
@@ -885,7 +889,7 @@ Status Request::test() {
   auto r = ep_->worker->progress(0);
   if (!r) return r.status();
   if (op_->released) return op_->status;
-  return Status(Code::kInProgress, "");
+  return Status(Code::kInProgress);
 }
 
 Status Request::wait(std::chrono::milliseconds timeout) {

@@ -60,6 +60,7 @@ constexpr uint32_t kSignalEvery = 16;   // an unsignaled RDMA WRITE run is at mo
 constexpr uint64_t kRecvWrFlag = 1ull << 63;
 constexpr int kPollBatch = 32;
 constexpr uint32_t kMaxPiggyback = 4;   // CTS entries a SEND on lane 0 may carry
+constexpr uint32_t kWantInline = 256;   // inline SEND size asked of the device
 
 enum WrKind : uint8_t { kWrEager, kWrFin, kWrTrunc, kWrCts, kWrFlow, kWrChunk, kWrRmaLast };
 
@@ -178,6 +179,7 @@ struct VerbsPath::Lane {
   uint64_t bytesInFlight = 0;
   uint64_t bytesSent = 0;
   uint32_t sinceSignal = 0;
+  uint32_t maxInline = 0;  // IBV_SEND_INLINE limit the QP was granted
   // Work requests that could not be posted yet, in order. Control writes (CTS, flow
   // counters) need only send-queue room and have their own FIFO: behind a SEND that waits
   // for credit they could deadlock two peers that each wait for the other's credit return.
@@ -235,7 +237,17 @@ Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
     caps.maxRecvWr = kRecvSlots;
     caps.maxSendSge = 1;
     caps.maxRecvSge = 1;
-    BRAID_ASSIGN_OR_RETURN(verbs::Qp qp, verbs::Qp::createRc(*r.pd, *l->cq, *l->cq, caps));
+    // Small SENDs (a header, a few bytes, a CTS or two) go inline: the provider copies them
+    // into the work request and needs no MR lookup or DMA read (ibv_post_send(3),
+    // IBV_SEND_INLINE). A device that cannot do it gets a QP without.
+    caps.maxInlineData = kWantInline;
+    auto qpOr = verbs::Qp::createRc(*r.pd, *l->cq, *l->cq, caps);
+    if (!qpOr) {
+      caps.maxInlineData = 0;
+      qpOr = verbs::Qp::createRc(*r.pd, *l->cq, *l->cq, caps);
+    }
+    BRAID_ASSIGN_OR_RETURN(verbs::Qp qp, std::move(qpOr));
+    l->maxInline = qp.caps().maxInlineData;
     l->qp.emplace(std::move(qp));
     BRAID_RETURN_IF_ERROR(verbs::toInit(*l->qp, r.port.port, access));
     BRAID_ASSIGN_OR_RETURN(verbs::Mr cbMr, r.pd->regMr(cb, sizeof(ControlBlock),
@@ -401,6 +413,7 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
     sge.length = static_cast<uint32_t>(sizeof hdr + hdr.length + piggy * sizeof(wire::CtsEntry));
     sge.lkey = l.slotsMr->lkey();
     wr.opcode = IBV_WR_SEND;
+    if (sge.length <= l.maxInline) wr.send_flags |= IBV_SEND_INLINE;
     info.sendSlot = static_cast<int32_t>(slot);
     info.bytes = item.kind == kWrFin ? static_cast<uint32_t>(item.hdr.offset) : 0;
     ++l.sendsPosted;
@@ -422,7 +435,7 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
     }
   }
   if (signaled) {
-    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.send_flags |= IBV_SEND_SIGNALED;
     l.sinceSignal = 0;
   }
   wr.wr_id = l.sqPosted;
