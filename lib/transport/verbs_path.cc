@@ -398,19 +398,35 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
     // costing an RDMA WRITE each (a ping carries the CTS of its pong). Only while no CTS
     // write waits in the control FIFO: the peer must see CTS in posting order, and it reads
     // its ring before the entries a SEND carries (RC delivers lane 0 in order).
+    // A run of entries of one form goes: compact ones for eager-only receives (24 bytes),
+    // full ones for receives that can take a rendezvous (addresses and rkeys).
     uint32_t piggy = 0;
+    const bool full = !pendingCts_.empty() && pendingCts_.front().addr != 0;
     if (l.index == 0 && l.ctlBacklog.empty())
-      piggy = static_cast<uint32_t>(std::min<size_t>(pendingCts_.size(), kMaxPiggyback));
-    hdr.flags = static_cast<uint8_t>(piggy);
-    std::memcpy(p, &hdr, sizeof hdr);
-    if (hdr.length) std::memcpy(p + sizeof hdr, item.payload, hdr.length);
+      while (piggy < kMaxPiggyback && piggy < pendingCts_.size() &&
+             (pendingCts_[piggy].addr != 0) == full)
+        ++piggy;
+    const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
+    hdr.flags = static_cast<uint8_t>(piggy | (full ? wire::kPiggyFull : 0));
+    // Every byte counts on a small message's path: an eager frame's header goes short.
+    const size_t hdrBytes = hdr.type == static_cast<uint8_t>(wire::FrameType::kEager)
+                                ? wire::kEagerHeaderBytes
+                                : sizeof hdr;
+    std::memcpy(p, &hdr, hdrBytes);
+    if (hdr.length) std::memcpy(p + hdrBytes, item.payload, hdr.length);
     for (uint32_t k = 0; k < piggy; ++k) {
-      std::memcpy(p + sizeof hdr + hdr.length + k * sizeof(wire::CtsEntry), &pendingCts_.front(),
-                  sizeof(wire::CtsEntry));
+      const wire::CtsEntry& e = pendingCts_.front();
+      uint8_t* dst = p + hdrBytes + hdr.length + k * entryBytes;
+      if (full) {
+        std::memcpy(dst, &e, sizeof e);
+      } else {
+        const wire::CompactCts c{e.tag, e.seq, e.capacity};
+        std::memcpy(dst, &c, sizeof c);
+      }
       pendingCts_.pop_front();
     }
     sge.addr = reinterpret_cast<uint64_t>(p);
-    sge.length = static_cast<uint32_t>(sizeof hdr + hdr.length + piggy * sizeof(wire::CtsEntry));
+    sge.length = static_cast<uint32_t>(hdrBytes + hdr.length + piggy * entryBytes);
     sge.lkey = l.slotsMr->lkey();
     wr.opcode = IBV_WR_SEND;
     if (sge.length <= l.maxInline) wr.send_flags |= IBV_SEND_INLINE;
@@ -732,22 +748,39 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
   lastRecvNs_ = core::nowNs();
   ep_->lastRxNs = lastRecvNs_;
   const uint8_t* p = l.recvSlot(slot);
-  wire::FrameHeader h;
-  if (bytes < sizeof h) {
+  wire::FrameHeader h{};
+  if (bytes < wire::kEagerHeaderBytes) {
     ep_->fail(Status(Code::kProtocolError,
                      fmt::format("{}-byte message on {}: shorter than a frame header", bytes,
                                  laneName(l.index))));
     return;
   }
-  std::memcpy(&h, p, sizeof h);
-  const uint32_t piggy = h.flags;  // CTS entries riding after the payload
+  std::memcpy(&h, p, wire::kEagerHeaderBytes);
+  size_t hdrBytes = wire::kEagerHeaderBytes;
+  if (h.type == static_cast<uint8_t>(wire::FrameType::kEager)) {
+    h.offset = 0;
+    h.total = h.length;
+  } else {
+    hdrBytes = sizeof h;
+    if (bytes < hdrBytes) {
+      ep_->fail(Status(Code::kProtocolError,
+                       fmt::format("{}-byte message of type {} on {}: shorter than its header",
+                                   bytes, h.type, laneName(l.index))));
+      return;
+    }
+    std::memcpy(&h, p, sizeof h);
+  }
+  // CTS entries riding after the payload: how many, and in which form.
+  const uint32_t piggy = h.flags & wire::kPiggyCountMask;
+  const bool full = (h.flags & wire::kPiggyFull) != 0;
+  const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
   h.flags = 0;
   Status st = wire::checkFrame(h, eagerMax_);
   if (st.isOk() && (piggy > kMaxPiggyback || (piggy > 0 && l.index != 0)))
     st = Status(Code::kProtocolError,
                 fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",
                             piggy, kMaxPiggyback));
-  if (st.isOk() && sizeof h + h.length + piggy * sizeof(wire::CtsEntry) != bytes)
+  if (st.isOk() && hdrBytes + h.length + piggy * entryBytes != bytes)
     st = Status(Code::kProtocolError,
                 fmt::format("frame says {} payload bytes and {} CTS entries, the SEND carried {} "
                             "bytes",
@@ -759,8 +792,17 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
     pollCtsRing();
     if (ep_->state == EpState::kFailed) return;
     for (uint32_t k = 0; k < piggy; ++k) {
-      wire::CtsEntry e;
-      std::memcpy(&e, p + sizeof h + h.length + k * sizeof e, sizeof e);
+      const uint8_t* src = p + hdrBytes + h.length + k * entryBytes;
+      wire::CtsEntry e{};
+      if (full) {
+        std::memcpy(&e, src, sizeof e);
+      } else {
+        wire::CompactCts c;
+        std::memcpy(&c, src, sizeof c);
+        e.tag = c.tag;
+        e.seq = c.seq;
+        e.capacity = c.capacity;
+      }
       ep_->onCts(e);
       if (ep_->state == EpState::kFailed) return;
     }
@@ -768,7 +810,7 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
   switch (static_cast<wire::FrameType>(h.type)) {
     case wire::FrameType::kEager:
     case wire::FrameType::kTruncated:
-      ep_->onFrame(h, p + sizeof h);
+      ep_->onFrame(h, p + hdrBytes);
       break;
     case wire::FrameType::kFin:
       ep_->onFin(h);

@@ -129,6 +129,19 @@ struct CtsEntry {
 };
 static_assert(sizeof(CtsEntry) == 128);
 
+/// Verbs data path: a CTS riding inside a SEND on lane 0, after the payload. The SEND's
+/// FrameHeader.flags says how many (bits 0-6) and which form (bit 7): full CtsEntry, or this
+/// compact one for receives that take only eager messages (no address, no rkeys), which
+/// keeps a ping that carries its pong's CTS small.
+struct CompactCts {
+  uint64_t tag;       ///< user tag
+  uint64_t seq;       ///< ordinal of the receive among those with this tag
+  uint64_t capacity;  ///< receive buffer size (<= the eager limit)
+};
+static_assert(sizeof(CompactCts) == 24);
+constexpr uint8_t kPiggyFull = 0x80;       ///< FrameHeader.flags: the entries are CtsEntry
+constexpr uint8_t kPiggyCountMask = 0x7F;  ///< FrameHeader.flags: how many entries
+
 /// Verbs data path: counters a side RDMA-writes into its peer's FlowBlock (rail 0).
 /// Both are cumulative, so a lost race between two updates only delays credit.
 struct FlowBlock {
@@ -178,6 +191,10 @@ struct FrameHeader {
   uint64_t total;   ///< kEager/kChunk/kTruncated: message size; kCts: receive capacity
 };
 static_assert(sizeof(FrameHeader) == 40);
+/// Verbs: an EAGER frame goes with only the first kEagerHeaderBytes of its header (magic,
+/// type, flags, length, tag, seq); offset is 0 and total equals length.
+constexpr size_t kEagerHeaderBytes = 24;
+static_assert(offsetof(FrameHeader, offset) == kEagerHeaderBytes);
 constexpr uint16_t kFrameMagic = 0xB7A1;
 constexpr uint32_t kMaxFrameLength = 1u << 30;
 
