@@ -28,7 +28,8 @@
 #   --rounds     repeat everything N times, interleaved, report medians (default 3)
 #   --json       also write every figure (and each round's) to FILE
 #   --mode       braid polling modes: both = busy + yield (default), all = + event
-#   --dev        RDMA device (default rxe0); --gid-index its GID index (default 1)
+#   --dev        RDMA device (default rxe0); --gid-index its GID index (default: the RoCE
+#                v2 IPv4-mapped one, read from sysfs)
 #   --host       address the clients connect to (default: $BRAID_VM_IP0, else 10.77.0.1)
 #   --port       first of the TCP ports used (default 18700)
 #   --mib        MiB moved per bandwidth run: -n = MIB/size (default 128)
@@ -41,7 +42,7 @@ json=""
 rounds=3
 modes="busy yield"
 dev=rxe0
-gid=1
+gid=""  # default: the RoCE v2 IPv4-mapped GID of --dev, found in sysfs
 host="${BRAID_VM_IP0:-10.77.0.1}"
 port=18700
 mib=128
@@ -71,6 +72,10 @@ done
 for n in "$rounds" "$mib" "$latIters" "$txDepth" "$port"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "bench_verbs.sh: '$n' is not a positive count" >&2; exit 2; }
 done
+if [[ -z "$gid" ]]; then
+  gid=$("$(dirname "$0")/../tests/softroce/gid_index.sh" "$dev") ||
+    { echo "bench_verbs.sh: $dev has no RoCE v2 IPv4-mapped GID; pass --gid-index" >&2; exit 2; }
+fi
 [[ "$gid" =~ ^[0-9]+$ ]] || { echo "bench_verbs.sh: --gid-index takes a number" >&2; exit 2; }
 
 wbw="$build/perf/braid_write_bw"
@@ -157,7 +162,7 @@ vf=(-d "$dev" -x "$gid")
 for ((r = 1; r <= rounds; r++)); do
   echo "-- round $r (load $(loadavg))"
   for size in 65536 1048576; do
-    n=$((mib * 1048576 / size))
+    n=$((mib * 1048576 / size)); [ "$n" -ge 5 ] || n=5  # perftest takes -n 5 at least
     perftest "ib_write_bw_$size" ib_write_bw "${vf[@]}" -s "$size" -n "$n" -t "$txDepth"
     v=$(prow "$tmp/ib_write_bw_$size.client.txt" "$size" 4) ||
       fail "reading ib_write_bw's row" "$tmp/ib_write_bw_$size.client.txt"

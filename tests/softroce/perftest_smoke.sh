@@ -5,14 +5,15 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 exec "$here/run_in_vm.sh" --timeout 300 -- sh -c '
   set -e
+  x=$('"$here"'/gid_index.sh rxe0)
   for d in rxe0 rxe1; do
     ibv_devinfo -d $d | grep -q PORT_ACTIVE || { echo "FAIL: $d not active"; exit 1; }
   done
-  timeout -k 5 120 ib_write_bw -d rxe0 -x 1 -s 65536 -n 100 >/tmp/srv.log 2>&1 &
+  timeout -k 5 120 ib_write_bw -d rxe0 -x $x -s 65536 -n 100 >/tmp/srv.log 2>&1 &
   ok=0
   for i in 1 2 3 4 5 6 7 8 9 10; do
     sleep 1
-    if timeout -k 5 60 ib_write_bw -d rxe0 -x 1 -s 65536 -n 100 10.77.0.1 >/tmp/cli.log 2>&1; then ok=1; break; fi
+    if timeout -k 5 60 ib_write_bw -d rxe0 -x $x -s 65536 -n 100 10.77.0.1 >/tmp/cli.log 2>&1; then ok=1; break; fi
   done
   wait || true
   cat /tmp/cli.log

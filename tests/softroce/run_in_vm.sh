@@ -239,6 +239,10 @@ ip link set lo up
 n=0
 for ip in $IP0 $IP1; do
     i=0; while [ ! -e /sys/class/net/eth$n ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+    # No IPv6 on the rails: its link-local address arrives after DAD at a varying moment and
+    # would take a varying place in the rxe GID table; without it the table is the same on
+    # every boot (0: the default GID, 1: the IPv4-mapped RoCE v2 GID).
+    [ -w /proc/sys/net/ipv6/conf/eth$n/disable_ipv6 ] && echo 1 >/proc/sys/net/ipv6/conf/eth$n/disable_ipv6
     ip addr add "$ip/24" dev eth$n || fail "cannot set $ip on eth$n"
     ip link set eth$n up || fail "cannot bring up eth$n"
     n=$((n+1))

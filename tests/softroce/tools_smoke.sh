@@ -20,7 +20,7 @@ fi
 perf="$1/perf"
 dev=rxe0
 host="${BRAID_VM_IP0:-10.77.0.1}"
-vf=(-d "$dev" -x 1)
+vf=(-d "$dev" -x "$("$(dirname "$0")/gid_index.sh" "$dev")")
 out=$(mktemp -d)
 port=18900
 failures=0
