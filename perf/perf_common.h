@@ -459,4 +459,46 @@ using ServerFn = Status (*)(Session& s, const TestMsg& test, Report& report, Ver
 /// code (kExitOk, or kExitFailure on a runtime error or a failed validation).
 int runTool(const ToolSpec& spec, const Options& o, ClientFn client, ServerFn server);
 
+/// Buffer slots of a bandwidth run: one without --validate (perftest's footprint, so it
+/// stays cache-sized), one per operation in flight with it (each has its own bytes).
+inline uint64_t slotCount(const TestMsg& t, uint64_t window) {
+  return (t.flags & kFlagValidate) ? window : 1;
+}
+
+/// The bandwidth clients' pipeline: reqs.size() operations in flight; operation i+window
+/// is posted once operation i finished (operations of one tag, and of one QP, finish in
+/// posting order, so the oldest is the one to wait for). The timed interval starts at the
+/// post of operation `warmup` (perftest: first post to last completion; a run of -n near
+/// the window must not time only the tail of a pipeline filled during the warmup), and
+/// every timed completion adds a mark. `post(i)` fills reqs[i % window]; `done(i)` runs
+/// once operation i finished.
+template <typename Post, typename Done>
+Status runPipeline(Session& s, std::string_view what, uint64_t total, uint64_t warmup,
+                   std::vector<Request>& reqs, std::vector<uint64_t>& marks, Post post,
+                   Done done) {
+  const uint64_t w = reqs.size();
+  auto postOne = [&](uint64_t i) -> Status {
+    if (i == warmup) marks.push_back(nowNs());
+    return post(i);
+  };
+  for (uint64_t i = 0; i < w && i < total; ++i) BRAID_RETURN_IF_ERROR(postOne(i));
+  for (uint64_t i = 0; i < total; ++i) {
+    Status st = s.wait(reqs[i % w], what);
+    if (!st.isOk())
+      return st.withContext(std::string(what) + " " + std::to_string(i) + " of " +
+                            std::to_string(total));
+    if (i >= warmup) marks.push_back(nowNs());
+    BRAID_RETURN_IF_ERROR(done(i));
+    if (i + w < total) BRAID_RETURN_IF_ERROR(postOne(i + w));
+  }
+  return Status::ok();
+}
+
+/// Bytes each rail carried since `before` (a stats().bytesSentPerRail snapshot). With
+/// `dropAllZero`, an all-zero list comes back empty: one-sided operations are not counted
+/// per rail yet, and zeros would read as "nothing moved".
+std::vector<uint64_t> railBytesSince(Session& s, const std::vector<uint64_t>& before,
+                                     bool dropAllZero);
+
+
 }  // namespace braid::perf

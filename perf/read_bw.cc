@@ -32,12 +32,6 @@ const ToolSpec kSpec{ToolKind::kReadBw,
                      true,
                      true};
 
-// Slots of the server's buffer and of the client's destination: one without --validate
-// (perftest's footprint), one per read in flight with it.
-uint64_t slotCount(const TestMsg& t, uint64_t window) {
-  return (t.flags & kFlagValidate) ? window : 1;
-}
-
 Status runReads(Session& s, const TestMsg& t, const ClientRound& round, const KeyMsg& key,
                 Verdict& verdict, BwRow& row) {
   const uint64_t size = t.size, total = t.warmup + t.iters;
@@ -50,39 +44,25 @@ Status runReads(Session& s, const TestMsg& t, const ClientRound& round, const Ke
   std::vector<Request> reqs(w);
   std::vector<uint64_t> marks;
   marks.reserve(t.iters + 1);
-  // The timed interval starts when the first timed operation is posted (perftest: first
-  // post to last completion), so a short run (-n near the tx depth) cannot measure only the
-  // tail of a pipeline that filled during the warmup.
   auto post = [&](uint64_t i) -> Status {
-    if (i == t.warmup) marks.push_back(nowNs());
     const uint64_t slot = i % slots;
     BRAID_ASSIGN_OR_RETURN(
         reqs[i % w], s.iread(buf.data() + slot * size, size, mr, key.key, slot * size, "a read"));
     return Status::ok();
   };
   const std::vector<uint64_t> railsBefore = s.endpoint().stats().bytesSentPerRail;
-  for (uint64_t i = 0; i < w; ++i) BRAID_RETURN_IF_ERROR(post(i));
-  for (uint64_t i = 0; i < total; ++i) {
-    Status st = s.wait(reqs[i % w], "read");
-    if (!st.isOk()) return st.withContext(fmt::format("read {} of {}", i, total));
-    if (i >= t.warmup) marks.push_back(nowNs());
+  auto check = [&](uint64_t i) -> Status {
     if (validate) {
       uint8_t* p = buf.data() + (i % slots) * size;
       maybeInjectError(round.options, p, size, i);
       verdict.check(p, size, i % slots, size);
     }
-    if (i + w < total) BRAID_RETURN_IF_ERROR(post(i + w));
-  }
+    return Status::ok();
+  };
+  BRAID_RETURN_IF_ERROR(runPipeline(s, "read", total, t.warmup, reqs, marks, post, check));
   row = computeBw(size, marks, marks.back(), w);
   // Reads are requests this side sends; the bytes come back on the rails they used.
-  row.bytesPerRail = s.endpoint().stats().bytesSentPerRail;
-  for (size_t r = 0; r < row.bytesPerRail.size() && r < railsBefore.size(); ++r)
-    row.bytesPerRail[r] -= railsBefore[r];
-  // EndpointStats counts two-sided payload only so far: all zeros say nothing about
-  // striping, so they are left out of the report rather than shown as "nothing moved".
-  if (std::all_of(row.bytesPerRail.begin(), row.bytesPerRail.end(),
-                  [](uint64_t b) { return b == 0; }))
-    row.bytesPerRail.clear();
+  row.bytesPerRail = railBytesSince(s, railsBefore, /*dropAllZero=*/true);
   return Status::ok();
 }
 

@@ -30,13 +30,6 @@ size_t peakWindow(const TestMsg& t) {
   return t.txDepth;
 }
 
-// Buffer slots: like perftest, every message in flight uses the same buffer unless the data
-// is validated (then each has its own), so the footprint stays cache-sized and the figure
-// is the transport's, not the memory system's.
-uint64_t slotCount(const TestMsg& t, uint64_t window) {
-  return (t.flags & kFlagValidate) ? window : 1;
-}
-
 Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict&) {
   const uint64_t size = t.size, total = t.warmup + t.iters;
   const uint64_t w = std::min<uint64_t>(t.txDepth, total);
@@ -49,11 +42,7 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, 
   std::vector<Request> reqs(w);
   std::vector<uint64_t> marks;
   marks.reserve(t.iters + 1);
-  // The timed interval starts when the first timed operation is posted (perftest: first
-  // post to last completion), so a short run (-n near the tx depth) cannot measure only the
-  // tail of a pipeline that filled during the warmup.
   auto post = [&](uint64_t i) -> Status {
-    if (i == t.warmup) marks.push_back(nowNs());
     uint8_t* p = buf.data() + (i % slots) * size;
     if (validate) {
       fillPattern(p, size, i, size);
@@ -63,21 +52,13 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, 
     return Status::ok();
   };
   const std::vector<uint64_t> railsBefore = s.endpoint().stats().bytesSentPerRail;
-  for (uint64_t i = 0; i < w; ++i) BRAID_RETURN_IF_ERROR(post(i));
-  for (uint64_t i = 0; i < total; ++i) {
-    // Sends of one tag finish in posting order: wait for the oldest.
-    Status st = s.wait(reqs[i % w], "send");
-    if (!st.isOk()) return st.withContext(fmt::format("message {} of {}", i, total));
-    if (i >= t.warmup) marks.push_back(nowNs());
-    if (i + w < total) BRAID_RETURN_IF_ERROR(post(i + w));
-  }
+  BRAID_RETURN_IF_ERROR(runPipeline(s, "send", total, t.warmup, reqs, marks, post,
+                                    [](uint64_t) { return Status::ok(); }));
   BRAID_RETURN_IF_ERROR(round.waitDone());
   BwRow row = computeBw(size, marks, nowNs(), peakWindow(t));
   // Striping: what each rail carried (warmup included; eager messages go on the control
   // socket and count on no rail).
-  row.bytesPerRail = s.endpoint().stats().bytesSentPerRail;
-  for (size_t r = 0; r < row.bytesPerRail.size() && r < railsBefore.size(); ++r)
-    row.bytesPerRail[r] -= railsBefore[r];
+  row.bytesPerRail = railBytesSince(s, railsBefore, /*dropAllZero=*/false);
   report.addBw(row);
   return Status::ok();
 }

@@ -32,13 +32,6 @@ const ToolSpec kSpec{ToolKind::kWriteBw,
                      true,
                      true};
 
-// Slots of the server's buffer (and of the client's source buffer): one without
-// --validate, as perftest, so the footprint stays cache-sized; one per write in flight
-// with it, so every write has its own bytes to check.
-uint64_t slotCount(const TestMsg& t, uint64_t window) {
-  return (t.flags & kFlagValidate) ? window : 1;
-}
-
 Status runWrites(Session& s, const TestMsg& t, const ClientRound& round, const KeyMsg& key,
                  BwRow& row, std::vector<uint64_t>& lastWriter) {
   const uint64_t size = t.size, total = t.warmup + t.iters;
@@ -53,11 +46,7 @@ Status runWrites(Session& s, const TestMsg& t, const ClientRound& round, const K
   std::vector<Request> reqs(w);
   std::vector<uint64_t> marks;
   marks.reserve(t.iters + 1);
-  // The timed interval starts when the first timed operation is posted (perftest: first
-  // post to last completion), so a short run (-n near the tx depth) cannot measure only the
-  // tail of a pipeline that filled during the warmup.
   auto post = [&](uint64_t i) -> Status {
-    if (i == t.warmup) marks.push_back(nowNs());
     const uint64_t slot = i % slots;
     uint8_t* p = buf.data() + slot * size;
     if (validate) {
@@ -69,24 +58,11 @@ Status runWrites(Session& s, const TestMsg& t, const ClientRound& round, const K
     return Status::ok();
   };
   const std::vector<uint64_t> railsBefore = s.endpoint().stats().bytesSentPerRail;
-  for (uint64_t i = 0; i < w; ++i) BRAID_RETURN_IF_ERROR(post(i));
-  for (uint64_t i = 0; i < total; ++i) {
-    // Writes finish in posting order on each QP; the oldest is the one to wait for.
-    Status st = s.wait(reqs[i % w], "write");
-    if (!st.isOk()) return st.withContext(fmt::format("write {} of {}", i, total));
-    if (i >= t.warmup) marks.push_back(nowNs());
-    if (i + w < total) BRAID_RETURN_IF_ERROR(post(i + w));
-  }
+  BRAID_RETURN_IF_ERROR(runPipeline(s, "write", total, t.warmup, reqs, marks, post,
+                                    [](uint64_t) { return Status::ok(); }));
   // Acknowledged writes have landed: the interval ends with the last completion.
   row = computeBw(size, marks, marks.back(), w);
-  row.bytesPerRail = s.endpoint().stats().bytesSentPerRail;
-  for (size_t r = 0; r < row.bytesPerRail.size() && r < railsBefore.size(); ++r)
-    row.bytesPerRail[r] -= railsBefore[r];
-  // EndpointStats counts two-sided payload only so far: all zeros say nothing about
-  // striping, so they are left out of the report rather than shown as "nothing moved".
-  if (std::all_of(row.bytesPerRail.begin(), row.bytesPerRail.end(),
-                  [](uint64_t b) { return b == 0; }))
-    row.bytesPerRail.clear();
+  row.bytesPerRail = railBytesSince(s, railsBefore, /*dropAllZero=*/true);
   return Status::ok();
 }
 
