@@ -246,12 +246,16 @@ void EndpointImpl::matchSends(TagState& ts) {
   while (!ts.unmatchedSends.empty() && !ts.cts.empty()) {
     OpState* op = ts.unmatchedSends.front();
     wire::CtsEntry cts = ts.cts.front();
+    // The queue is sorted by seq: an earlier CTS of this tag is still on its way (over
+    // verbs, ring entries and CTS riding on SENDs may arrive in either order).
+    if (cts.seq > op->seq) return;
     ts.unmatchedSends.pop_front();
     ts.cts.pop_front();
-    if (cts.seq != op->seq) {
+    if (cts.seq < op->seq) {
       fail(Status(Code::kProtocolError,
-                  fmt::format("clear-to-send for tag {} seq {} while seq {} was expected", cts.tag,
-                              cts.seq, op->seq)));
+                  fmt::format("clear-to-send for tag {} seq {} while seq {} was expected (a "
+                              "duplicate)",
+                              cts.tag, cts.seq, op->seq)));
       return;
     }
     startSend(op, cts);
@@ -332,7 +336,11 @@ void EndpointImpl::onFrameSent(OutFrame& f) {
 
 void EndpointImpl::onCts(const wire::CtsEntry& cts) {
   TagState& ts = tagState(cts.tag);
+  // Keep each tag's CTS in seq order; they nearly always arrive in order, so this is a
+  // push_back, and at worst a few swaps.
   ts.cts.push_back(cts);
+  for (size_t i = ts.cts.size() - 1; i > 0 && ts.cts[i - 1].seq > ts.cts[i].seq; --i)
+    std::swap(ts.cts[i - 1], ts.cts[i]);
   matchSends(ts);
 }
 

@@ -395,14 +395,13 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
     uint8_t* p = l.sendSlot(slot);
     wire::FrameHeader hdr = item.hdr;
     // Receives whose CTS has not gone out yet ride along on lane 0's SENDs instead of
-    // costing an RDMA WRITE each (a ping carries the CTS of its pong). Only while no CTS
-    // write waits in the control FIFO: the peer must see CTS in posting order, and it reads
-    // its ring before the entries a SEND carries (RC delivers lane 0 in order).
+    // costing an RDMA WRITE each (a ping carries the CTS of its pong). The peer sorts each
+    // tag's CTS by seq, so they may overtake ring entries.
     // A run of entries of one form goes: compact ones for eager-only receives (24 bytes),
     // full ones for receives that can take a rendezvous (addresses and rkeys).
     uint32_t piggy = 0;
     const bool full = !pendingCts_.empty() && pendingCts_.front().addr != 0;
-    if (l.index == 0 && l.ctlBacklog.empty())
+    if (l.index == 0)
       while (piggy < kMaxPiggyback && piggy < pendingCts_.size() &&
              (pendingCts_[piggy].addr != 0) == full)
         ++piggy;
@@ -787,10 +786,9 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
                             h.length, piggy, bytes));
   if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
   if (piggy > 0) {
-    // CTS written to the ring before this SEND was posted have landed (same QP, in
-    // order): take them first, so every tag sees its CTS in posting order.
-    pollCtsRing();
-    if (ep_->state == EpState::kFailed) return;
+    // Ring entries and entries riding on SENDs can be seen in either order (a ring entry
+    // written after this SEND may land before its completion is polled): EndpointImpl
+    // keeps each tag's CTS sorted by seq.
     for (uint32_t k = 0; k < piggy; ++k) {
       const uint8_t* src = p + hdrBytes + h.length + k * entryBytes;
       wire::CtsEntry e{};
