@@ -156,6 +156,8 @@ struct EndpointStats {
   uint64_t bytesReceived = 0;
   uint64_t messagesSent = 0;
   uint64_t messagesReceived = 0;
+  /// Payload bytes each rail carried: rendezvous sends, and one-sided writes and reads
+  /// (eager messages ride the control path and count on no rail).
   std::vector<uint64_t> bytesSentPerRail;
 };
 

@@ -704,12 +704,19 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
       case kWrChunk:
         l.bytesInFlight -= std::min<uint64_t>(l.bytesInFlight, info.bytes);
         l.bytesSent += info.bytes;
+        // A one-sided op's chunks count per rail here (a rendezvous counts at its FIN).
+        // The op is alive: its last chunk on this lane retires after this one.
+        if (info.op && info.op->kind != OpState::Kind::kSend && !info.op->finished &&
+            l.index < ep_->stats.bytesSentPerRail.size())
+          ep_->stats.bytesSentPerRail[l.index] += info.bytes;
         break;
       case kWrRmaLast: {
         l.bytesInFlight -= std::min<uint64_t>(l.bytesInFlight, info.bytes);
         l.bytesSent += info.bytes;
         OpState* op = info.op;
         if (!op) break;
+        if (!op->finished && l.index < ep_->stats.bytesSentPerRail.size())
+          ep_->stats.bytesSentPerRail[l.index] += info.bytes;
         --op->pendingFrames;
         if (!op->finished) {
           op->bytesDone += info.bytes;

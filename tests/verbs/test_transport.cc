@@ -283,6 +283,10 @@ TEST_CASE("one-sided writes and reads move data between registered regions") {
   auto wr = p.ep->iwrite(local.data() + kSize / 2, kSize / 2, *mr, key, kSize / 2);
   REQUIRE(wr.isOk());
   REQUIRE(wr->wait(60s).isOk());
+  // Both one-sided operations count on the rails that carried them.
+  uint64_t railBytes = 0;
+  for (uint64_t b : p.ep->stats().bytesSentPerRail) railBytes += b;
+  CHECK(railBytes == kSize);
   uint8_t done = 1;
   auto d = p.ep->isend(&done, 1, 2);
   REQUIRE(d->wait(30s).isOk());
