@@ -1200,12 +1200,9 @@ int runTool(const ToolSpec& spec, const Options& o, ClientFn client, ServerFn se
   return jsonOk ? kExitOk : kExitFailure;
 }
 
-std::vector<uint64_t> railBytesSince(Session& s, const std::vector<uint64_t>& before,
-                                     bool dropAllZero) {
+std::vector<uint64_t> railBytesSince(Session& s, const std::vector<uint64_t>& before) {
   std::vector<uint64_t> now = s.endpoint().stats().bytesSentPerRail;
   for (size_t r = 0; r < now.size() && r < before.size(); ++r) now[r] -= before[r];
-  if (dropAllZero && std::all_of(now.begin(), now.end(), [](uint64_t b) { return b == 0; }))
-    now.clear();
   return now;
 }
 

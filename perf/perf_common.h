@@ -494,11 +494,8 @@ Status runPipeline(Session& s, std::string_view what, uint64_t total, uint64_t w
   return Status::ok();
 }
 
-/// Bytes each rail carried since `before` (a stats().bytesSentPerRail snapshot). With
-/// `dropAllZero`, an all-zero list comes back empty: one-sided operations are not counted
-/// per rail yet, and zeros would read as "nothing moved".
-std::vector<uint64_t> railBytesSince(Session& s, const std::vector<uint64_t>& before,
-                                     bool dropAllZero);
+/// Bytes each rail carried since `before` (a stats().bytesSentPerRail snapshot).
+std::vector<uint64_t> railBytesSince(Session& s, const std::vector<uint64_t>& before);
 
 
 }  // namespace braid::perf

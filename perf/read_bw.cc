@@ -62,7 +62,7 @@ Status runReads(Session& s, const TestMsg& t, const ClientRound& round, const Ke
   BRAID_RETURN_IF_ERROR(runPipeline(s, "read", total, t.warmup, reqs, marks, post, check));
   row = computeBw(size, marks, marks.back(), w);
   // Reads are requests this side sends; the bytes come back on the rails they used.
-  row.bytesPerRail = railBytesSince(s, railsBefore, /*dropAllZero=*/true);
+  row.bytesPerRail = railBytesSince(s, railsBefore);
   return Status::ok();
 }
 

@@ -58,7 +58,7 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, 
   BwRow row = computeBw(size, marks, nowNs(), peakWindow(t));
   // Striping: what each rail carried (warmup included; eager messages go on the control
   // socket and count on no rail).
-  row.bytesPerRail = railBytesSince(s, railsBefore, /*dropAllZero=*/false);
+  row.bytesPerRail = railBytesSince(s, railsBefore);
   report.addBw(row);
   return Status::ok();
 }

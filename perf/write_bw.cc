@@ -62,7 +62,7 @@ Status runWrites(Session& s, const TestMsg& t, const ClientRound& round, const K
                                     [](uint64_t) { return Status::ok(); }));
   // Acknowledged writes have landed: the interval ends with the last completion.
   row = computeBw(size, marks, marks.back(), w);
-  row.bytesPerRail = railBytesSince(s, railsBefore, /*dropAllZero=*/true);
+  row.bytesPerRail = railBytesSince(s, railsBefore);
   return Status::ok();
 }
 
