@@ -290,10 +290,7 @@ void maybeInjectError(const Options& o, uint8_t* buf, size_t len, uint64_t iter)
   if (iter == o.injectError && len > 0) buf[len / 2] ^= 0x5a;
 }
 
-void Verdict::check(const void* buf, size_t len, uint64_t iter, uint64_t size) {
-  ++messages;
-  bytes += len;
-  auto m = checkPattern(buf, len, iter, size);
+void Verdict::record(const std::optional<Mismatch>& m, uint64_t iter, uint64_t size) {
   if (!m) return;
   if (!hasBad) {
     hasBad = true;
@@ -306,6 +303,13 @@ void Verdict::check(const void* buf, size_t len, uint64_t iter, uint64_t size) {
   ++badMessages;
 }
 
+void Verdict::check(const void* buf, size_t len, uint64_t iter, uint64_t size) {
+  ++messages;
+  bytes += len;
+  auto m = checkPattern(buf, len, iter, size);
+  record(m, iter, size);
+}
+
 void Verdict::checkMarked(const void* buf, size_t len, uint64_t iter, uint64_t size) {
   if (len == 0) return;
   ++messages;
@@ -313,16 +317,7 @@ void Verdict::checkMarked(const void* buf, size_t len, uint64_t iter, uint64_t s
   const auto* p = static_cast<const uint8_t*>(buf);
   auto m = checkPattern(p, len - 1, iter, size);
   if (!m && p[len - 1] != markerOf(iter)) m = Mismatch{len - 1, markerOf(iter), p[len - 1]};
-  if (!m) return;
-  if (!hasBad) {
-    hasBad = true;
-    badSize = size;
-    badIter = iter;
-    badOffset = m->offset;
-    badExpected = m->expected;
-    badActual = m->actual;
-  }
-  ++badMessages;
+  record(m, iter, size);
 }
 
 void Verdict::merge(const Verdict& v) {

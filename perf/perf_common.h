@@ -240,6 +240,8 @@ struct Verdict {
   void check(const void* buf, size_t len, uint64_t iter, uint64_t size);
   /// Same, for a message whose last byte is markerOf(iter) instead of the pattern.
   void checkMarked(const void* buf, size_t len, uint64_t iter, uint64_t size);
+  /// Counts a checked message as bad when `m` is set; the first bad one is kept.
+  void record(const std::optional<Mismatch>& m, uint64_t iter, uint64_t size);
   void merge(const Verdict& v);
   /// The server's tally of one size, from its kDone reply.
   void mergeReply(const ReplyMsg& r, uint64_t size);
