@@ -6,12 +6,6 @@
 
 namespace braid::core {
 
-uint64_t nowNs() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
-}
-
 uint64_t randomNonZero() noexcept {
   uint64_t v = 0;
   while (v == 0)

@@ -1,12 +1,18 @@
 // lib/core/clock.h — monotonic time for deadlines and rates (vDSO clock, no syscall).
 #pragma once
 
+#include <time.h>
+
 #include <cstdint>
 
 namespace braid::core {
 
-/// Monotonic nanoseconds.
-uint64_t nowNs() noexcept;
+/// Monotonic nanoseconds. Inline: busy-polling loops read it.
+inline uint64_t nowNs() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
 inline uint64_t nowUs() noexcept { return nowNs() / 1000; }
 inline uint64_t nowMs() noexcept { return nowNs() / 1000000; }
 

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -41,13 +42,18 @@ class Ring {
   T& front() { return buf_[head_]; }
   T& operator[](size_t i) { return buf_[(head_ + i) & (buf_.size() - 1)]; }
   T& back() { return buf_[(head_ + size_ - 1) & (buf_.size() - 1)]; }
-  void push_back(T v) {
+  void push_back(T v) { emplace_back() = std::move(v); }
+  /// The new last slot, to fill in place. For trivially copyable T it holds whatever the
+  /// slot held before (pop_front does not clear those).
+  T& emplace_back() {
     if (size_ == buf_.size()) grow();
-    buf_[(head_ + size_) & (buf_.size() - 1)] = std::move(v);
+    T& slot = buf_[(head_ + size_) & (buf_.size() - 1)];
     ++size_;
+    return slot;
   }
   void pop_front() {
-    buf_[head_] = T();
+    // Only types that own something are reset (to release it now); plain entries stay.
+    if constexpr (!std::is_trivially_copyable_v<T>) buf_[head_] = T();
     head_ = (head_ + 1) & (buf_.size() - 1);
     --size_;
   }
@@ -56,7 +62,7 @@ class Ring {
   }
 
  private:
-  void grow() {
+  [[gnu::noinline]] void grow() {
     std::vector<T> n(buf_.empty() ? 16 : buf_.size() * 2);
     for (size_t i = 0; i < size_; ++i) n[i] = std::move((*this)[i]);
     buf_ = std::move(n);

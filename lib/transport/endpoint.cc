@@ -107,7 +107,6 @@ std::vector<Channel*> EndpointImpl::allChannels() const {
   return v;
 }
 
-TagState& EndpointImpl::tagState(uint64_t tag) { return tags[tag]; }
 
 Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag,
                                    const MemoryRegion* mr) {
@@ -130,8 +129,7 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
       reg = std::move(r).value();
     }
   }
-  OpState* op = ops.get();
-  op->reset();
+  OpState* op = ops.get();  // clean: new, or reset by maybeRecycle before it went back
   op->kind = kind;
   op->tag = tag;
   op->buf = buf;
@@ -221,8 +219,7 @@ Result<Request> EndpointImpl::postRma(OpState::Kind kind, uint8_t* buf, uint64_t
                   fmt::format("{}: {} bytes at offset {} do not fit the {}-byte remote region",
                               what, len, offset, rk.length));
   if (len == 0) return Status(Code::kInvalidArgument, fmt::format("{}: zero length", what));
-  OpState* op = ops.get();
-  op->reset();
+  OpState* op = ops.get();  // clean: new, or reset by maybeRecycle before it went back
   op->kind = kind;
   op->buf = buf;
   op->len = len;
@@ -245,19 +242,27 @@ void EndpointImpl::flushControl() {
 void EndpointImpl::matchSends(TagState& ts) {
   while (!ts.unmatchedSends.empty() && !ts.cts.empty()) {
     OpState* op = ts.unmatchedSends.front();
-    wire::CtsEntry cts = ts.cts.front();
+    const wire::CtsEntry& front = ts.cts.front();
     // The queue is sorted by seq: an earlier CTS of this tag is still on its way (over
     // verbs, ring entries and CTS riding on SENDs may arrive in either order).
-    if (cts.seq > op->seq) return;
-    ts.unmatchedSends.pop_front();
-    ts.cts.pop_front();
-    if (cts.seq < op->seq) {
+    if (front.seq > op->seq) return;
+    if (front.seq < op->seq) {
       fail(Status(Code::kProtocolError,
                   fmt::format("clear-to-send for tag {} seq {} while seq {} was expected (a "
                               "duplicate)",
-                              cts.tag, cts.seq, op->seq)));
+                              front.tag, front.seq, op->seq)));
       return;
     }
+    ts.unmatchedSends.pop_front();
+    if (op->len <= eagerMax && op->len <= front.capacity) {
+      // A small message that fits: its payload is out already (or queued for credit).
+      ts.cts.pop_front();
+      op->matched = true;
+      if (op->pendingFrames == 0) finishOk(op);
+      continue;
+    }
+    wire::CtsEntry cts = front;
+    ts.cts.pop_front();
     startSend(op, cts);
     if (state == EpState::kFailed) return;
   }
@@ -334,13 +339,31 @@ void EndpointImpl::onFrameSent(OutFrame& f) {
 
 // ---------------------------------------------------------------- receive side
 
+namespace {
+// Keeps a tag's CTS in seq order after a push_back: they nearly always arrive in order,
+// so this is one comparison, and at worst a few swaps.
+void sortLastCts(core::Ring<wire::CtsEntry>& q) {
+  for (size_t i = q.size() - 1; i > 0 && q[i - 1].seq > q[i].seq; --i) std::swap(q[i - 1], q[i]);
+}
+}  // namespace
+
 void EndpointImpl::onCts(const wire::CtsEntry& cts) {
   TagState& ts = tagState(cts.tag);
-  // Keep each tag's CTS in seq order; they nearly always arrive in order, so this is a
-  // push_back, and at worst a few swaps.
   ts.cts.push_back(cts);
-  for (size_t i = ts.cts.size() - 1; i > 0 && ts.cts[i - 1].seq > ts.cts[i].seq; --i)
-    std::swap(ts.cts[i - 1], ts.cts[i]);
+  sortLastCts(ts.cts);
+  matchSends(ts);
+}
+
+void EndpointImpl::onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity) {
+  TagState& ts = tagState(tag);
+  // Filled in place: only what an eager-only receive has (addr 0 means no rendezvous,
+  // so the rkeys are never read).
+  wire::CtsEntry& e = ts.cts.emplace_back();
+  e.tag = tag;
+  e.seq = seq;
+  e.capacity = capacity;
+  e.addr = 0;
+  sortLastCts(ts.cts);
   matchSends(ts);
 }
 
@@ -383,7 +406,7 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
       if (f.length) std::memcpy(op->buf, payload, f.length);
       op->bytesDone = f.length;
       stats.bytesReceived += f.length;
-      finish(op, Status::ok());
+      finishOk(op);
       return;
     }
     case wire::FrameType::kTruncated: {
@@ -419,9 +442,13 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
 }
 
 OpState* EndpointImpl::findRecv(uint64_t tag, uint64_t seq) {
-  auto it = tags.find(tag);
-  if (it == tags.end()) return nullptr;
-  TagState& ts = it->second;
+  TagState* found = lastTagState != nullptr && lastTag == tag ? lastTagState : nullptr;
+  if (found == nullptr) {
+    auto it = tags.find(tag);
+    if (it == tags.end()) return nullptr;
+    found = &it->second;
+  }
+  TagState& ts = *found;
   if (ts.recvs.empty() || seq < ts.recvs.front()->seq ||
       seq - ts.recvs.front()->seq >= ts.recvs.size())
     return nullptr;
@@ -485,18 +512,28 @@ void EndpointImpl::onChunkLanded(OpState* op, uint64_t bytes) {
 
 // ---------------------------------------------------------------- completion
 
-void EndpointImpl::finish(OpState* op, Status st) {
+void EndpointImpl::finishOk(OpState* op) {
   if (op->finished) return;
-  op->finished = true;
-  op->status = std::move(st);
-  op->reg.reset();  // a request's own registration ends with it
-  --outstanding;
-  if (op->kind == OpState::Kind::kSend && op->status.isOk()) {
+  // op->status is ok already: it is set only on finishing with an error.
+  if (op->kind == OpState::Kind::kSend) {
     ++stats.messagesSent;
     stats.bytesSent += op->len;
   }
-  if (!op->status.isOk() && op->status.code() == Code::kTruncated)
-    BRAID_LOG_WARN(kTransport, "{}", op->status.message());
+  retire(op);
+}
+
+void EndpointImpl::finish(OpState* op, Status st) {
+  if (op->finished) return;
+  if (st.isOk()) return finishOk(op);
+  if (st.code() == Code::kTruncated) BRAID_LOG_WARN(kTransport, "{}", st.message());
+  op->status = std::move(st);
+  retire(op);
+}
+
+void EndpointImpl::retire(OpState* op) {
+  op->finished = true;
+  op->reg.reset();  // a request's own registration ends with it
+  --outstanding;
   if (op->kind == OpState::Kind::kWrite || op->kind == OpState::Kind::kRead) {
     // One-sided operations have no tag order: visible as soon as they finish.
     rmaOps.erase(std::find(rmaOps.begin(), rmaOps.end(), op));
@@ -504,8 +541,7 @@ void EndpointImpl::finish(OpState* op, Status st) {
     maybeRecycle(op);
     return;
   }
-  TagState& ts = tagState(op->tag);
-  releaseInOrder(ts, op->kind == OpState::Kind::kSend);
+  releaseInOrder(tagState(op->tag), op->kind == OpState::Kind::kSend);
 }
 
 void EndpointImpl::releaseInOrder(TagState& ts, bool sends) {
@@ -543,7 +579,7 @@ void EndpointImpl::tick(uint64_t now) {
     return;
   }
   if (verbs) {
-    verbs->tick();
+    verbs->tick(now);
     if (state == EpState::kFailed) return;
   }
   uint64_t timeoutNs = static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull;
@@ -893,10 +929,11 @@ void Request::reset() noexcept {
 
 Status Request::test() {
   if (!op_) return Status(Code::kInvalidArgument, "test() on an empty Request");
-  if (op_->released) return op_->status;
+  // An ok status is returned without copying op_->status (a string): test() is polled.
+  if (op_->released) return op_->status.isOk() ? Status() : op_->status;
   auto r = ep_->worker->progress(0);
   if (!r) return r.status();
-  if (op_->released) return op_->status;
+  if (op_->released) return op_->status.isOk() ? Status() : op_->status;
   return Status(Code::kInProgress);
 }
 

@@ -68,7 +68,17 @@ struct OpState {
   /// Verbs: the buffer's registration on every rail (the caller's MemoryRegion, or one
   /// made for this request and dropped when it finishes).
   std::shared_ptr<const MemoryRegionImpl> reg;
-  void reset() { *this = OpState(); }
+  /// Back to a fresh OpState, field by field: recycling is on every request's path, and
+  /// the status and registration are nearly always empty already.
+  void reset() {
+    kind = Kind::kSend;
+    tag = seq = len = size = bytesDone = 0;
+    buf = nullptr;
+    matched = finished = released = hasHandle = false;
+    pendingFrames = 0;
+    if (!status.isOk()) status = Status();
+    if (reg) reg.reset();
+  }
 };
 
 struct EndpointImpl;
@@ -173,6 +183,8 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   void onFrame(const wire::FrameHeader& f, const uint8_t* payload);
   /// A receive's clear-to-send (from a CTS frame, or read from the verbs CTS ring).
   void onCts(const wire::CtsEntry& cts);
+  /// A CTS in compact form (a receive that takes eager messages only: no address).
+  void onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity);
   /// Verbs: a rail finished writing its part of a message.
   void onFin(const wire::FrameHeader& f);
   /// The receive op (tag, seq) still waiting for data, or nullptr.
@@ -184,12 +196,25 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   void matchSends(TagState& ts);
   void startSend(OpState* op, const wire::CtsEntry& cts);
   void finish(OpState* op, Status st);
+  /// finish(op, Status::ok()) without building a Status: the hot path.
+  void finishOk(OpState* op);
+  /// The end of finish/finishOk: marks the op finished and releases what may go, in order.
+  void retire(OpState* op);
   /// Finishes every outstanding request with `st`.
   void finishAll(const Status& st);
   void releaseInOrder(TagState& ts, bool sends);
   void dropHandle(OpState* op);
   void maybeRecycle(OpState* op);
-  TagState& tagState(uint64_t tag);
+  /// The state of `tag`, made on first use. The last one is cached: a stream of messages
+  /// on one tag (the common case) skips the hash lookup. Elements of an unordered_map keep
+  /// their address, and tags are never erased while the endpoint lives.
+  TagState& tagState(uint64_t tag) {
+    if (lastTagState != nullptr && lastTag == tag) return *lastTagState;
+    TagState& ts = tags[tag];
+    lastTag = tag;
+    lastTagState = &ts;
+    return ts;
+  }
   /// Fails the endpoint and every outstanding request. `orderly`: the peer closed on
   /// purpose (logged as info when nothing was outstanding).
   void fail(Status st, bool orderly = false);
@@ -241,6 +266,8 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   std::vector<bool> dataConnecting;
 
   std::unordered_map<uint64_t, TagState> tags;
+  uint64_t lastTag = 0;
+  TagState* lastTagState = nullptr;
   std::vector<OpState*> rmaOps;  ///< one-sided operations not finished yet
   core::Freelist<OpState> ops;
   uint64_t outstanding = 0;
@@ -267,6 +294,7 @@ struct WorkerImpl {
   std::vector<Lingering> lingering;
   uint64_t nextTickNs = 0;
   uint64_t lastSocketPollNs = 0;
+  uint32_t idlePolls = 0;  ///< busy polls that found nothing (clock read every 16th)
 
   Result<size_t> progress(int timeoutMs);
   void addEndpoint(EndpointImpl* e) { endpoints.push_back(e); }

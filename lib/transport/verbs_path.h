@@ -119,7 +119,7 @@ class VerbsPath {
   /// Polls the CQs, the CTS ring and the flow block; posts what waited. Returns events.
   size_t progress();
   /// Liveness and async events (port down, QP fatal); fails the endpoint on a bad one.
-  void tick();
+  void tick(uint64_t now);
   /// kRailFailed naming the lane and the async event when a lane's device, port or QP
   /// failed; ok otherwise.
   Status railFailure() const;
@@ -133,11 +133,22 @@ class VerbsPath {
   explicit VerbsPath(EndpointImpl* ep);
   void post(size_t lane, const SendItem& item);
   bool tryPost(Lane& l, const SendItem& item);
+  /// A SEND (eager, FIN, truncation notice) into a send slot with the CTS that wait to ride
+  /// along; `frame` nullptr: an eager frame made from `op`. False when it must wait
+  /// (credit, send slot or send queue room).
+  bool trySend(Lane& l, uint8_t kind, OpState* op, const wire::FrameHeader* frame,
+               const uint8_t* payload);
+  /// Posts one work request and records what its completion retires; fails the endpoint
+  /// when the post fails. Always true (the request is consumed).
+  bool postWr(Lane& l, ibv_send_wr& wr, uint8_t kind, OpState* op, int32_t sendSlot,
+              uint32_t bytes);
   void drainBacklogs();
   bool pollLane(Lane& l);
   void onSendCompletion(Lane& l, uint64_t wrId);
   void onRecv(Lane& l, uint32_t slot, uint32_t bytes);
+  /// Queues a consumed receive slot for re-posting (posted in batches: flushReposts).
   Status repostRecv(Lane& l, uint32_t slot);
+  Status flushReposts(Lane& l);
   void pollCtsRing();
   void writeWaitingCts();
   void maybeWriteFlow();
@@ -158,7 +169,10 @@ class VerbsPath {
   uint64_t ctsWritten_ = 0;   ///< entries written into the peer's ring (as receiver)
   core::Ring<wire::CtsEntry> pendingCts_;  ///< CTS waiting for space in the peer's ring
   bool flowInFlight_ = false;
-  uint64_t lastRecvNs_ = 0;
+  bool flowDirty_ = false;   ///< slots reposted or ring entries read since the last check
+  bool backlogged_ = false;  ///< a lane's backlog may hold work requests
+  uint64_t rxEvents_ = 0;      ///< completions and ring entries seen (liveness)
+  uint64_t rxEventsSeen_ = 0;  ///< rxEvents_ at the last tick
   uint64_t flushSinceNs_ = 0;  ///< first flushed completion with no known cause yet
   std::string flushWhy_;
 };

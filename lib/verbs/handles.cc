@@ -244,14 +244,14 @@ Status postError(const char* what, const std::string& device, uint32_t qpn, int 
 
 Status Qp::postSend(ibv_send_wr* wr, ibv_send_wr** badWr) const {
   ibv_send_wr* bad = nullptr;
-  int rc = ref_->lib->postSend(qp_, wr, badWr != nullptr ? badWr : &bad);
+  int rc = verbs::postSend(*ref_->lib, qp_, wr, badWr != nullptr ? badWr : &bad);
   if (rc == 0) return Status::ok();
   return postError("ibv_post_send", ref_->name, qpn_, rc);
 }
 
 Status Qp::postRecv(ibv_recv_wr* wr, ibv_recv_wr** badWr) const {
   ibv_recv_wr* bad = nullptr;
-  int rc = ref_->lib->postRecv(qp_, wr, badWr != nullptr ? badWr : &bad);
+  int rc = verbs::postRecv(*ref_->lib, qp_, wr, badWr != nullptr ? badWr : &bad);
   if (rc == 0) return Status::ok();
   return postError("ibv_post_recv", ref_->name, qpn_, rc);
 }

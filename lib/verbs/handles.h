@@ -185,7 +185,7 @@ class Cq {
 
   /// ibv_poll_cq through the table: completions written to wc[0..n), or < 0 on error.
   /// Non-blocking, allocation-free.
-  int poll(int maxEntries, ibv_wc* wc) const { return ref_->lib->pollCq(cq_, maxEntries, wc); }
+  int poll(int maxEntries, ibv_wc* wc) const { return verbs::pollCq(*ref_->lib, cq_, maxEntries, wc); }
   /// Arms the CQ for one completion event on its channel (ibv_req_notify_cq(3)).
   [[nodiscard]] Status reqNotify(bool solicitedOnly = false) const;
 

@@ -105,6 +105,28 @@ struct Lib {
   static Result<Lib> open(const std::string& soname);
 };
 
+// Data-path calls: straight to the provider (the verbs.h inline function) when the table
+// holds the defaults, else through the table (tests' fault injection). One indirect call
+// fewer per poll or post matters on a busy-polling path.
+inline int pollCq(const Lib& lib, ibv_cq* cq, int numEntries, ibv_wc* wc) {
+#if BRAID_HAVE_VERBS
+  if (lib.pollCq == detail::pollCqDefault) return ibv_poll_cq(cq, numEntries, wc);
+#endif
+  return lib.pollCq(cq, numEntries, wc);
+}
+inline int postSend(const Lib& lib, ibv_qp* qp, ibv_send_wr* wr, ibv_send_wr** badWr) {
+#if BRAID_HAVE_VERBS
+  if (lib.postSend == detail::postSendDefault) return ibv_post_send(qp, wr, badWr);
+#endif
+  return lib.postSend(qp, wr, badWr);
+}
+inline int postRecv(const Lib& lib, ibv_qp* qp, ibv_recv_wr* wr, ibv_recv_wr** badWr) {
+#if BRAID_HAVE_VERBS
+  if (lib.postRecv == detail::postRecvDefault) return ibv_post_recv(qp, wr, badWr);
+#endif
+  return lib.postRecv(qp, wr, badWr);
+}
+
 /// "Cannot allocate memory (errno 12)". For verbs calls that return an errno value
 /// (ibv_modify_qp, ibv_destroy_*: "0 on success, errno on failure") or set errno.
 std::string errnoText(int err);
