@@ -95,8 +95,8 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
                                                       kTagData, "a ping receive", &mr));
     }
     uint8_t* p = buf.data() + (i % 2) * size;
-    sent.push_back(nowNs());
     BRAID_ASSIGN_OR_RETURN(Request sq, s.isend(p, size, kTagData, "a pong", &mr));
+    sent.push_back(nowNs());  // after the send: the clock read is not on the round trip
     st = s.wait(sq, "pong");
     if (!st.isOk()) return st.withContext(fmt::format("round trip {} of {}", i, total));
     if (validate) verdict.check(p, size, i, size);  // after the echo: off the critical path

@@ -108,7 +108,8 @@ std::vector<Channel*> EndpointImpl::allChannels() const {
 }
 
 
-Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag,
+Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
+                                   uint8_t* buf, uint64_t len, uint64_t tag,
                                    const MemoryRegion* mr) {
   if (state == EpState::kFailed) return error;
   if (state != EpState::kConnected)
@@ -191,10 +192,10 @@ Result<Request> EndpointImpl::post(OpState::Kind kind, uint8_t* buf, uint64_t le
         flushControl();
     }
   }
-  return Request(shared_from_this(), op);
+  return Request(self, op);  // a copy: one increment, no weak_ptr lock
 }
 
-Result<Request> EndpointImpl::postRma(OpState::Kind kind, uint8_t* buf, uint64_t len,
+Result<Request> EndpointImpl::postRma(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf, uint64_t len,
                                       const MemoryRegion& local, const RemoteKey& remote,
                                       uint64_t offset) {
   const char* what = kind == OpState::Kind::kWrite ? "iwrite" : "iread";
@@ -229,7 +230,7 @@ Result<Request> EndpointImpl::postRma(OpState::Kind kind, uint8_t* buf, uint64_t
   ++outstanding;
   rmaOps.push_back(op);
   verbs->startRma(op, rk, offset);
-  return Request(shared_from_this(), op);
+  return Request(self, op);  // a copy: one increment, no weak_ptr lock
 }
 
 void EndpointImpl::flushControl() {
@@ -870,25 +871,25 @@ Status Endpoint::waitConnected(std::chrono::milliseconds timeout) {
 Result<Request> Endpoint::isend(const void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
   if (mr && !mr->contains(buf, len))
     return Status(Code::kInvalidArgument, "isend: buffer outside its MemoryRegion");
-  return impl_->post(OpState::Kind::kSend, static_cast<uint8_t*>(const_cast<void*>(buf)), len,
+  return impl_->post(impl_, OpState::Kind::kSend, static_cast<uint8_t*>(const_cast<void*>(buf)), len,
                      tag, mr);
 }
 
 Result<Request> Endpoint::irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
   if (mr && !mr->contains(buf, len))
     return Status(Code::kInvalidArgument, "irecv: buffer outside its MemoryRegion");
-  return impl_->post(OpState::Kind::kRecv, static_cast<uint8_t*>(buf), len, tag, mr);
+  return impl_->post(impl_, OpState::Kind::kRecv, static_cast<uint8_t*>(buf), len, tag, mr);
 }
 
 Result<Request> Endpoint::iwrite(const void* src, size_t len, const MemoryRegion& local,
                                  const RemoteKey& remote, uint64_t remoteOffset) {
-  return impl_->postRma(OpState::Kind::kWrite, static_cast<uint8_t*>(const_cast<void*>(src)),
+  return impl_->postRma(impl_, OpState::Kind::kWrite, static_cast<uint8_t*>(const_cast<void*>(src)),
                         len, local, remote, remoteOffset);
 }
 
 Result<Request> Endpoint::iread(void* dst, size_t len, const MemoryRegion& local,
                                 const RemoteKey& remote, uint64_t remoteOffset) {
-  return impl_->postRma(OpState::Kind::kRead, static_cast<uint8_t*>(dst), len, local, remote,
+  return impl_->postRma(impl_, OpState::Kind::kRead, static_cast<uint8_t*>(dst), len, local, remote,
                         remoteOffset);
 }
 

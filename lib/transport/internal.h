@@ -174,10 +174,10 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   ~EndpointImpl();
 
   // --- data path ---
-  Result<Request> post(OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag,
+  Result<Request> post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag,
                        const MemoryRegion* mr);
   /// One-sided write or read (verbs only).
-  Result<Request> postRma(OpState::Kind kind, uint8_t* buf, uint64_t len,
+  Result<Request> postRma(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf, uint64_t len,
                           const MemoryRegion& local, const RemoteKey& remote, uint64_t offset);
   /// A control frame (TCP control socket, or a SEND on a verbs rail).
   void onFrame(const wire::FrameHeader& f, const uint8_t* payload);

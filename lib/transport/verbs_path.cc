@@ -185,6 +185,10 @@ struct VerbsPath::Lane {
   uint64_t bytesSent = 0;
   uint32_t sinceSignal = 0;
   uint32_t maxInline = 0;  // IBV_SEND_INLINE limit the QP was granted
+  // SENDs are posted from this prebuilt request (lkey, opcode, one SGE), with only the
+  // address, length, flags and wr_id changed per message.
+  ibv_sge sendSge{};
+  ibv_send_wr sendWr{};
   // Work requests that could not be posted yet, in order. Control writes (CTS, flow
   // counters) need only send-queue room and have their own FIFO: behind a SEND that waits
   // for credit they could deadlock two peers that each wait for the other's credit return.
@@ -317,6 +321,10 @@ Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n
                                                  l.slotSize,
                                              IBV_ACCESS_LOCAL_WRITE));
     l.slotsMr.emplace(std::move(mr));
+    l.sendSge.lkey = l.slotsMr->lkey();
+    l.sendWr.sg_list = &l.sendSge;
+    l.sendWr.num_sge = 1;
+    l.sendWr.opcode = IBV_WR_SEND;
     l.freeSendSlots.clear();
     for (uint32_t s = kSendSlots; s > 0; --s) l.freeSendSlots.push_back(s - 1);
     for (uint32_t s = 0; s < kRecvSlots; ++s) BRAID_RETURN_IF_ERROR(repostRecv(l, s));
@@ -450,11 +458,6 @@ bool VerbsPath::trySend(Lane& l, uint8_t kind, OpState* op, const wire::FrameHea
     hdr = *frame;
     hdrBytes = sizeof hdr;
   }
-  // Receives whose CTS has not gone out yet ride along on lane 0's SENDs instead of
-  // costing an RDMA WRITE each (a ping carries the CTS of its pong). The peer sorts each
-  // tag's CTS by seq, so they may overtake ring entries.
-  // A run of entries of one form goes: compact ones for eager-only receives (24 bytes),
-  // full ones for receives that can take a rendezvous (addresses and rkeys).
   uint32_t piggy = 0;
   bool full = false;
   if (l.index == 0 && !pendingCts_.empty()) {
@@ -463,34 +466,52 @@ bool VerbsPath::trySend(Lane& l, uint8_t kind, OpState* op, const wire::FrameHea
            (pendingCts_[piggy].addr != 0) == full)
       ++piggy;
   }
-  const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
   hdr.flags = static_cast<uint8_t>(piggy | (full ? wire::kPiggyFull : 0));
-  std::memcpy(p, &hdr, hdrBytes);
+  // Fixed-size copies (a few register moves), not a memcpy of a computed length.
+  if (frame == nullptr)
+    std::memcpy(p, &hdr, wire::kEagerHeaderBytes);
+  else
+    std::memcpy(p, &hdr, sizeof hdr);
   if (hdr.length) std::memcpy(p + hdrBytes, payload, hdr.length);
+  // Receives whose CTS has not gone out yet ride along on lane 0's SENDs instead of
+  // costing an RDMA WRITE each (a ping carries the CTS of its pong). The peer sorts each
+  // tag's CTS by seq, so they may overtake ring entries.
+  // A run of entries of one form goes: compact ones for eager-only receives (24 bytes),
+  // full ones for receives that can take a rendezvous (addresses and rkeys).
   uint8_t* dst = p + hdrBytes + hdr.length;
-  for (uint32_t k = 0; k < piggy; ++k, dst += entryBytes) {
+  for (uint32_t k = 0; k < piggy; ++k) {
     const wire::CtsEntry& e = pendingCts_.front();
     if (full) {
       std::memcpy(dst, &e, sizeof e);
+      dst += sizeof e;
     } else {
       const wire::CompactCts c{e.tag, e.seq, e.capacity};
       std::memcpy(dst, &c, sizeof c);
+      dst += sizeof c;
     }
     pendingCts_.pop_front();
   }
-  ibv_sge sge;
-  sge.addr = reinterpret_cast<uint64_t>(p);
-  sge.length = static_cast<uint32_t>(dst - p);
-  sge.lkey = l.slotsMr->lkey();
-  ibv_send_wr wr{};
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.opcode = IBV_WR_SEND;
-  wr.send_flags = IBV_SEND_SIGNALED;
-  if (sge.length <= l.maxInline) wr.send_flags |= IBV_SEND_INLINE;
+  l.sendSge.addr = reinterpret_cast<uint64_t>(p);
+  l.sendSge.length = static_cast<uint32_t>(dst - p);
+  // An eager SEND is a copy: the user's buffer is free once it is posted, so the send
+  // completes now (when its CTS is in) and its work request needs no completion of its
+  // own; every kSignalEvery-th is signaled so that the send slots and queue entries
+  // before it retire (RC completes a send queue in order). FINs and notices are signaled.
+  const bool eager = kind == kWrEager;
+  const bool signaled = !eager || ++l.sinceSignal >= kSignalEvery;
+  l.sendWr.send_flags = signaled ? IBV_SEND_SIGNALED : 0;
+  if (l.sendSge.length <= l.maxInline) l.sendWr.send_flags |= IBV_SEND_INLINE;
   ++l.sendsPosted;
-  return postWr(l, wr, kind, op, static_cast<int32_t>(slot),
-                kind == kWrFin ? static_cast<uint32_t>(hdr.offset) : 0);
+  postWr(l, l.sendWr, kind, eager ? nullptr : op, static_cast<int32_t>(slot),
+         kind == kWrFin ? static_cast<uint32_t>(hdr.offset) : 0);
+  if (eager) {
+    --op->pendingFrames;
+    if (op->finished)
+      ep_->maybeRecycle(op);
+    else if (op->matched && op->pendingFrames == 0)
+      ep_->finishOk(op);
+  }
+  return true;
 }
 
 bool VerbsPath::postWr(Lane& l, ibv_send_wr& wr, uint8_t kind, OpState* op, int32_t sendSlot,

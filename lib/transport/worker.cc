@@ -57,9 +57,10 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
   uint64_t now = core::nowNs();
   int n = 0;
   // When every endpoint moves data over verbs, their sockets carry only heartbeats and
-  // CLOSE: a busy poller looks at them every 50 us rather than paying an epoll_wait
-  // system call on every poll of the CQs.
-  constexpr uint64_t kSocketPollNs = 50'000;
+  // CLOSE: a busy poller looks at them once a millisecond (as often as the timers run)
+  // rather than paying an epoll_wait system call on every poll of the CQs; a system call
+  // in the middle of a message's arrival is latency.
+  constexpr uint64_t kSocketPollNs = 1'000'000;
   if (!(allVerbs && timeoutMs == 0 && now - lastSocketPollNs < kSocketPollNs)) {
     BRAID_ASSIGN_OR_RETURN(n, poller.wait(timeoutMs));
     lastSocketPollNs = now = core::nowNs();
