@@ -614,18 +614,8 @@ Result<MemoryRegion> Session::registerMemory(void* base, size_t len, std::string
   return r;
 }
 
-Result<Request> Session::isend(const void* buf, size_t len, uint64_t tag, std::string_view what,
-                               const MemoryRegion* mr) {
-  auto r = ep_->isend(buf, len, tag, mr);
-  if (!r) return r.status().withContext(fmt::format("posting {} (peer {})", what, peer_));
-  return r;
-}
-
-Result<Request> Session::irecv(void* buf, size_t len, uint64_t tag, std::string_view what,
-                               const MemoryRegion* mr) {
-  auto r = ep_->irecv(buf, len, tag, mr);
-  if (!r) return r.status().withContext(fmt::format("posting {} (peer {})", what, peer_));
-  return r;
+Status Session::postingFailed(const Status& st, std::string_view what) const {
+  return st.withContext(fmt::format("posting {} (peer {})", what, peer_));
 }
 
 Result<Request> Session::iwrite(const void* src, size_t len, const MemoryRegion& local,

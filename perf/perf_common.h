@@ -340,10 +340,19 @@ class Session {
   /// irecv + wait of a small control message that must fill `len` bytes exactly.
   Status recv(void* buf, size_t len, uint64_t tag, std::string_view what);
   /// Posting with the peer in the error; `mr` as in Endpoint::isend/irecv.
+  /// Inline: these are on the tools' timed path; only the error path is out of line.
   Result<Request> isend(const void* buf, size_t len, uint64_t tag, std::string_view what,
-                        const MemoryRegion* mr = nullptr);
+                        const MemoryRegion* mr = nullptr) {
+    auto r = ep_->isend(buf, len, tag, mr);
+    if (!r) return postingFailed(r.status(), what);
+    return r;
+  }
   Result<Request> irecv(void* buf, size_t len, uint64_t tag, std::string_view what,
-                        const MemoryRegion* mr = nullptr);
+                        const MemoryRegion* mr = nullptr) {
+    auto r = ep_->irecv(buf, len, tag, mr);
+    if (!r) return postingFailed(r.status(), what);
+    return r;
+  }
   Result<Request> iwrite(const void* src, size_t len, const MemoryRegion& local,
                          const RemoteKey& remote, uint64_t remoteOffset, std::string_view what);
   Result<Request> iread(void* dst, size_t len, const MemoryRegion& local, const RemoteKey& remote,
@@ -352,6 +361,7 @@ class Session {
  private:
   Session() = default;
   void probeDataTransport();
+  Status postingFailed(const Status& st, std::string_view what) const;
   // Creation order; members are destroyed bottom-up.
   std::shared_ptr<Context> ctx_;
   std::unique_ptr<Worker> worker_;

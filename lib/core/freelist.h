@@ -16,10 +16,7 @@ template <typename T>
 class Freelist {
  public:
   T* get() {
-    if (free_.empty()) {
-      all_.push_back(std::make_unique<T>());
-      return all_.back().get();
-    }
+    if (free_.empty()) return grow();
     T* t = free_.back();
     free_.pop_back();
     return t;
@@ -29,6 +26,11 @@ class Freelist {
   size_t available() const { return free_.size(); }
 
  private:
+  [[gnu::noinline]] T* grow() {
+    all_.push_back(std::make_unique<T>());
+    return all_.back().get();
+  }
+
   std::vector<std::unique_ptr<T>> all_;
   std::vector<T*> free_;
 };

@@ -154,8 +154,17 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
         controlDirty = control->hasOutput();
       }
     }
-    ts.unmatchedSends.push_back(op);
-    matchSends(ts);
+    // A small send's CTS is usually here already (it rode on the peer's last message):
+    // matched on the spot, without a trip through the queue.
+    if (len <= eagerMax && ts.unmatchedSends.empty() && !ts.cts.empty() &&
+        ts.cts.front().seq == op->seq && len <= ts.cts.front().capacity) {
+      ts.cts.pop_front();
+      op->matched = true;
+      if (op->pendingFrames == 0) finishOk(op);
+    } else {
+      ts.unmatchedSends.push_back(op);
+      matchSends(ts);
+    }
   } else {
     op->seq = ts.nextRecvSeq++;
     ts.recvs.push_back(op);
@@ -513,16 +522,6 @@ void EndpointImpl::onChunkLanded(OpState* op, uint64_t bytes) {
 
 // ---------------------------------------------------------------- completion
 
-void EndpointImpl::finishOk(OpState* op) {
-  if (op->finished) return;
-  // op->status is ok already: it is set only on finishing with an error.
-  if (op->kind == OpState::Kind::kSend) {
-    ++stats.messagesSent;
-    stats.bytesSent += op->len;
-  }
-  retire(op);
-}
-
 void EndpointImpl::finish(OpState* op, Status st) {
   if (op->finished) return;
   if (st.isOk()) return finishOk(op);
@@ -531,41 +530,18 @@ void EndpointImpl::finish(OpState* op, Status st) {
   retire(op);
 }
 
-void EndpointImpl::retire(OpState* op) {
-  op->finished = true;
-  op->reg.reset();  // a request's own registration ends with it
-  --outstanding;
-  if (op->kind == OpState::Kind::kWrite || op->kind == OpState::Kind::kRead) {
-    // One-sided operations have no tag order: visible as soon as they finish.
-    rmaOps.erase(std::find(rmaOps.begin(), rmaOps.end(), op));
-    op->released = true;
-    maybeRecycle(op);
-    return;
-  }
-  releaseInOrder(tagState(op->tag), op->kind == OpState::Kind::kSend);
-}
-
-void EndpointImpl::releaseInOrder(TagState& ts, bool sends) {
-  core::Ring<OpState*>& q = sends ? ts.sends : ts.recvs;
-  while (!q.empty() && q.front()->finished) {
-    OpState* op = q.front();
-    q.pop_front();
-    op->released = true;
-    maybeRecycle(op);
-  }
-}
-
-void EndpointImpl::maybeRecycle(OpState* op) {
-  if (op->released && !op->hasHandle && op->pendingFrames == 0) {
-    op->reset();
-    ops.put(op);
-  }
-}
-
-void EndpointImpl::dropHandle(OpState* op) {
-  op->hasHandle = false;
+void EndpointImpl::retireRma(OpState* op) {
+  // One-sided operations have no tag order: visible as soon as they finish.
+  rmaOps.erase(std::find(rmaOps.begin(), rmaOps.end(), op));
+  op->released = true;
   maybeRecycle(op);
 }
+
+void EndpointImpl::recycle(OpState* op) {
+  op->reset();
+  ops.put(op);
+}
+
 
 // ---------------------------------------------------------------- timers
 

@@ -196,15 +196,48 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   void matchSends(TagState& ts);
   void startSend(OpState* op, const wire::CtsEntry& cts);
   void finish(OpState* op, Status st);
-  /// finish(op, Status::ok()) without building a Status: the hot path.
-  void finishOk(OpState* op);
+  /// finish(op, Status::ok()) without building a Status. Inline with retire and
+  /// releaseInOrder: every request ends through them.
+  void finishOk(OpState* op) {
+    if (op->finished) return;
+    // op->status is ok already: it is set only on finishing with an error.
+    if (op->kind == OpState::Kind::kSend) {
+      ++stats.messagesSent;
+      stats.bytesSent += op->len;
+    }
+    retire(op);
+  }
   /// The end of finish/finishOk: marks the op finished and releases what may go, in order.
-  void retire(OpState* op);
+  void retire(OpState* op) {
+    op->finished = true;
+    if (op->reg) op->reg.reset();  // a request's own registration ends with it
+    --outstanding;
+    if (op->kind == OpState::Kind::kWrite || op->kind == OpState::Kind::kRead)
+      return retireRma(op);
+    releaseInOrder(tagState(op->tag), op->kind == OpState::Kind::kSend);
+  }
+  void retireRma(OpState* op);
   /// Finishes every outstanding request with `st`.
   void finishAll(const Status& st);
-  void releaseInOrder(TagState& ts, bool sends);
-  void dropHandle(OpState* op);
-  void maybeRecycle(OpState* op);
+  void releaseInOrder(TagState& ts, bool sends) {
+    core::Ring<OpState*>& q = sends ? ts.sends : ts.recvs;
+    while (!q.empty() && q.front()->finished) {
+      OpState* op = q.front();
+      q.pop_front();
+      op->released = true;
+      maybeRecycle(op);
+    }
+  }
+  void dropHandle(OpState* op) {
+    op->hasHandle = false;
+    maybeRecycle(op);
+  }
+  /// Back to the freelist once released, without a handle and with nothing posted using
+  /// it. Inline: checked on every completion and handle drop; recycle() is the rare part.
+  void maybeRecycle(OpState* op) {
+    if (op->released && !op->hasHandle && op->pendingFrames == 0) recycle(op);
+  }
+  void recycle(OpState* op);
   /// The state of `tag`, made on first use. The last one is cached: a stream of messages
   /// on one tag (the common case) skips the hash lookup. Elements of an unordered_map keep
   /// their address, and tags are never erased while the endpoint lives.
@@ -294,7 +327,7 @@ struct WorkerImpl {
   std::vector<Lingering> lingering;
   uint64_t nextTickNs = 0;
   uint64_t lastSocketPollNs = 0;
-  uint32_t idlePolls = 0;  ///< busy polls that found nothing (clock read every 16th)
+  uint32_t busyPolls = 0;  ///< non-blocking polls of an all-verbs worker (clock every 16th)
 
   Result<size_t> progress(int timeoutMs);
   void addEndpoint(EndpointImpl* e) { endpoints.push_back(e); }

@@ -663,18 +663,24 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
 // ---------------------------------------------------------------- CTS and flow
 
 Status VerbsPath::postReceive(OpState* op, const MemoryRegionImpl* mr) {
-  wire::CtsEntry e{};
-  e.tag = op->tag;
-  e.seq = op->seq;
-  e.capacity = op->len;
-  if (op->len > eagerMax_) {
-    e.addr = reinterpret_cast<uint64_t>(op->buf);
-    for (const auto& l : lanes_) e.rkeys[l->railIndex] = mr->perRail[l->railIndex].rkey;
-  }
   // The entry is built now: the op may finish and be recycled before ring space frees.
   // Written at the next progress, not now: a send posted right after this receive (a
   // ping-pong) then goes first on the wire instead of queueing behind the CTS.
-  pendingCts_.push_back(e);
+  // Built in place; an eager-only receive fills only what its compact form carries
+  // (addr 0: the peer reads no rkeys).
+  wire::CtsEntry& e = pendingCts_.emplace_back();
+  e.tag = op->tag;
+  e.seq = op->seq;
+  e.capacity = op->len;
+  e.addr = 0;
+  if (op->len > eagerMax_) {
+    e = wire::CtsEntry{};
+    e.tag = op->tag;
+    e.seq = op->seq;
+    e.capacity = op->len;
+    e.addr = reinterpret_cast<uint64_t>(op->buf);
+    for (const auto& l : lanes_) e.rkeys[l->railIndex] = mr->perRail[l->railIndex].rkey;
+  }
   return Status::ok();
 }
 
@@ -684,6 +690,10 @@ void VerbsPath::writeWaitingCts() {
     if (ctsWritten_ - consumed >= ctsSlots_) return;
     wire::CtsEntry e = pendingCts_.front();
     pendingCts_.pop_front();
+    if (e.addr == 0) {  // an eager-only entry was built with its three fields only
+      std::memset(e.rkeys, 0, sizeof e.rkeys);
+      std::memset(e.reserved, 0, sizeof e.reserved);
+    }
     uint32_t slot = static_cast<uint32_t>(ctsWritten_ & (ctsSlots_ - 1));
     e.ordinal = e.ordinalHead = ++ctsWritten_;
     cb_->ctsOut[slot] = e;

@@ -51,9 +51,10 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
   if (verbsEvents > 0) timeoutMs = 0;
   else if (anyVerbs && timeoutMs > 1) timeoutMs = 1;
   // A busy poller over verbs only reads the clock (for the socket poll and the timers
-  // below) every kClockEvery-th idle poll: the CQ polls above are the hot path.
+  // below) every kClockEvery-th poll: the CQ polls above are the hot path, and a message
+  // that just landed is the caller's to handle first.
   constexpr uint32_t kClockEvery = 16;
-  if (allVerbs && timeoutMs == 0 && verbsEvents == 0 && ++idlePolls % kClockEvery != 0) return 0;
+  if (allVerbs && timeoutMs == 0 && ++busyPolls % kClockEvery != 0) return verbsEvents;
   uint64_t now = core::nowNs();
   int n = 0;
   // When every endpoint moves data over verbs, their sockets carry only heartbeats and
