@@ -582,7 +582,7 @@ Status Session::wait(Request& req, std::string_view what) {
       }
     }
   }
-  if (st.isOk()) return st;
+  if (st.isOk()) return Status();  // not `return st`: that copied the message string
   return st.withContext(fmt::format("{} (peer {})", what, peer_));
 }
 

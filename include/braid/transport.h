@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "braid/status.h"
@@ -167,9 +168,20 @@ struct EndpointStats {
 class Request {
  public:
   Request() = default;
-  ~Request();
-  Request(Request&& other) noexcept;
-  Request& operator=(Request&& other) noexcept;
+  // Inline: requests are made, moved and dropped on every message.
+  ~Request() {
+    if (op_) release();
+  }
+  Request(Request&& other) noexcept
+      : ep_(std::move(other.ep_)), op_(std::exchange(other.op_, nullptr)) {}
+  Request& operator=(Request&& other) noexcept {
+    if (this != &other) {
+      if (op_) release();
+      ep_ = std::move(other.ep_);
+      op_ = std::exchange(other.op_, nullptr);
+    }
+    return *this;
+  }
   Request(const Request&) = delete;
   Request& operator=(const Request&) = delete;
 
@@ -186,7 +198,8 @@ class Request {
  private:
   friend struct EndpointImpl;
   Request(std::shared_ptr<EndpointImpl> ep, OpState* op);
-  void reset() noexcept;
+  /// Drops this handle on the operation (recycled once it is also finished).
+  void release() noexcept;
   std::shared_ptr<EndpointImpl> ep_;
   OpState* op_ = nullptr;
 };

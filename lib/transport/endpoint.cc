@@ -387,38 +387,9 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
       onCts(e);
       return;
     }
-    case wire::FrameType::kEager: {
-      TagState& ts = tagState(f.tag);
-      OpState* op = nullptr;
-      if (!ts.recvs.empty() && f.seq >= ts.recvs.front()->seq &&
-          f.seq - ts.recvs.front()->seq < ts.recvs.size())
-        op = ts.recvs[f.seq - ts.recvs.front()->seq];
-      if (op == nullptr) {
-        if (f.seq < ts.nextRecvSeq) {
-          fail(Status(Code::kProtocolError,
-                      fmt::format("eager message for tag {} seq {} that was already received",
-                                  f.tag, f.seq)));
-          return;
-        }
-        ts.unexpected.push_back({f.seq, std::vector<uint8_t>(payload, payload + f.length), f.total});
-        return;
-      }
-      ++stats.messagesReceived;
-      op->matched = true;
-      op->size = f.total;
-      if (f.total > op->len) {
-        finish(op, Status(Code::kTruncated,
-                          fmt::format("message {} of tag {} from {} has {} bytes but the receive "
-                                      "buffer holds {}: post a larger buffer",
-                                      f.seq, f.tag, peer, f.total, op->len)));
-        return;
-      }
-      if (f.length) std::memcpy(op->buf, payload, f.length);
-      op->bytesDone = f.length;
-      stats.bytesReceived += f.length;
-      finishOk(op);
+    case wire::FrameType::kEager:
+      onEager(f.tag, f.seq, payload, f.length);  // checkFrame: total == length
       return;
-    }
     case wire::FrameType::kTruncated: {
       TagState& ts = tagState(f.tag);
       for (size_t i = 0; i < ts.recvs.size(); ++i) {
@@ -449,6 +420,38 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
                   fmt::format("data frame type {} on the control path", f.type)));
       return;
   }
+}
+
+void EndpointImpl::onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length) {
+  TagState& ts = tagState(tag);
+  OpState* op = nullptr;
+  if (!ts.recvs.empty() && seq >= ts.recvs.front()->seq &&
+      seq - ts.recvs.front()->seq < ts.recvs.size())
+    op = ts.recvs[seq - ts.recvs.front()->seq];
+  if (op == nullptr) {
+    if (seq < ts.nextRecvSeq) {
+      fail(Status(Code::kProtocolError,
+                  fmt::format("eager message for tag {} seq {} that was already received", tag,
+                              seq)));
+      return;
+    }
+    ts.unexpected.push_back({seq, std::vector<uint8_t>(payload, payload + length), length});
+    return;
+  }
+  ++stats.messagesReceived;
+  op->matched = true;
+  op->size = length;
+  if (length > op->len) {
+    finish(op, Status(Code::kTruncated,
+                      fmt::format("message {} of tag {} from {} has {} bytes but the receive "
+                                  "buffer holds {}: post a larger buffer",
+                                  seq, tag, peer, length, op->len)));
+    return;
+  }
+  if (length) std::memcpy(op->buf, payload, length);
+  op->bytesDone = length;
+  stats.bytesReceived += length;
+  finishOk(op);
 }
 
 OpState* EndpointImpl::findRecv(uint64_t tag, uint64_t seq) {
@@ -884,22 +887,9 @@ Status Endpoint::error() const { return impl_->state == EpState::kFailed ? impl_
 
 Request::Request(std::shared_ptr<EndpointImpl> ep, OpState* op) : ep_(std::move(ep)), op_(op) {}
 
-Request::~Request() { reset(); }
 
-Request::Request(Request&& o) noexcept : ep_(std::move(o.ep_)), op_(o.op_) { o.op_ = nullptr; }
-
-Request& Request::operator=(Request&& o) noexcept {
-  if (this != &o) {
-    reset();
-    ep_ = std::move(o.ep_);
-    op_ = o.op_;
-    o.op_ = nullptr;
-  }
-  return *this;
-}
-
-void Request::reset() noexcept {
-  if (op_) ep_->dropHandle(op_);
+void Request::release() noexcept {
+  ep_->dropHandle(op_);
   op_ = nullptr;
   ep_.reset();
 }

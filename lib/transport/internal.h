@@ -187,6 +187,8 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   void onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity);
   /// Verbs: a rail finished writing its part of a message.
   void onFin(const wire::FrameHeader& f);
+  /// An eager message (the payload of a checked kEager frame).
+  void onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length);
   /// The receive op (tag, seq) still waiting for data, or nullptr.
   OpState* findRecv(uint64_t tag, uint64_t seq);
   /// Data channel: where the payload of chunk `f` goes (nullptr: discard). Sets *op.

@@ -841,6 +841,44 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
 
 void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
   const uint8_t* p = l.recvSlot(slot);
+  // Fast path: a well-formed eager frame, maybe with CTS riding along (the common case).
+  // Anything else, or anything off, takes the full path below, which names what is wrong.
+  if (bytes >= wire::kEagerHeaderBytes) {
+    wire::FrameHeader h;
+    std::memcpy(&h, p, wire::kEagerHeaderBytes);
+    const uint32_t piggy = h.flags & wire::kPiggyCountMask;
+    const bool full = (h.flags & wire::kPiggyFull) != 0;
+    const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
+    if (h.type == static_cast<uint8_t>(wire::FrameType::kEager) &&
+        h.magic == wire::kFrameMagic && h.length <= eagerMax_ &&
+        (piggy == 0 || (piggy <= kMaxPiggyback && l.index == 0)) &&
+        wire::kEagerHeaderBytes + h.length + piggy * entryBytes == bytes) {
+      const uint8_t* payload = p + wire::kEagerHeaderBytes;
+      const uint8_t* src = payload + h.length;
+      for (uint32_t k = 0; k < piggy; ++k, src += entryBytes) {
+        if (full) {
+          wire::CtsEntry e;
+          std::memcpy(&e, src, sizeof e);
+          ep_->onCts(e);
+        } else {
+          wire::CompactCts c;
+          std::memcpy(&c, src, sizeof c);
+          ep_->onCtsCompact(c.tag, c.seq, c.capacity);
+        }
+        if (ep_->state == EpState::kFailed) return;
+      }
+      ep_->onEager(h.tag, h.seq, payload, h.length);
+      if (ep_->state == EpState::kFailed) return;
+      Status rs = repostRecv(l, slot);
+      if (!rs.isOk()) ep_->fail(rs);
+      return;
+    }
+  }
+  onRecvFrame(l, slot, bytes);
+}
+
+void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
+  const uint8_t* p = l.recvSlot(slot);
   wire::FrameHeader h{};
   if (bytes < wire::kEagerHeaderBytes) {
     ep_->fail(Status(Code::kProtocolError,
@@ -868,25 +906,17 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
   const bool full = (h.flags & wire::kPiggyFull) != 0;
   const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
   h.flags = 0;
-  // A well-formed eager frame (the common case) passes one cheap test; anything else goes
-  // through the full checks, which name what is wrong.
-  const bool plainEager = h.type == static_cast<uint8_t>(wire::FrameType::kEager) &&
-                          h.magic == wire::kFrameMagic && h.length <= eagerMax_ &&
-                          (piggy == 0 || (piggy <= kMaxPiggyback && l.index == 0)) &&
-                          hdrBytes + h.length + piggy * entryBytes == bytes;
-  if (!plainEager) {
-    Status st = wire::checkFrame(h, eagerMax_);
-    if (st.isOk() && (piggy > kMaxPiggyback || (piggy > 0 && l.index != 0)))
-      st = Status(Code::kProtocolError,
-                  fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",
-                              piggy, kMaxPiggyback));
-    if (st.isOk() && hdrBytes + h.length + piggy * entryBytes != bytes)
-      st = Status(Code::kProtocolError,
-                  fmt::format("frame says {} payload bytes and {} CTS entries, the SEND carried "
-                              "{} bytes",
-                              h.length, piggy, bytes));
-    if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
-  }
+  Status st = wire::checkFrame(h, eagerMax_);
+  if (st.isOk() && (piggy > kMaxPiggyback || (piggy > 0 && l.index != 0)))
+    st = Status(Code::kProtocolError,
+                fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",
+                            piggy, kMaxPiggyback));
+  if (st.isOk() && hdrBytes + h.length + piggy * entryBytes != bytes)
+    st = Status(Code::kProtocolError,
+                fmt::format("frame says {} payload bytes and {} CTS entries, the SEND carried {} "
+                            "bytes",
+                            h.length, piggy, bytes));
+  if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
   if (piggy > 0) {
     // Ring entries and entries riding on SENDs can be seen in either order (a ring entry
     // written after this SEND may land before its completion is polled): EndpointImpl

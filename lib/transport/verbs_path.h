@@ -146,6 +146,8 @@ class VerbsPath {
   bool pollLane(Lane& l);
   void onSendCompletion(Lane& l, uint64_t wrId);
   void onRecv(Lane& l, uint32_t slot, uint32_t bytes);
+  /// onRecv's full path: every frame type, every check with its message.
+  void onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes);
   /// Queues a consumed receive slot for re-posting (posted in batches: flushReposts).
   Status repostRecv(Lane& l, uint32_t slot);
   Status flushReposts(Lane& l);
