@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "core/bytes.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "transport/internal.h"
@@ -448,7 +449,7 @@ void EndpointImpl::onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, u
                                   seq, tag, peer, length, op->len)));
     return;
   }
-  if (length) std::memcpy(op->buf, payload, length);
+  core::copyBytes(op->buf, payload, length);
   op->bytesDone = length;
   stats.bytesReceived += length;
   finishOk(op);

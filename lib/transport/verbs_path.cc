@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "core/bytes.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "transport/internal.h"
@@ -472,7 +473,7 @@ bool VerbsPath::trySend(Lane& l, uint8_t kind, OpState* op, const wire::FrameHea
     std::memcpy(p, &hdr, wire::kEagerHeaderBytes);
   else
     std::memcpy(p, &hdr, sizeof hdr);
-  if (hdr.length) std::memcpy(p + hdrBytes, payload, hdr.length);
+  core::copyBytes(p + hdrBytes, payload, hdr.length);
   // Receives whose CTS has not gone out yet ride along on lane 0's SENDs instead of
   // costing an RDMA WRITE each (a ping carries the CTS of its pong). The peer sorts each
   // tag's CTS by seq, so they may overtake ring entries.
