@@ -17,13 +17,17 @@
 # 2-vCPU VM, so both figures are reported. Every perftest server starts before its client,
 # the client is retried until the server listens, and every command is bounded by timeout.
 # perftest runs with -n (its duration mode reports 0 under emulation).
+# Pinning: every server runs on CPU 0 and every client on CPU 1 (taskset), perftest and
+# braid alike, as perftest's own docs advise for latency: two busy pollers left to the
+# scheduler may share a vCPU or migrate, which is noise, not a property of either tool.
+# --no-pin turns it off (and it is off on a one-CPU machine).
 #
 # A benchmark, not a test: exit 0 when every step ran, 1 when one failed, 2 on a bad
 # command line or when no RDMA device is there.
 #
 # usage: perf/bench_verbs.sh [BUILD_DIR] [--rounds N] [--json FILE] [--mode busy|yield|event|both|all]
 #                            [--dev DEV] [--gid-index N] [--host IP] [--port P]
-#                            [--mib N] [--lat-iters N] [--tx-depth N]
+#                            [--mib N] [--lat-iters N] [--tx-depth N] [--no-pin]
 #   BUILD_DIR    braid build directory (default: $BRAID_BUILD_DIR, else ./build)
 #   --rounds     repeat everything N times, interleaved, report medians (default 3)
 #   --json       also write every figure (and each round's) to FILE
@@ -33,7 +37,8 @@
 #   --host       address the clients connect to (default: $BRAID_VM_IP0, else 10.77.0.1)
 #   --port       first of the TCP ports used (default 18700)
 #   --mib        MiB moved per bandwidth run: -n = MIB/size (default 128)
-#   --lat-iters  iterations of each latency run (default 2000)
+#   --lat-iters  iterations of each latency run (default 5000)
+#   --no-pin     leave servers and clients to the scheduler
 #   --tx-depth   writes in flight, the same for both tools (default 16, braid's default)
 set -euo pipefail
 
@@ -46,7 +51,8 @@ gid=""  # default: the RoCE v2 IPv4-mapped GID of --dev, found in sysfs
 host="${BRAID_VM_IP0:-10.77.0.1}"
 port=18700
 mib=128
-latIters=2000
+latIters=5000
+pin=1
 txDepth=16
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -64,7 +70,8 @@ while [[ $# -gt 0 ]]; do
     --mib) mib="$2"; shift 2 ;;
     --lat-iters) latIters="$2"; shift 2 ;;
     --tx-depth) txDepth="$2"; shift 2 ;;
-    -h|--help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-pin) pin=0; shift ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     -*) echo "bench_verbs.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) build="$1"; shift ;;
   esac
@@ -90,6 +97,11 @@ if [[ ! -d "/sys/class/infiniband/$dev" ]]; then
   echo "bench_verbs.sh: no RDMA device $dev here. On a machine without RDMA run it in the" >&2
   echo "Soft-RoCE VM: tests/softroce/run_in_vm.sh -- perf/bench_verbs.sh $build" >&2
   exit 2
+fi
+
+srvPin=() cliPin=()
+if [[ $pin == 1 && $(nproc) -ge 2 ]] && command -v taskset >/dev/null; then
+  srvPin=(taskset -c 0) cliPin=(taskset -c 1)
 fi
 
 tmp="$(mktemp -d)"
@@ -122,13 +134,13 @@ perftest() {
   local name="$1"; shift
   local p=$port
   nextport
-  timeout -k 5 300 "$@" -p "$p" >"$tmp/$name.server.txt" 2>&1 &
+  timeout -k 5 300 "${srvPin[@]}" "$@" -p "$p" >"$tmp/$name.server.txt" 2>&1 &
   local sp=$!
   pids+=("$sp")
   local ok=0
   for _ in $(seq 1 30); do
     sleep 0.5
-    if timeout -k 5 300 "$@" -p "$p" "$host" >"$tmp/$name.client.txt" 2>&1; then ok=1; break; fi
+    if timeout -k 5 300 "${cliPin[@]}" "$@" -p "$p" "$host" >"$tmp/$name.client.txt" 2>&1; then ok=1; break; fi
     kill -0 "$sp" 2>/dev/null || break  # the server gave up: nothing to retry against
   done
   [[ $ok == 1 ]] || fail "$name" "$tmp/$name.client.txt" "$tmp/$name.server.txt"
@@ -140,12 +152,12 @@ braid() {
   local name="$1" tool="$2"; shift 2
   local p=$port
   nextport
-  timeout -k 5 300 "$tool" -p "$p" "$@" --json "$tmp/$name.server.json" \
+  timeout -k 5 300 "${srvPin[@]}" "$tool" -p "$p" "$@" --json "$tmp/$name.server.json" \
     >"$tmp/$name.server.txt" 2>&1 &
   local sp=$!
   pids+=("$sp")
   sleep 0.3
-  timeout -k 5 300 "$tool" "$host" -p "$p" "$@" --json "$tmp/$name.client.json" \
+  timeout -k 5 300 "${cliPin[@]}" "$tool" "$host" -p "$p" "$@" --json "$tmp/$name.client.json" \
     >"$tmp/$name.client.txt" 2>&1 || fail "$name" "$tmp/$name.client.txt" "$tmp/$name.server.txt"
   wait "$sp" || fail "$name (server)" "$tmp/$name.server.txt"
 }
@@ -158,6 +170,7 @@ vals="$tmp/values.txt"
 load0="$(loadavg)"
 echo "== bench_verbs: $dev GID $gid via $host, build $build, $(nproc) cpus, load $load0"
 echo "   modes: $modes, rounds: $rounds, $mib MiB per bandwidth run, tx depth $txDepth, $latIters round trips per latency run"
+echo "   pinning: ${srvPin[*]:-none} (servers), ${cliPin[*]:-none} (clients)"
 vf=(-d "$dev" -x "$gid")
 for ((r = 1; r <= rounds; r++)); do
   echo "-- round $r (load $(loadavg))"
@@ -189,9 +202,9 @@ for ((r = 1; r <= rounds; r++)); do
   done
 done
 
-python3 - "$vals" "$json" "$modes" "$load0" "$(loadavg)" "$(nproc)" "$dev" "$mib" "$latIters" "$txDepth" <<'PY'
+python3 - "$vals" "$json" "$modes" "$load0" "$(loadavg)" "$(nproc)" "$dev" "$mib" "$latIters" "$txDepth" "${#srvPin[@]}" <<'PY'
 import json, statistics, sys
-path, out, modes, load0, load1, cpus, dev, mib, lat_iters, tx = sys.argv[1:11]
+path, out, modes, load0, load1, cpus, dev, mib, lat_iters, tx, pinned = sys.argv[1:12]
 modes = modes.split()
 per = {}
 for line in open(path):
@@ -203,7 +216,8 @@ def ratio(a, b):
     return statistics.median(per[a][r] / per[b][r] for r in rounds if per[b][r] > 0)
 res = {"device": dev, "cpus": int(cpus), "load_before": load0, "load_after": load1,
        "rounds": len(rounds), "mib_per_bw_run": int(mib), "lat_iterations": int(lat_iters),
-       "tx_depth": int(tx), "targets": {"bw_ratio_min": 0.95, "lat_ratio_max": 1.15},
+       "tx_depth": int(tx), "pinned": pinned != "0",
+       "targets": {"bw_ratio_min": 0.95, "lat_ratio_max": 1.15},
        "bandwidth_mb_per_sec": {}, "latency_typical_usec": {}, "ratios": {},
        "per_round": {k: {str(r): v for r, v in d.items()} for k, d in per.items()}}
 print(f"== summary: medians over {len(rounds)} round(s) (load now {load1})")

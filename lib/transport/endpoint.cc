@@ -353,7 +353,7 @@ void EndpointImpl::onFrameSent(OutFrame& f) {
 namespace {
 // Keeps a tag's CTS in seq order after a push_back: they nearly always arrive in order,
 // so this is one comparison, and at worst a few swaps.
-void sortLastCts(core::Ring<wire::CtsEntry>& q) {
+inline void sortLastCts(core::Ring<wire::CtsEntry>& q) {
   for (size_t i = q.size() - 1; i > 0 && q[i - 1].seq > q[i].seq; --i) std::swap(q[i - 1], q[i]);
 }
 }  // namespace
@@ -375,7 +375,8 @@ void EndpointImpl::onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity) {
   e.capacity = capacity;
   e.addr = 0;
   sortLastCts(ts.cts);
-  matchSends(ts);
+  // Usually the CTS of a send not posted yet: nothing to match.
+  if (!ts.unmatchedSends.empty()) matchSends(ts);
 }
 
 void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
