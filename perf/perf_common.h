@@ -343,15 +343,15 @@ class Session {
   /// Inline: these are on the tools' timed path; only the error path is out of line.
   Result<Request> isend(const void* buf, size_t len, uint64_t tag, std::string_view what,
                         const MemoryRegion* mr = nullptr) {
-    auto r = ep_->isend(buf, len, tag, mr);
-    if (!r) return postingFailed(r.status(), what);
-    return r;
+    Result<Request> r = ep_->isend(buf, len, tag, mr);
+    if (!r) r = postingFailed(r.status(), what);
+    return r;  // one object returned on every path: no move of the Result
   }
   Result<Request> irecv(void* buf, size_t len, uint64_t tag, std::string_view what,
                         const MemoryRegion* mr = nullptr) {
-    auto r = ep_->irecv(buf, len, tag, mr);
-    if (!r) return postingFailed(r.status(), what);
-    return r;
+    Result<Request> r = ep_->irecv(buf, len, tag, mr);
+    if (!r) r = postingFailed(r.status(), what);
+    return r;  // one object returned on every path: no move of the Result
   }
   Result<Request> iwrite(const void* src, size_t len, const MemoryRegion& local,
                          const RemoteKey& remote, uint64_t remoteOffset, std::string_view what);
