@@ -129,22 +129,37 @@ fail() {
 nextport() { port=$((port + 1)); }
 
 # perftest NAME ARGS...: server first (bounded), then the client, retried until the server
-# listens (a client started too early fails at once and leaves the server waiting).
+# listens (a client started too early fails at once and leaves the server waiting); when a
+# client got through to the server and then failed, server and client start over (3 tries).
 perftest() {
   local name="$1"; shift
-  local p=$port
-  nextport
-  timeout -k 5 300 "${srvPin[@]}" "$@" -p "$p" >"$tmp/$name.server.txt" 2>&1 &
-  local sp=$!
-  pids+=("$sp")
-  local ok=0
-  for _ in $(seq 1 30); do
-    sleep 0.5
-    if timeout -k 5 300 "${cliPin[@]}" "$@" -p "$p" "$host" >"$tmp/$name.client.txt" 2>&1; then ok=1; break; fi
-    kill -0 "$sp" 2>/dev/null || break  # the server gave up: nothing to retry against
+  local attempt
+  for attempt in 1 2 3; do
+    local p=$port
+    nextport
+    timeout -k 5 300 "${srvPin[@]}" "$@" -p "$p" >"$tmp/$name.server.txt" 2>&1 &
+    local sp=$!
+    pids+=("$sp")
+    local ok=0
+    for _ in $(seq 1 30); do
+      sleep 0.5
+      if timeout -k 5 300 "${cliPin[@]}" "$@" -p "$p" "$host" >"$tmp/$name.client.txt" 2>&1; then
+        ok=1
+        break
+      fi
+      kill -0 "$sp" 2>/dev/null || break  # the server gave up: nothing to retry against
+      # The server took a client that then failed: it will not listen again. Start over.
+      grep -q "remote address" "$tmp/$name.server.txt" && break
+    done
+    if [[ $ok == 1 ]]; then
+      wait "$sp" || true  # perftest servers may exit non-zero after a late client
+      return 0
+    fi
+    kill "$sp" 2>/dev/null || true
+    wait "$sp" 2>/dev/null || true
+    echo "   ($name: attempt $attempt failed, $( ((attempt < 3)) && echo "starting over" || echo "giving up"))"
   done
-  [[ $ok == 1 ]] || fail "$name" "$tmp/$name.client.txt" "$tmp/$name.server.txt"
-  wait "$sp" || true  # perftest servers may exit non-zero after a late client
+  fail "$name" "$tmp/$name.client.txt" "$tmp/$name.server.txt"
 }
 
 # braid NAME TOOL ARGS...: the braid tools retry their own connect for 5 s.

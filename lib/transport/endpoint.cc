@@ -31,6 +31,10 @@ EndpointImpl::~EndpointImpl() { close(); }
 void EndpointImpl::close() {
   if (closed) return;
   closed = true;
+  // Eager messages posted over verbs finished when posted: they are acknowledged before
+  // the peer hears of the close (its CLOSE handler then finds them in its CQ) and before
+  // the QPs go down. A few round trips normally; at most 1 s for a dead peer.
+  if (verbs && state == EpState::kConnected) verbs->drainSends(1'000'000'000ull);
   worker->removeEndpoint(this);
   if (state == EpState::kConnected && control && control->fd() >= 0) {
     // Flush what is queued (a CTS the peer's eager send waits for) and tell the peer this
@@ -409,8 +413,9 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
     case wire::FrameType::kHeartbeat:
       return;
     case wire::FrameType::kClose:
-      // Whatever the peer sent over verbs before closing (its sends had completed) is in
-      // our completion queues by now: take it before failing what is left.
+      // Whatever the peer sent over verbs before closing is in our completion queues by
+      // now (its close waits for its SENDs to be acknowledged): take it before failing
+      // what is left.
       if (verbs && state == EpState::kConnected) verbs->progress();
       if (state == EpState::kFailed) return;
       fail(Status(Code::kConnectionReset, fmt::format("peer {} closed the endpoint", peer)),

@@ -353,6 +353,30 @@ uint64_t VerbsPath::bytesSentOnLane(size_t i) const {
   return i < lanes_.size() ? lanes_[i]->bytesSent : 0;
 }
 
+bool VerbsPath::sendsRetired() const {
+  for (const auto& l : lanes_)
+    if (l->connected && l->sqRetired < l->sqPosted) return false;
+  return true;
+}
+
+void VerbsPath::drainSends(uint64_t budgetNs) {
+  // Eager SENDs finish when posted (their payload is copied) and most are unsignaled, so
+  // "finished" does not mean "delivered". Before the QPs go down, wait for the device to
+  // have every posted request acknowledged: an unsignaled SEND retires with the next
+  // signaled request on its QP (RC completes in order), so a flow-control write, which is
+  // signaled, is posted behind them on lane 0. Bounded: a dead peer costs at most the
+  // budget, and its requests are flushed with the QPs.
+  if (lanes_.empty() || ep_->state == EpState::kFailed) return;
+  const uint64_t deadline = core::nowNs() + budgetNs;
+  while (!sendsRetired() && ep_->state != EpState::kFailed && core::nowNs() < deadline) {
+    Lane& l0 = *lanes_[0];
+    if (l0.sqRetired < l0.sqPosted && !flowInFlight_ && l0.backlog.empty() &&
+        l0.ctlBacklog.empty())
+      maybeWriteFlow(/*force=*/true);
+    progress();
+  }
+}
+
 void VerbsPath::shutdown() noexcept {
   for (auto& l : lanes_) {
     if (l->qp && l->connected) (void)verbs::toError(*l->qp);
@@ -727,7 +751,7 @@ void VerbsPath::pollCtsRing() {
   }
 }
 
-void VerbsPath::maybeWriteFlow() {
+void VerbsPath::maybeWriteFlow(bool force) {
   // flowDirty_ stays set while a write cannot go (one in flight, lane 0 not up): its
   // completion sets it again anyway.
   if (flowInFlight_ || lanes_.empty() || !lanes_[0]->connected) return;
@@ -740,7 +764,7 @@ void VerbsPath::maybeWriteFlow() {
     cb_->flowOut.recvReposted[i] = lanes_[i]->recvReposted;
     due = due || lanes_[i]->recvReposted - cb_->flowSend.recvReposted[i] >= kRecvSlots / 2;
   }
-  if (!due) return;
+  if (!due && !force) return;
   Lane& l = *lanes_[0];
   cb_->flowSend = cb_->flowOut;
   SendItem it;
@@ -1095,6 +1119,7 @@ void VerbsPath::writeWaitingCts() {}
 size_t VerbsPath::progress() { return 0; }
 void VerbsPath::tick(uint64_t) {}
 void VerbsPath::shutdown() noexcept {}
+void VerbsPath::drainSends(uint64_t) {}
 Status VerbsPath::railFailure() const { return Status::ok(); }
 uint64_t VerbsPath::bytesSentOnLane(size_t) const { return 0; }
 

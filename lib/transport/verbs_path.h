@@ -125,6 +125,9 @@ class VerbsPath {
   Status railFailure() const;
   /// Moves every QP to the error state: nothing more lands in user buffers.
   void shutdown() noexcept;
+  /// Orderly close: polls until every posted send request is acknowledged by the peer
+  /// (eager SENDs finish when posted), at most `budgetNs`.
+  void drainSends(uint64_t budgetNs);
   uint64_t bytesSentOnLane(size_t i) const;
 
  private:
@@ -153,7 +156,10 @@ class VerbsPath {
   Status flushReposts(Lane& l);
   void pollCtsRing();
   void writeWaitingCts();
-  void maybeWriteFlow();
+  /// Writes the flow counters when enough are owed (or `force`: also to make every
+  /// earlier request on lane 0 retire, as it is signaled).
+  void maybeWriteFlow(bool force = false);
+  bool sendsRetired() const;
   std::string describeWc(const Lane& l, int status, uint32_t vendorErr, int opcode) const;
   /// What the async-event thread knows of the lane's device, port and QP.
   Status railStatus(const Lane& l) const;

@@ -516,6 +516,47 @@ TEST_CASE("both sides sending 300 eager messages before receiving any do not dea
   CHECK(child->wait() == 0);
 }
 
+TEST_CASE("eager messages whose sends finished reach the peer when the sender closes at once") {
+  // Over verbs an eager send finishes when posted (its payload is copied); the close that
+  // follows must not lose it: the endpoint waits for the SENDs to be acknowledged before
+  // telling the peer and taking the queue pairs down.
+  constexpr int kCount = 200;
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, verbsOptions());
+    if (!peer.ep) return 11;
+    std::vector<std::array<uint8_t, 100>> out(kCount);
+    std::vector<Request> sends;
+    for (int i = 0; i < kCount; ++i) {
+      fillPattern(out[i].data(), out[i].size(), 1000 + i);
+      auto s = peer.ep->isend(out[i].data(), out[i].size(), 5);
+      if (!s) return 12;
+      sends.push_back(std::move(s).value());
+    }
+    for (auto& s : sends)
+      if (!s.wait(60s).isOk()) return 13;
+    peer.ep.reset();  // at once: no round trip with the parent after the last send
+    return 0;
+  });
+  Parent p(*child);
+  std::vector<std::array<uint8_t, 100>> in(kCount);
+  std::vector<Request> recvs;
+  for (int i = 0; i < kCount; ++i) {
+    auto r = p.ep->irecv(in[i].data(), in[i].size(), 5);
+    REQUIRE(r.isOk());
+    recvs.push_back(std::move(r).value());
+  }
+  int got = 0;
+  for (int i = 0; i < kCount; ++i) {
+    Status st = recvs[i].wait(60s);
+    INFO("message " << i << ": " << st.toString());
+    REQUIRE(st.isOk());
+    CHECK(checkPattern(in[i].data(), in[i].size(), 1000 + i) == in[i].size());
+    ++got;
+  }
+  CHECK(got == kCount);
+  CHECK(child->wait() == 0);
+}
+
 // Last: it takes a link down (and back up) under every process in the VM.
 TEST_CASE("a port that goes down fails the endpoints on it with rail-failed naming the port") {
   auto child = spawn([&](int pipeFd) {
