@@ -354,33 +354,11 @@ void EndpointImpl::onFrameSent(OutFrame& f) {
 
 // ---------------------------------------------------------------- receive side
 
-namespace {
-// Keeps a tag's CTS in seq order after a push_back: they nearly always arrive in order,
-// so this is one comparison, and at worst a few swaps.
-inline void sortLastCts(core::Ring<wire::CtsEntry>& q) {
-  for (size_t i = q.size() - 1; i > 0 && q[i - 1].seq > q[i].seq; --i) std::swap(q[i - 1], q[i]);
-}
-}  // namespace
-
 void EndpointImpl::onCts(const wire::CtsEntry& cts) {
   TagState& ts = tagState(cts.tag);
   ts.cts.push_back(cts);
   sortLastCts(ts.cts);
   matchSends(ts);
-}
-
-void EndpointImpl::onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity) {
-  TagState& ts = tagState(tag);
-  // Filled in place: only what an eager-only receive has (addr 0 means no rendezvous,
-  // so the rkeys are never read).
-  wire::CtsEntry& e = ts.cts.emplace_back();
-  e.tag = tag;
-  e.seq = seq;
-  e.capacity = capacity;
-  e.addr = 0;
-  sortLastCts(ts.cts);
-  // Usually the CTS of a send not posted yet: nothing to match.
-  if (!ts.unmatchedSends.empty()) matchSends(ts);
 }
 
 void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
@@ -429,8 +407,8 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
   }
 }
 
-void EndpointImpl::onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length) {
-  TagState& ts = tagState(tag);
+void EndpointImpl::onEagerSlow(TagState& ts, uint64_t tag, uint64_t seq, const uint8_t* payload,
+                               uint32_t length) {
   OpState* op = nullptr;
   if (!ts.recvs.empty() && seq >= ts.recvs.front()->seq &&
       seq - ts.recvs.front()->seq < ts.recvs.size())

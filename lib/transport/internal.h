@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "braid/transport.h"
+#include "core/bytes.h"
 #include "core/freelist.h"
 #include "core/params.h"
 #include "tcp/interfaces.h"
@@ -184,11 +185,53 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   /// A receive's clear-to-send (from a CTS frame, or read from the verbs CTS ring).
   void onCts(const wire::CtsEntry& cts);
   /// A CTS in compact form (a receive that takes eager messages only: no address).
-  void onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity);
+  /// Inline, as onEager: one of each per small message received over verbs.
+  void onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity) {
+    TagState& ts = tagState(tag);
+    // Filled in place: only what an eager-only receive has (addr 0 means no rendezvous,
+    // so the rkeys are never read).
+    wire::CtsEntry& e = ts.cts.emplace_back();
+    e.tag = tag;
+    e.seq = seq;
+    e.capacity = capacity;
+    e.addr = 0;
+    sortLastCts(ts.cts);
+    // Usually the CTS of a send not posted yet: nothing to match.
+    if (!ts.unmatchedSends.empty()) matchSends(ts);
+  }
+  /// Keeps a tag's CTS in seq order after a push_back: they nearly always arrive in
+  /// order, so this is one comparison, and at worst a few swaps.
+  static void sortLastCts(core::Ring<wire::CtsEntry>& q) {
+    for (size_t i = q.size() - 1; i > 0 && q[i - 1].seq > q[i].seq; --i)
+      std::swap(q[i - 1], q[i]);
+  }
   /// Verbs: a rail finished writing its part of a message.
   void onFin(const wire::FrameHeader& f);
-  /// An eager message (the payload of a checked kEager frame).
-  void onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length);
+  /// An eager message (the payload of a checked kEager frame). Inline fast path: its
+  /// receive is posted and it fits; everything else in onEagerSlow.
+  void onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length) {
+    TagState& ts = tagState(tag);
+    if (!ts.recvs.empty()) {
+      const uint64_t first = ts.recvs.front()->seq;
+      if (seq >= first && seq - first < ts.recvs.size()) {
+        OpState* op = ts.recvs[seq - first];
+        if (length <= op->len) {
+          ++stats.messagesReceived;
+          op->matched = true;
+          op->size = length;
+          core::copyBytes(op->buf, payload, length);
+          op->bytesDone = length;
+          stats.bytesReceived += length;
+          finishOk(op);
+          return;
+        }
+      }
+    }
+    onEagerSlow(ts, tag, seq, payload, length);
+  }
+  /// Unexpected (receive not posted yet), duplicate or truncated eager messages.
+  void onEagerSlow(TagState& ts, uint64_t tag, uint64_t seq, const uint8_t* payload,
+                   uint32_t length);
   /// The receive op (tag, seq) still waiting for data, or nullptr.
   OpState* findRecv(uint64_t tag, uint64_t seq);
   /// Data channel: where the payload of chunk `f` goes (nullptr: discard). Sets *op.
