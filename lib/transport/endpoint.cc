@@ -33,8 +33,16 @@ void EndpointImpl::close() {
   closed = true;
   // Eager messages posted over verbs finished when posted: they are acknowledged before
   // the peer hears of the close (its CLOSE handler then finds them in its CQ) and before
-  // the QPs go down. A few round trips normally; at most 1 s for a dead peer.
-  if (verbs && state == EpState::kConnected) verbs->drainSends(1'000'000'000ull);
+  // the QPs go down. A few round trips normally. The worker's progress also reads the
+  // control socket: a peer that closed first (it wants nothing more) or died ends the
+  // wait at once; at most 1 s otherwise.
+  if (verbs && state == EpState::kConnected) {
+    const uint64_t deadline = core::nowNs() + 1'000'000'000ull;
+    while (state == EpState::kConnected && !verbs->sendsRetired() && core::nowNs() < deadline) {
+      verbs->requestRetirement();
+      if (!worker->progress(0)) break;
+    }
+  }
   worker->removeEndpoint(this);
   if (state == EpState::kConnected && control && control->fd() >= 0) {
     // Flush what is queued (a CTS the peer's eager send waits for) and tell the peer this

@@ -359,22 +359,14 @@ bool VerbsPath::sendsRetired() const {
   return true;
 }
 
-void VerbsPath::drainSends(uint64_t budgetNs) {
-  // Eager SENDs finish when posted (their payload is copied) and most are unsignaled, so
-  // "finished" does not mean "delivered". Before the QPs go down, wait for the device to
-  // have every posted request acknowledged: an unsignaled SEND retires with the next
-  // signaled request on its QP (RC completes in order), so a flow-control write, which is
-  // signaled, is posted behind them on lane 0. Bounded: a dead peer costs at most the
-  // budget, and its requests are flushed with the QPs.
-  if (lanes_.empty() || ep_->state == EpState::kFailed) return;
-  const uint64_t deadline = core::nowNs() + budgetNs;
-  while (!sendsRetired() && ep_->state != EpState::kFailed && core::nowNs() < deadline) {
-    Lane& l0 = *lanes_[0];
-    if (l0.sqRetired < l0.sqPosted && !flowInFlight_ && l0.backlog.empty() &&
-        l0.ctlBacklog.empty())
-      maybeWriteFlow(/*force=*/true);
-    progress();
-  }
+void VerbsPath::requestRetirement() {
+  // An unsignaled SEND retires with the next signaled request on its QP (RC completes a
+  // send queue in order): a flow-counter write, which is signaled, goes behind them.
+  if (lanes_.empty()) return;
+  Lane& l0 = *lanes_[0];
+  if (l0.sqRetired < l0.sqPosted && !flowInFlight_ && l0.backlog.empty() &&
+      l0.ctlBacklog.empty())
+    maybeWriteFlow(/*force=*/true);
 }
 
 void VerbsPath::shutdown() noexcept {
@@ -1119,7 +1111,8 @@ void VerbsPath::writeWaitingCts() {}
 size_t VerbsPath::progress() { return 0; }
 void VerbsPath::tick(uint64_t) {}
 void VerbsPath::shutdown() noexcept {}
-void VerbsPath::drainSends(uint64_t) {}
+bool VerbsPath::sendsRetired() const { return true; }
+void VerbsPath::requestRetirement() {}
 Status VerbsPath::railFailure() const { return Status::ok(); }
 uint64_t VerbsPath::bytesSentOnLane(size_t) const { return 0; }
 

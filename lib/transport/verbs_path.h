@@ -125,9 +125,11 @@ class VerbsPath {
   Status railFailure() const;
   /// Moves every QP to the error state: nothing more lands in user buffers.
   void shutdown() noexcept;
-  /// Orderly close: polls until every posted send request is acknowledged by the peer
-  /// (eager SENDs finish when posted), at most `budgetNs`.
-  void drainSends(uint64_t budgetNs);
+  /// Orderly close: true once every posted send request has completed (acknowledged by
+  /// the peer). Eager SENDs finish when posted, so the endpoint waits for this first.
+  bool sendsRetired() const;
+  /// Makes unsignaled requests on lane 0 retire: posts a signaled request behind them.
+  void requestRetirement();
   uint64_t bytesSentOnLane(size_t i) const;
 
  private:
@@ -159,7 +161,6 @@ class VerbsPath {
   /// Writes the flow counters when enough are owed (or `force`: also to make every
   /// earlier request on lane 0 retire, as it is signaled).
   void maybeWriteFlow(bool force = false);
-  bool sendsRetired() const;
   std::string describeWc(const Lane& l, int status, uint32_t vendorErr, int opcode) const;
   /// What the async-event thread knows of the lane's device, port and QP.
   Status railStatus(const Lane& l) const;

@@ -5,7 +5,9 @@
 #include <signal.h>
 
 #include <array>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "../integration/support.h"
@@ -554,6 +556,39 @@ TEST_CASE("eager messages whose sends finished reach the peer when the sender cl
     ++got;
   }
   CHECK(got == kCount);
+  CHECK(child->wait() == 0);
+}
+
+TEST_CASE("closing after the peer closed does not wait for acknowledgements it cannot get") {
+  // The close of the second side finds SENDs not yet retired (unsignaled eager ones) and
+  // a peer whose queue pairs are gone: it must see the peer's CLOSE on the control socket
+  // and stop waiting, not sit out its 1 s bound (or the retry timeout).
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, verbsOptions());
+    if (!peer.ep) return 11;
+    std::array<uint8_t, 32> msg{};
+    for (int i = 0; i < 20; ++i) {  // 20: the last few are unsignaled
+      auto s = peer.ep->isend(msg.data(), msg.size(), 6);
+      if (!s || !s->wait(30s).isOk()) return 12;
+    }
+    // The parent takes them and closes; this side does not progress meanwhile.
+    std::this_thread::sleep_for(500ms);
+    auto t0 = std::chrono::steady_clock::now();
+    peer.ep.reset();
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - t0)
+                  .count();
+    std::fprintf(stderr, "child: close took %lld ms\n", static_cast<long long>(ms));
+    return ms < 500 ? 0 : 13;
+  });
+  Parent p(*child);
+  std::array<uint8_t, 32> in{};
+  for (int i = 0; i < 20; ++i) {
+    auto r = p.ep->irecv(in.data(), in.size(), 6);
+    REQUIRE(r.isOk());
+    REQUIRE(r->wait(30s).isOk());
+  }
+  p.ep.reset();
   CHECK(child->wait() == 0);
 }
 
