@@ -1162,6 +1162,23 @@ Status runServer(const ToolSpec& spec, Session& s, ServerFn fn, Report& report, 
 
 }  // namespace
 
+void reportServerLat(const TestMsg& t, const std::vector<uint64_t>& sent, Report& report,
+                     ReplyMsg& done) {
+  const uint64_t total = t.warmup + t.iters;
+  std::vector<double> samples;
+  for (uint64_t i = t.warmup; i + 1 < total && i + 1 < sent.size(); ++i)
+    samples.push_back(static_cast<double>(sent[i + 1] - sent[i]) / 2000.0);
+  report.addLat(computeLat(t.size, std::move(samples)));
+  done.elapsedNs = sent.empty() ? 0 : sent.back() - sent[std::min<uint64_t>(t.warmup, sent.size() - 1)];
+  done.bytes = 2 * t.iters * t.size;
+}
+
+int toolMain(const ToolSpec& spec, int argc, char** argv, ClientFn client, ServerFn server) {
+  Options o;
+  if (auto rc = parseCommandLine(spec, argc, argv, o)) return *rc;
+  return runTool(spec, o, client, server);
+}
+
 int runTool(const ToolSpec& spec, const Options& o, ClientFn client, ServerFn server) {
   Report report(spec, o);
   Verdict verdict;

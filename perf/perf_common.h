@@ -470,6 +470,12 @@ using ServerFn = Status (*)(Session& s, const TestMsg& test, Report& report, Ver
 /// The whole tool after option parsing: connection, the per-size exchange, report, exit
 /// code (kExitOk, or kExitFailure on a runtime error or a failed validation).
 int runTool(const ToolSpec& spec, const Options& o, ClientFn client, ServerFn server);
+/// Server side of a latency test: one sample per period between consecutive answers
+/// `sent` (perftest's server view: a round trip, halved), the figures into `done`.
+void reportServerLat(const TestMsg& t, const std::vector<uint64_t>& sent, Report& report,
+                     ReplyMsg& done);
+/// A tool's main(): parses the command line, then runTool.
+int toolMain(const ToolSpec& spec, int argc, char** argv, ClientFn client, ServerFn server);
 
 /// Buffer slots of a bandwidth run: one without --validate (perftest's footprint, so it
 /// stays cache-sized), one per operation in flight with it (each has its own bytes).

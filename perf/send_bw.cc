@@ -104,9 +104,6 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
 }  // namespace braid::perf
 
 int main(int argc, char** argv) {
-  using namespace braid::perf;
-  Options o;
-  o.size = kSpec.defaultSize;
-  if (auto rc = parseCommandLine(kSpec, argc, argv, o)) return *rc;
-  return runTool(kSpec, o, client, server);
+  return braid::perf::toolMain(braid::perf::kSpec, argc, argv, braid::perf::client,
+                               braid::perf::server);
 }

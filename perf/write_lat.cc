@@ -177,12 +177,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   // The client's end message follows the completion of its last ping.
   BRAID_RETURN_IF_ERROR(end.wait(s));
   if (validate && total > 0) verdict.checkMarked(b.slot(total - 1), size, total - 1, size);
-  std::vector<double> samples;
-  for (uint64_t i = t.warmup; i + 1 < total; ++i)
-    samples.push_back(static_cast<double>(sent[i + 1] - sent[i]) / 2000.0);
-  report.addLat(computeLat(size, std::move(samples)));
-  done.elapsedNs = sent.back() - sent[std::min<uint64_t>(t.warmup, total - 1)];
-  done.bytes = 2 * t.iters * size;
+  reportServerLat(t, sent, report, done);
   return Status::ok();
 }
 
@@ -190,8 +185,6 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
 }  // namespace braid::perf
 
 int main(int argc, char** argv) {
-  using namespace braid::perf;
-  Options o;
-  if (auto rc = parseCommandLine(kSpec, argc, argv, o)) return *rc;
-  return runTool(kSpec, o, client, server);
+  return braid::perf::toolMain(braid::perf::kSpec, argc, argv, braid::perf::client,
+                               braid::perf::server);
 }

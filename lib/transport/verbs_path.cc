@@ -871,19 +871,7 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
         (piggy == 0 || (piggy <= kMaxPiggyback && l.index == 0)) &&
         wire::kEagerHeaderBytes + h.length + piggy * entryBytes == bytes) {
       const uint8_t* payload = p + wire::kEagerHeaderBytes;
-      const uint8_t* src = payload + h.length;
-      for (uint32_t k = 0; k < piggy; ++k, src += entryBytes) {
-        if (full) {
-          wire::CtsEntry e;
-          std::memcpy(&e, src, sizeof e);
-          ep_->onCts(e);
-        } else {
-          wire::CompactCts c;
-          std::memcpy(&c, src, sizeof c);
-          ep_->onCtsCompact(c.tag, c.seq, c.capacity);
-        }
-        if (ep_->state == EpState::kFailed) return;
-      }
+      if (piggy > 0 && !takeRidingCts(payload + h.length, piggy, full)) return;
       ep_->onEager(h.tag, h.seq, payload, h.length);
       if (ep_->state == EpState::kFailed) return;
       Status rs = repostRecv(l, slot);
@@ -892,6 +880,27 @@ void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
     }
   }
   onRecvFrame(l, slot, bytes);
+}
+
+bool VerbsPath::takeRidingCts(const uint8_t* src, uint32_t count, bool full) {
+  // Ring entries and entries riding on SENDs can be seen in either order (a ring entry
+  // written after this SEND may land before its completion is polled): EndpointImpl
+  // keeps each tag's CTS sorted by seq.
+  for (uint32_t k = 0; k < count; ++k) {
+    if (full) {
+      wire::CtsEntry e;
+      std::memcpy(&e, src, sizeof e);
+      src += sizeof e;
+      ep_->onCts(e);
+    } else {
+      wire::CompactCts c;
+      std::memcpy(&c, src, sizeof c);
+      src += sizeof c;
+      ep_->onCtsCompact(c.tag, c.seq, c.capacity);
+    }
+    if (ep_->state == EpState::kFailed) return false;
+  }
+  return true;
 }
 
 void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
@@ -934,24 +943,7 @@ void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
                             "bytes",
                             h.length, piggy, bytes));
   if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
-  if (piggy > 0) {
-    // Ring entries and entries riding on SENDs can be seen in either order (a ring entry
-    // written after this SEND may land before its completion is polled): EndpointImpl
-    // keeps each tag's CTS sorted by seq.
-    for (uint32_t k = 0; k < piggy; ++k) {
-      const uint8_t* src = p + hdrBytes + h.length + k * entryBytes;
-      if (full) {
-        wire::CtsEntry e;
-        std::memcpy(&e, src, sizeof e);
-        ep_->onCts(e);
-      } else {
-        wire::CompactCts c;
-        std::memcpy(&c, src, sizeof c);
-        ep_->onCtsCompact(c.tag, c.seq, c.capacity);
-      }
-      if (ep_->state == EpState::kFailed) return;
-    }
-  }
+  if (piggy > 0 && !takeRidingCts(p + hdrBytes + h.length, piggy, full)) return;
   switch (static_cast<wire::FrameType>(h.type)) {
     case wire::FrameType::kEager:
     case wire::FrameType::kTruncated:

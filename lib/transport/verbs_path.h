@@ -153,6 +153,9 @@ class VerbsPath {
   void onRecv(Lane& l, uint32_t slot, uint32_t bytes);
   /// onRecv's full path: every frame type, every check with its message.
   void onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes);
+  /// The `count` CTS entries riding after a SEND's payload at `src`; false when the
+  /// endpoint failed on one.
+  bool takeRidingCts(const uint8_t* src, uint32_t count, bool full);
   /// Queues a consumed receive slot for re-posting (posted in batches: flushReposts).
   Status repostRecv(Lane& l, uint32_t slot);
   Status flushReposts(Lane& l);
