@@ -449,7 +449,7 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
   return postWr(l, wr, item.kind, item.op, -1, item.len);
 }
 
-bool VerbsPath::trySend(Lane& l, uint8_t kind, OpState* op, const wire::FrameHeader* frame,
+[[gnu::always_inline]] inline bool VerbsPath::trySend(Lane& l, uint8_t kind, OpState* op, const wire::FrameHeader* frame,
                         const uint8_t* payload) {
   if (!l.connected) return false;
   if (l.sqPosted - l.sqRetired >= kMaxSendWr) return false;
@@ -531,7 +531,7 @@ bool VerbsPath::trySend(Lane& l, uint8_t kind, OpState* op, const wire::FrameHea
   return true;
 }
 
-bool VerbsPath::postWr(Lane& l, ibv_send_wr& wr, uint8_t kind, OpState* op, int32_t sendSlot,
+[[gnu::always_inline]] inline bool VerbsPath::postWr(Lane& l, ibv_send_wr& wr, uint8_t kind, OpState* op, int32_t sendSlot,
                        uint32_t bytes) {
   if (wr.send_flags & IBV_SEND_SIGNALED) l.sinceSignal = 0;
   Lane::WrInfo info;
@@ -856,7 +856,7 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
   }
 }
 
-void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
+[[gnu::always_inline]] inline void VerbsPath::onRecv(Lane& l, uint32_t slot, uint32_t bytes) {
   const uint8_t* p = l.recvSlot(slot);
   // Fast path: a well-formed eager frame, maybe with CTS riding along (the common case).
   // Anything else, or anything off, takes the full path below, which names what is wrong.
