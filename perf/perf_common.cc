@@ -1169,7 +1169,8 @@ void reportServerLat(const TestMsg& t, const std::vector<uint64_t>& sent, Report
   for (uint64_t i = t.warmup; i + 1 < total && i + 1 < sent.size(); ++i)
     samples.push_back(static_cast<double>(sent[i + 1] - sent[i]) / 2000.0);
   report.addLat(computeLat(t.size, std::move(samples)));
-  done.elapsedNs = sent.empty() ? 0 : sent.back() - sent[std::min<uint64_t>(t.warmup, sent.size() - 1)];
+  done.elapsedNs =
+      sent.empty() ? 0 : sent.back() - sent[std::min<uint64_t>(t.warmup, sent.size() - 1)];
   done.bytes = 2 * t.iters * t.size;
 }
 

@@ -120,7 +120,6 @@ std::vector<Channel*> EndpointImpl::allChannels() const {
   return v;
 }
 
-
 Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
                                    uint8_t* buf, uint64_t len, uint64_t tag,
                                    const MemoryRegion* mr) {
@@ -160,24 +159,16 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
         verbs->sendEager(op);
       } else {
         OutFrame f;
-        f.hdr = wire::makeFrame(wire::FrameType::kEager, tag, op->seq, len, static_cast<uint32_t>(len));
+        f.hdr =
+            wire::makeFrame(wire::FrameType::kEager, tag, op->seq, len, static_cast<uint32_t>(len));
         f.payload = buf;
         f.op = op;
         control->queue(f, true);
         controlDirty = control->hasOutput();
       }
     }
-    // A small send's CTS is usually here already (it rode on the peer's last message):
-    // matched on the spot, without a trip through the queue.
-    if (len <= eagerMax && ts.unmatchedSends.empty() && !ts.cts.empty() &&
-        ts.cts.front().seq == op->seq && len <= ts.cts.front().capacity) {
-      ts.cts.pop_front();
-      op->matched = true;
-      if (op->pendingFrames == 0) finishOk(op);
-    } else {
-      ts.unmatchedSends.push_back(op);
-      matchSends(ts);
-    }
+    ts.unmatchedSends.push_back(op);
+    matchSends(ts);
   } else {
     op->seq = ts.nextRecvSeq++;
     ts.recvs.push_back(op);
@@ -217,9 +208,9 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
   return Request(self, op);  // a copy: one increment, no weak_ptr lock
 }
 
-Result<Request> EndpointImpl::postRma(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf, uint64_t len,
-                                      const MemoryRegion& local, const RemoteKey& remote,
-                                      uint64_t offset) {
+Result<Request> EndpointImpl::postRma(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
+                                      uint8_t* buf, uint64_t len, const MemoryRegion& local,
+                                      const RemoteKey& remote, uint64_t offset) {
   const char* what = kind == OpState::Kind::kWrite ? "iwrite" : "iread";
   if (state == EpState::kFailed) return error;
   if (state != EpState::kConnected)
@@ -415,12 +406,8 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
   }
 }
 
-void EndpointImpl::onEagerSlow(TagState& ts, uint64_t tag, uint64_t seq, const uint8_t* payload,
-                               uint32_t length) {
-  OpState* op = nullptr;
-  if (!ts.recvs.empty() && seq >= ts.recvs.front()->seq &&
-      seq - ts.recvs.front()->seq < ts.recvs.size())
-    op = ts.recvs[seq - ts.recvs.front()->seq];
+void EndpointImpl::onEagerSlow(TagState& ts, OpState* op, uint64_t tag, uint64_t seq,
+                               const uint8_t* payload, uint32_t length) {
   if (op == nullptr) {
     if (seq < ts.nextRecvSeq) {
       fail(Status(Code::kProtocolError,
@@ -431,29 +418,19 @@ void EndpointImpl::onEagerSlow(TagState& ts, uint64_t tag, uint64_t seq, const u
     ts.unexpected.push_back({seq, std::vector<uint8_t>(payload, payload + length), length});
     return;
   }
+  // Posted but too small.
   ++stats.messagesReceived;
   op->matched = true;
   op->size = length;
-  if (length > op->len) {
-    finish(op, Status(Code::kTruncated,
-                      fmt::format("message {} of tag {} from {} has {} bytes but the receive "
-                                  "buffer holds {}: post a larger buffer",
-                                  seq, tag, peer, length, op->len)));
-    return;
-  }
-  core::copyBytes(op->buf, payload, length);
-  op->bytesDone = length;
-  stats.bytesReceived += length;
-  finishOk(op);
+  finish(op, Status(Code::kTruncated,
+                    fmt::format("message {} of tag {} from {} has {} bytes but the receive "
+                                "buffer holds {}: post a larger buffer",
+                                seq, tag, peer, length, op->len)));
 }
 
 OpState* EndpointImpl::findRecv(uint64_t tag, uint64_t seq) {
-  TagState* found = lastTagState != nullptr && lastTag == tag ? lastTagState : nullptr;
-  if (found == nullptr) {
-    auto it = tags.find(tag);
-    if (it == tags.end()) return nullptr;
-    found = &it->second;
-  }
+  TagState* found = findTagState(tag);
+  if (found == nullptr) return nullptr;
   TagState& ts = *found;
   if (ts.recvs.empty() || seq < ts.recvs.front()->seq ||
       seq - ts.recvs.front()->seq >= ts.recvs.size())
@@ -537,7 +514,6 @@ void EndpointImpl::recycle(OpState* op) {
   op->reset();
   ops.put(op);
 }
-
 
 // ---------------------------------------------------------------- timers
 
@@ -843,8 +819,8 @@ Status Endpoint::waitConnected(std::chrono::milliseconds timeout) {
 Result<Request> Endpoint::isend(const void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
   if (mr && !mr->contains(buf, len))
     return Status(Code::kInvalidArgument, "isend: buffer outside its MemoryRegion");
-  return impl_->post(impl_, OpState::Kind::kSend, static_cast<uint8_t*>(const_cast<void*>(buf)), len,
-                     tag, mr);
+  return impl_->post(impl_, OpState::Kind::kSend, static_cast<uint8_t*>(const_cast<void*>(buf)),
+                     len, tag, mr);
 }
 
 Result<Request> Endpoint::irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
@@ -874,12 +850,13 @@ size_t Endpoint::railCount() const {
   return impl_->verbs ? impl_->verbs->laneCount() : impl_->railCount;
 }
 EndpointStats Endpoint::stats() const { return impl_->stats; }
-Status Endpoint::error() const { return impl_->state == EpState::kFailed ? impl_->error : Status(); }
+Status Endpoint::error() const {
+  return impl_->state == EpState::kFailed ? impl_->error : Status();
+}
 
 // ---------------------------------------------------------------- Request
 
 Request::Request(std::shared_ptr<EndpointImpl> ep, OpState* op) : ep_(std::move(ep)), op_(op) {}
-
 
 void Request::release() noexcept {
   ep_->dropHandle(op_);
@@ -900,9 +877,10 @@ Status Request::test() {
 Status Request::wait(std::chrono::milliseconds timeout) {
   if (!op_) return Status(Code::kInvalidArgument, "wait() on an empty Request");
   uint64_t start = core::nowNs();
-  uint64_t limit = timeout.count() >= INT64_MAX / 2000000
-                       ? UINT64_MAX
-                       : start + static_cast<uint64_t>(std::max<int64_t>(0, timeout.count())) * 1000000ull;
+  uint64_t limit =
+      timeout.count() >= INT64_MAX / 2000000
+          ? UINT64_MAX
+          : start + static_cast<uint64_t>(std::max<int64_t>(0, timeout.count())) * 1000000ull;
   uint64_t spinEnd = start + static_cast<uint64_t>(ep_->ctx->spinUs) * 1000ull;
   for (;;) {
     Status st = test();

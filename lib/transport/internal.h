@@ -170,16 +170,17 @@ enum class EpState : uint8_t {
   kFailed,
 };
 
-struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
+struct EndpointImpl {
   explicit EndpointImpl(WorkerImpl* w);
   ~EndpointImpl();
 
   // --- data path ---
-  Result<Request> post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf, uint64_t len, uint64_t tag,
-                       const MemoryRegion* mr);
+  Result<Request> post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf,
+                       uint64_t len, uint64_t tag, const MemoryRegion* mr);
   /// One-sided write or read (verbs only).
-  Result<Request> postRma(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf, uint64_t len,
-                          const MemoryRegion& local, const RemoteKey& remote, uint64_t offset);
+  Result<Request> postRma(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
+                          uint8_t* buf, uint64_t len, const MemoryRegion& local,
+                          const RemoteKey& remote, uint64_t offset);
   /// A control frame (TCP control socket, or a SEND on a verbs rail).
   void onFrame(const wire::FrameHeader& f, const uint8_t* payload);
   /// A receive's clear-to-send (from a CTS frame, or read from the verbs CTS ring).
@@ -211,27 +212,24 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
   /// receive is posted and it fits; everything else in onEagerSlow.
   void onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length) {
     TagState& ts = tagState(tag);
+    OpState* op = nullptr;
     if (!ts.recvs.empty()) {
       const uint64_t first = ts.recvs.front()->seq;
-      if (seq >= first && seq - first < ts.recvs.size()) {
-        OpState* op = ts.recvs[seq - first];
-        if (length <= op->len) {
-          ++stats.messagesReceived;
-          op->matched = true;
-          op->size = length;
-          core::copyBytes(op->buf, payload, length);
-          op->bytesDone = length;
-          stats.bytesReceived += length;
-          finishOk(op);
-          return;
-        }
-      }
+      if (seq >= first && seq - first < ts.recvs.size()) op = ts.recvs[seq - first];
     }
-    onEagerSlow(ts, tag, seq, payload, length);
+    if (op == nullptr || length > op->len) return onEagerSlow(ts, op, tag, seq, payload, length);
+    ++stats.messagesReceived;
+    op->matched = true;
+    op->size = length;
+    core::copyBytes(op->buf, payload, length);
+    op->bytesDone = length;
+    stats.bytesReceived += length;
+    finishOk(op);
   }
-  /// Unexpected (receive not posted yet), duplicate or truncated eager messages.
-  void onEagerSlow(TagState& ts, uint64_t tag, uint64_t seq, const uint8_t* payload,
-                   uint32_t length);
+  /// The eager message (tag, seq) with no posted receive (`op` nullptr: unexpected or a
+  /// duplicate) or one too small for it (truncation).
+  void onEagerSlow(TagState& ts, OpState* op, uint64_t tag, uint64_t seq,
+                   const uint8_t* payload, uint32_t length);
   /// The receive op (tag, seq) still waiting for data, or nullptr.
   OpState* findRecv(uint64_t tag, uint64_t seq);
   /// Data channel: where the payload of chunk `f` goes (nullptr: discard). Sets *op.
@@ -292,6 +290,12 @@ struct EndpointImpl : std::enable_shared_from_this<EndpointImpl> {
     lastTag = tag;
     lastTagState = &ts;
     return ts;
+  }
+  /// The state of `tag` if it has any (through the same cache), else nullptr.
+  TagState* findTagState(uint64_t tag) {
+    if (lastTagState != nullptr && lastTag == tag) return lastTagState;
+    auto it = tags.find(tag);
+    return it == tags.end() ? nullptr : &it->second;
   }
   /// Fails the endpoint and every outstanding request. `orderly`: the peer closed on
   /// purpose (logged as info when nothing was outstanding).

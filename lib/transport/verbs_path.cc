@@ -449,8 +449,9 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
   return postWr(l, wr, item.kind, item.op, -1, item.len);
 }
 
-[[gnu::always_inline]] inline bool VerbsPath::trySend(Lane& l, uint8_t kind, OpState* op, const wire::FrameHeader* frame,
-                        const uint8_t* payload) {
+[[gnu::always_inline]] inline bool VerbsPath::trySend(Lane& l, uint8_t kind, OpState* op,
+                                                      const wire::FrameHeader* frame,
+                                                      const uint8_t* payload) {
   if (!l.connected) return false;
   if (l.sqPosted - l.sqRetired >= kMaxSendWr) return false;
   uint64_t reposted = __atomic_load_n(&cb_->flowIn.recvReposted[l.index], __ATOMIC_ACQUIRE);
@@ -531,8 +532,9 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
   return true;
 }
 
-[[gnu::always_inline]] inline bool VerbsPath::postWr(Lane& l, ibv_send_wr& wr, uint8_t kind, OpState* op, int32_t sendSlot,
-                       uint32_t bytes) {
+[[gnu::always_inline]] inline bool VerbsPath::postWr(Lane& l, ibv_send_wr& wr, uint8_t kind,
+                                                     OpState* op, int32_t sendSlot,
+                                                     uint32_t bytes) {
   if (wr.send_flags & IBV_SEND_SIGNALED) l.sinceSignal = 0;
   Lane::WrInfo info;
   info.kind = kind;
@@ -966,7 +968,8 @@ bool VerbsPath::pollLane(Lane& l) {
   ibv_wc wc[kPollBatch];
   int n = verbs::pollCq(*l.rail->lib, l.cq->get(), kPollBatch, wc);
   if (n < 0) {
-    ep_->fail(Status(Code::kSystemError, fmt::format("ibv_poll_cq on {} failed", laneName(l.index))));
+    ep_->fail(
+        Status(Code::kSystemError, fmt::format("ibv_poll_cq on {} failed", laneName(l.index))));
     return false;
   }
   if (n == 0) {
