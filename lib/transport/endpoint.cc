@@ -391,9 +391,11 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
       return;
     case wire::FrameType::kClose:
       // Whatever the peer sent over verbs before closing is in our completion queues by
-      // now (its close waits for its SENDs to be acknowledged): take it before failing
-      // what is left.
-      if (verbs && state == EpState::kConnected) verbs->progress();
+      // now (its close waits for its SENDs to be acknowledged): take all of it (a poll
+      // takes at most one batch per lane) before failing what is left.
+      if (verbs)
+        while (state == EpState::kConnected && verbs->progress() > 0) {
+        }
       if (state == EpState::kFailed) return;
       fail(Status(Code::kConnectionReset, fmt::format("peer {} closed the endpoint", peer)),
            /*orderly=*/true);
