@@ -123,8 +123,13 @@ std::vector<Channel*> EndpointImpl::allChannels() const {
 Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
                                    uint8_t* buf, uint64_t len, uint64_t tag,
                                    const MemoryRegion* mr) {
-  if (state == EpState::kFailed) return error;
-  if (state != EpState::kConnected)
+  // An eager message finishes at its sender when handed over, so a peer may send and
+  // close before this side posts the receive: messages that arrived whole before the
+  // endpoint failed or closed are still delivered to the receives that match them.
+  const bool buffered =
+      state == EpState::kFailed && kind == OpState::Kind::kRecv && hasBuffered(tag);
+  if (state == EpState::kFailed && !buffered) return error;
+  if (state != EpState::kConnected && !buffered)
     return Status(Code::kInvalidArgument,
                   fmt::format("{} is not connected yet: call connectProgress() until it returns ok",
                               describe()));
@@ -133,7 +138,7 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
   // Verbs: a buffer that may move by RDMA needs its registration on every rail first
   // (the caller's MemoryRegion, or one made for this request).
   std::shared_ptr<const MemoryRegionImpl> reg;
-  if (verbs && len > eagerMax) {
+  if (verbs && len > eagerMax && !buffered) {
     if (mr && mr->impl() && mr->impl()->perRail.size() == ctx->verbsRails.size()) {
       reg = mr->shared();
     } else {
@@ -155,6 +160,11 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
     op->seq = ts.nextSendSeq++;
     ts.sends.push_back(op);
     if (len <= eagerMax) {
+      // Eager: the payload goes now and the send finishes once it is handed over (posted,
+      // or written to the socket). It needs no CTS: a receive too small for it fails at
+      // the receiver. A CTS that arrives for it anyway (a rendezvous-sized receive) is
+      // dropped by matchSends.
+      op->matched = true;
       if (verbs) {
         verbs->sendEager(op);
       } else {
@@ -166,14 +176,28 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
         control->queue(f, true);
         controlDirty = control->hasOutput();
       }
+      if (!ts.cts.empty()) matchSends(ts);
+    } else {
+      ts.unmatchedSends.push_back(op);
+      matchSends(ts);
+      // Over verbs an eager-only receive sends no CTS: tell the receiver a rendezvous
+      // message is coming, so that a receive too small for it answers with its CTS (and
+      // the truncation is seen by both sides). A receive that can take it ignores this.
+      if (verbs && state == EpState::kConnected && !op->matched)
+        verbs->sendRts(tag, op->seq, len);
     }
-    ts.unmatchedSends.push_back(op);
-    matchSends(ts);
   } else {
     op->seq = ts.nextRecvSeq++;
     ts.recvs.push_back(op);
-    if (verbs) {
-      BRAID_RETURN_IF_ERROR(verbs->postReceive(op, op->reg.get()));
+    if (buffered) {
+      // Nothing to tell the peer: the message is here.
+    } else if (verbs) {
+      // A CTS only for a receive that can take a rendezvous message, or one whose sender
+      // announced a message too large for it (RTS, arrived before this receive).
+      bool announced = !ts.rts.empty() && ts.rts.front() == op->seq;
+      if (announced) ts.rts.pop_front();
+      if (len > eagerMax || announced)
+        BRAID_RETURN_IF_ERROR(verbs->postReceive(op, op->reg.get()));
     } else {
       OutFrame f;
       f.hdr = wire::makeFrame(wire::FrameType::kCts, tag, op->seq, len);
@@ -197,12 +221,6 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
       }
       ts.unexpected.erase(ts.unexpected.begin());
       ++stats.messagesReceived;
-      // The sender's eager send finishes on this CTS, and the caller may not progress
-      // again (the request is already done): send it now.
-      if (verbs)
-        verbs->writeCtsNow();
-      else
-        flushControl();
     }
   }
   return Request(self, op);  // a copy: one increment, no weak_ptr lock
@@ -254,27 +272,20 @@ void EndpointImpl::flushControl() {
 // ---------------------------------------------------------------- send side
 
 void EndpointImpl::matchSends(TagState& ts) {
-  while (!ts.unmatchedSends.empty() && !ts.cts.empty()) {
-    OpState* op = ts.unmatchedSends.front();
+  // ts.cts is sorted by seq (over verbs, ring entries and CTS riding on SENDs may arrive
+  // in either order); ts.unmatchedSends holds the rendezvous sends waiting, in order.
+  while (!ts.cts.empty()) {
     const wire::CtsEntry& front = ts.cts.front();
-    // The queue is sorted by seq: an earlier CTS of this tag is still on its way (over
-    // verbs, ring entries and CTS riding on SENDs may arrive in either order).
-    if (front.seq > op->seq) return;
-    if (front.seq < op->seq) {
-      fail(Status(Code::kProtocolError,
-                  fmt::format("clear-to-send for tag {} seq {} while seq {} was expected (a "
-                              "duplicate)",
-                              front.tag, front.seq, op->seq)));
-      return;
-    }
-    ts.unmatchedSends.pop_front();
-    if (op->len <= eagerMax && op->len <= front.capacity) {
-      // A small message that fits: its payload is out already (or queued for credit).
+    if (front.seq >= ts.nextSendSeq) return;  // for a send not posted yet
+    if (ts.unmatchedSends.empty() || ts.unmatchedSends.front()->seq > front.seq) {
+      // Its send is posted and waits for no CTS: an eager message, which went without
+      // one (the receive could also take a rendezvous message, hence its CTS).
       ts.cts.pop_front();
-      op->matched = true;
-      if (op->pendingFrames == 0) finishOk(op);
       continue;
     }
+    OpState* op = ts.unmatchedSends.front();
+    if (op->seq < front.seq) return;  // the CTS of an earlier send is still on its way
+    ts.unmatchedSends.pop_front();
     wire::CtsEntry cts = front;
     ts.cts.pop_front();
     startSend(op, cts);
@@ -283,26 +294,21 @@ void EndpointImpl::matchSends(TagState& ts) {
 }
 
 void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
+  // A rendezvous send (eager ones need no CTS) met its CTS.
   op->matched = true;
   if (op->len > cts.capacity) {
     Status st(Code::kTruncated,
               fmt::format("message {} of tag {} to {} has {} bytes but the peer posted a receive "
                           "of {}: the peer must post a larger buffer",
                           op->seq, op->tag, peer, op->len, cts.capacity));
-    if (op->len > eagerMax) {
-      if (verbs) {
-        verbs->sendTruncated(op->tag, op->seq, op->len);
-      } else {
-        OutFrame f;
-        f.hdr = wire::makeFrame(wire::FrameType::kTruncated, op->tag, op->seq, op->len);
-        control->queue(f, true);
-      }
+    if (verbs) {
+      verbs->sendTruncated(op->tag, op->seq, op->len);
+    } else {
+      OutFrame f;
+      f.hdr = wire::makeFrame(wire::FrameType::kTruncated, op->tag, op->seq, op->len);
+      control->queue(f, true);
     }
     finish(op, st);
-    return;
-  }
-  if (op->len <= eagerMax) {  // payload already queued or sent
-    if (op->pendingFrames == 0) finish(op, Status::ok());
     return;
   }
   if (verbs) {
@@ -393,17 +399,33 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
       // Whatever the peer sent over verbs before closing is in our completion queues by
       // now (its close waits for its SENDs to be acknowledged): take all of it (a poll
       // takes at most one batch per lane) before failing what is left.
-      if (verbs)
-        while (state == EpState::kConnected && verbs->progress() > 0) {
+      //
+      // Our own rendezvous sends finish on the completion of their FINs. One the peer has
+      // received (its receive finished before it closed) was acknowledged before this
+      // CLOSE left, but the acknowledgement may come over another rail and trail the
+      // control socket: wait for it, bounded (1 s, or BRAID_TIMEOUT_MS if shorter), so a
+      // delivered message does not end as connection-reset.
+      if (verbs) {
+        const uint64_t deadline =
+            core::nowNs() + std::min<uint64_t>(1000, static_cast<uint64_t>(ctx->timeoutMs)) *
+                                1000000ull;
+        for (;;) {
+          while (state == EpState::kConnected && verbs->progress() > 0) {
+          }
+          if (state != EpState::kConnected || !verbs->completionsAwaited() ||
+              core::nowNs() >= deadline)
+            break;
         }
+      }
       if (state == EpState::kFailed) return;
       fail(Status(Code::kConnectionReset, fmt::format("peer {} closed the endpoint", peer)),
            /*orderly=*/true);
       return;
     case wire::FrameType::kChunk:
     case wire::FrameType::kFin:
+    case wire::FrameType::kRts:
       fail(Status(Code::kProtocolError,
-                  fmt::format("data frame type {} on the control path", f.type)));
+                  fmt::format("frame type {} does not belong on the control path", f.type)));
       return;
   }
 }
@@ -464,6 +486,28 @@ void EndpointImpl::onFin(const wire::FrameHeader& f) {
     ++stats.messagesReceived;
     finish(op, Status::ok());
   }
+}
+
+void EndpointImpl::onRts(const wire::FrameHeader& f) {
+  TagState& ts = tagState(f.tag);
+  if (f.seq >= ts.nextRecvSeq) {
+    // Its receive is not posted yet: post() sends its CTS. Announcements come in seq order
+    // (lane 0's SENDs arrive in order).
+    if (!ts.rts.empty() && ts.rts.back() >= f.seq) {
+      fail(Status(Code::kProtocolError,
+                  fmt::format("announcement of tag {} seq {} after seq {} (out of order)", f.tag,
+                              f.seq, ts.rts.back())));
+      return;
+    }
+    ts.rts.push_back(f.seq);
+    return;
+  }
+  // A receive that can take a rendezvous message has sent its CTS already; one that
+  // finished (failed) needs nothing.
+  OpState* op = findRecv(f.tag, f.seq);
+  if (op == nullptr || op->len > eagerMax) return;
+  Status st = verbs->postReceive(op, nullptr);
+  if (!st.isOk()) fail(st);
 }
 
 uint8_t* EndpointImpl::chunkDest(const wire::FrameHeader& f, OpState** out) {

@@ -1,12 +1,13 @@
 // lib/transport/internal.h — implementation types behind include/braid/transport.h.
 //
-// Protocol (docs/protocol.md): every receive posts a clear-to-send (CTS) frame carrying
-// its capacity; the n-th send of a tag matches the n-th CTS of that tag. Small messages
-// (<= eagerMax) go at once on the control socket and finish when their CTS is matched;
-// large ones wait for the CTS, then are cut by the Scheduler into chunks written on the
-// data sockets of every rail and received straight into the user's buffer at their
-// offset. A sender larger than the CTS capacity fails both sides with kTruncated before
-// any payload moves (eager: the receiver discards it).
+// Protocol (docs/protocol.md): a receive posts a clear-to-send (CTS) carrying its
+// capacity (over verbs only one that can take a rendezvous message, or one whose sender
+// announced such a message); the n-th send of a tag matches the n-th CTS of that tag.
+// Small messages (<= eagerMax) go at once and finish when handed over, with no CTS: a
+// receive too small for one fails at the receiver (kTruncated) and writes nothing. Large
+// ones wait for the CTS, then are cut by the Scheduler into chunks (RDMA WRITEs, or
+// frames on the data sockets of every rail) that land straight in the user's buffer; one
+// larger than the CTS capacity fails both sides with kTruncated before any payload moves.
 #pragma once
 
 #include <cstdint>
@@ -152,6 +153,7 @@ struct TagState {
   core::Ring<OpState*> sends;            ///< posted, not released, in order
   core::Ring<OpState*> unmatchedSends;   ///< waiting for their CTS
   core::Ring<wire::CtsEntry> cts;        ///< CTS received before their send was posted
+  core::Ring<uint64_t> rts;              ///< verbs: seqs announced (RTS) before their receive
   core::Ring<OpState*> recvs;            ///< posted, not released, in order
   struct Unexpected {
     uint64_t seq;
@@ -208,6 +210,9 @@ struct EndpointImpl {
   }
   /// Verbs: a rail finished writing its part of a message.
   void onFin(const wire::FrameHeader& f);
+  /// Verbs: the sender announced a rendezvous message (RTS): an eager-only receive for it
+  /// answers with its CTS (now, or when posted), so that the sender sees the truncation.
+  void onRts(const wire::FrameHeader& f);
   /// An eager message (the payload of a checked kEager frame). Inline fast path: its
   /// receive is posted and it fits; everything else in onEagerSlow.
   void onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length) {
@@ -230,6 +235,12 @@ struct EndpointImpl {
   /// duplicate) or one too small for it (truncation).
   void onEagerSlow(TagState& ts, OpState* op, uint64_t tag, uint64_t seq,
                    const uint8_t* payload, uint32_t length);
+  /// The next receive of `tag` would match an eager message that is here already.
+  bool hasBuffered(uint64_t tag) {
+    TagState* ts = findTagState(tag);
+    return ts != nullptr && !ts->unexpected.empty() &&
+           ts->unexpected.front().seq == ts->nextRecvSeq;
+  }
   /// The receive op (tag, seq) still waiting for data, or nullptr.
   OpState* findRecv(uint64_t tag, uint64_t seq);
   /// Data channel: where the payload of chunk `f` goes (nullptr: discard). Sets *op.

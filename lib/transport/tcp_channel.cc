@@ -187,6 +187,10 @@ void Channel::readData() {
         return;
       }
       if (r->eof) {
+        // Between frames this may be the peer's orderly close: its CLOSE frame, and the
+        // messages sent before it, may still wait on the control socket. Read them first.
+        if (hdrGot_ == 0 && ep_->control && ep_->control.get() != this) ep_->control->readAll();
+        if (ep_->state == EpState::kFailed) return;
         ep_->fail(Status(Code::kConnectionReset,
                          fmt::format("peer {} closed data socket {} of rail {}: the peer process "
                                      "died or exited",

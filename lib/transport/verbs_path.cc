@@ -64,15 +64,15 @@ constexpr uint32_t kRepostBatch = 16;  // receive slots re-posted with one ibv_p
 constexpr uint32_t kMaxPiggyback = 4;   // CTS entries a SEND on lane 0 may carry
 constexpr uint32_t kWantInline = 256;   // inline SEND size asked of the device
 
-enum WrKind : uint8_t { kWrEager, kWrFin, kWrTrunc, kWrCts, kWrFlow, kWrChunk, kWrRmaLast };
+enum WrKind : uint8_t { kWrEager, kWrFin, kWrNotice, kWrCts, kWrFlow, kWrChunk, kWrRmaLast };
 
-bool isSend(uint8_t kind) { return kind == kWrEager || kind == kWrFin || kind == kWrTrunc; }
+bool isSend(uint8_t kind) { return kind == kWrEager || kind == kWrFin || kind == kWrNotice; }
 
 const char* wrKindName(uint8_t kind) {
   switch (kind) {
     case kWrEager: return "eager SEND";
     case kWrFin: return "FIN SEND";
-    case kWrTrunc: return "truncation SEND";
+    case kWrNotice: return "notice SEND (truncation or RTS)";
     case kWrCts: return "clear-to-send RDMA WRITE";
     case kWrFlow: return "flow-control RDMA WRITE";
     case kWrChunk: return "payload RDMA WRITE/READ";
@@ -359,6 +359,17 @@ bool VerbsPath::sendsRetired() const {
   return true;
 }
 
+bool VerbsPath::completionsAwaited() const {
+  for (const auto& l : lanes_) {
+    if (!l->connected) continue;
+    for (uint64_t i = l->sqRetired; i < l->sqPosted; ++i) {
+      const Lane::WrInfo& w = l->wrs[i % kMaxSendWr];
+      if ((w.kind == kWrFin || w.kind == kWrRmaLast) && w.op != nullptr) return true;
+    }
+  }
+  return false;
+}
+
 void VerbsPath::requestRetirement() {
   // An unsignaled SEND retires with the next signaled request on its QP (RC completes a
   // send queue in order): a flow-counter write, which is signaled, goes behind them.
@@ -589,8 +600,15 @@ void VerbsPath::sendEager(OpState* op) {
 
 void VerbsPath::sendTruncated(uint64_t tag, uint64_t seq, uint64_t total) {
   SendItem it;
-  it.kind = kWrTrunc;
+  it.kind = kWrNotice;
   it.hdr = wire::makeFrame(wire::FrameType::kTruncated, tag, seq, total);
+  post(0, it);
+}
+
+void VerbsPath::sendRts(uint64_t tag, uint64_t seq, uint64_t total) {
+  SendItem it;
+  it.kind = kWrNotice;
+  it.hdr = wire::makeFrame(wire::FrameType::kRts, tag, seq, total);
   post(0, it);
 }
 
@@ -954,6 +972,9 @@ void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
     case wire::FrameType::kFin:
       ep_->onFin(h);
       break;
+    case wire::FrameType::kRts:
+      ep_->onRts(h);
+      break;
     default:
       return ep_->fail(Status(Code::kProtocolError,
                               fmt::format("frame type {} over verbs on {}", h.type,
@@ -1102,11 +1123,13 @@ void VerbsPath::sendEager(OpState*) {}
 void VerbsPath::startRendezvous(OpState*, const wire::CtsEntry&, const MemoryRegionImpl*) {}
 void VerbsPath::startRma(OpState*, const DecodedRemoteKey&, uint64_t) {}
 void VerbsPath::sendTruncated(uint64_t, uint64_t, uint64_t) {}
+void VerbsPath::sendRts(uint64_t, uint64_t, uint64_t) {}
 void VerbsPath::writeWaitingCts() {}
 size_t VerbsPath::progress() { return 0; }
 void VerbsPath::tick(uint64_t) {}
 void VerbsPath::shutdown() noexcept {}
 bool VerbsPath::sendsRetired() const { return true; }
+bool VerbsPath::completionsAwaited() const { return false; }
 void VerbsPath::requestRetirement() {}
 Status VerbsPath::railFailure() const { return Status::ok(); }
 uint64_t VerbsPath::bytesSentOnLane(size_t) const { return 0; }

@@ -1,10 +1,12 @@
 // lib/transport/verbs_path.h — the verbs data path of one endpoint: one RC QP per rail.
 //
 // Protocol (docs/protocol.md, "Verbs data path"):
-// - Every receive RDMA-writes a CtsEntry (tag, seq, capacity, buffer address and one rkey
-//   per rail) into the sender's CTS ring (rail 0). The sender polls the ring in memory.
+// - A receive that can take a rendezvous message RDMA-writes a CtsEntry (tag, seq,
+//   capacity, buffer address and one rkey per rail) into the sender's CTS ring (rail 0),
+//   or sends it riding on a SEND. The sender polls the ring in memory. An eager-only
+//   receive sends one only when its sender announced a larger message (RTS).
 // - Small messages (<= eager limit) are SENT at once into the peer's pre-posted receive
-//   slots (FrameHeader + payload, copied through a registered send slot).
+//   slots (FrameHeader + payload, copied through a registered send slot), no CTS needed.
 // - Large ones wait for their CTS, are cut by the Scheduler into chunks RDMA-written
 //   straight into the receive buffer (zero copy) on every rail, and each rail used ends
 //   with a FIN SEND saying how many bytes it carried: RC delivers a QP's operations in
@@ -103,11 +105,11 @@ class VerbsPath {
   std::string laneName(size_t i) const;
 
   // --- data path (called by EndpointImpl)
-  /// A receive was posted: registers its buffer when it can take a rendezvous message and
-  /// writes its CTS into the peer's ring (or queues it while the ring is full).
+  /// The CTS of a posted receive that can take a rendezvous message (`mr`: its buffer's
+  /// registration), or of an eager-only one whose sender announced a larger message
+  /// (`mr` unused): written into the peer's ring at the next progress, or riding on a
+  /// SEND before that.
   Status postReceive(OpState* op, const MemoryRegionImpl* mr);
-  /// Writes the CTS of posted receives now (normally done by the next progress).
-  void writeCtsNow() { writeWaitingCts(); }
   /// An eager send was posted: SENDs header + payload on lane 0.
   void sendEager(OpState* op);
   /// A large send met its CTS: RDMA-writes the chunks and the FINs.
@@ -116,6 +118,9 @@ class VerbsPath {
   void startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset);
   /// Tells the receiver its message (tag, seq) of `total` bytes does not fit.
   void sendTruncated(uint64_t tag, uint64_t seq, uint64_t total);
+  /// Announces the rendezvous message (tag, seq) of `total` bytes whose CTS is not in: an
+  /// eager-only receive sends no CTS unless asked.
+  void sendRts(uint64_t tag, uint64_t seq, uint64_t total);
   /// Polls the CQs, the CTS ring and the flow block; posts what waited. Returns events.
   size_t progress();
   /// Liveness and async events (port down, QP fatal); fails the endpoint on a bad one.
@@ -128,6 +133,9 @@ class VerbsPath {
   /// Orderly close: true once every posted send request has completed (acknowledged by
   /// the peer). Eager SENDs finish when posted, so the endpoint waits for this first.
   bool sendsRetired() const;
+  /// True while a posted work request whose completion finishes a request (a FIN, the
+  /// last chunk of a one-sided operation) has not completed.
+  bool completionsAwaited() const;
   /// Makes unsignaled requests on lane 0 retire: posts a signaled request behind them.
   void requestRetirement();
   uint64_t bytesSentOnLane(size_t i) const;

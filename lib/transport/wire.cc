@@ -208,6 +208,12 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax) {
       if (f.length != 0) return bad("control frame with a payload");
       if (f.offset > f.total) return bad("more bytes on one rail than in the message");
       return Status::ok();
+    case FrameType::kRts:
+      if (f.length != 0) return bad("control frame with a payload");
+      if (f.total <= eagerMax)
+        return bad(fmt::format("announces a {}-byte message, within the eager limit {}", f.total,
+                               eagerMax));
+      return Status::ok();
     case FrameType::kCts:
     case FrameType::kTruncated:
     case FrameType::kHeartbeat:

@@ -18,7 +18,7 @@ namespace braid::wire {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "braid's wire format is little-endian");
 
 constexpr uint32_t kMagic = 0x44494152;  // "RAID" read as bytes 'R','A','I','D' — braid
-constexpr uint16_t kVersion = 2;  // 2: verbs rails in Hello/HelloAck
+constexpr uint16_t kVersion = 3;  // 2: verbs rails in Hello/HelloAck; 3: eager receives send no CTS (RTS)
 constexpr uint32_t kMaxRails = 16;        // per endpoint
 constexpr uint32_t kMaxSocketsPerRail = 64;
 constexpr uint32_t kMaxHandshakeBody = 4096;  // anything longer is refused as absurd
@@ -177,6 +177,8 @@ enum class FrameType : uint8_t {
   kClose = 6,      ///< graceful close, no payload
   kFin = 7,        ///< verbs: `offset` bytes of message (tag, seq) of `total` bytes were
                    ///< RDMA-written on this rail before this frame (sent as a SEND)
+  kRts = 8,        ///< verbs: message (tag, seq) of `total` (> eager limit) bytes waits for
+                   ///< its CTS (an eager-only receive answers with one; others ignore it)
 };
 
 /// Data-phase frame header: 40 bytes, followed by `length` payload bytes.

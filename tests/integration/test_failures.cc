@@ -144,6 +144,36 @@ TEST_CASE("closing an endpoint fails the peer's waiting requests with a clear re
   CHECK_THAT(st.message(), Catch::Contains("closed the endpoint"));
 }
 
+TEST_CASE("messages sent before the peer closed reach receives posted after the close") {
+  // An eager send finishes when handed over: its sender may close before the receive is
+  // posted. What arrived whole is delivered; the receive after it sees the close.
+  auto p = connectLocal();
+  uint64_t a = 0xA1, b = 0xB2;
+  auto s1 = p.client->isend(&a, 8, 5);
+  auto s2 = p.client->isend(&b, 8, 5);
+  REQUIRE(s1.isOk());
+  REQUIRE(s2.isOk());
+  REQUIRE(s1->wait(5s).isOk());
+  REQUIRE(s2->wait(5s).isOk());
+  p.client.reset();
+  uint8_t x = 0;
+  auto probe = p.server->irecv(&x, 1, 99);
+  REQUIRE(probe.isOk());
+  CHECK(probe->wait(5s).code() == Code::kConnectionReset);  // the close has been seen
+  uint64_t got1 = 0, got2 = 0, got3 = 0;
+  auto r1 = p.server->irecv(&got1, 8, 5);
+  auto r2 = p.server->irecv(&got2, 8, 5);
+  REQUIRE(r1.isOk());
+  REQUIRE(r2.isOk());
+  REQUIRE(r1->wait(1s).isOk());
+  REQUIRE(r2->wait(1s).isOk());
+  CHECK(got1 == a);
+  CHECK(got2 == b);
+  auto r3 = p.server->irecv(&got3, 8, 5);
+  REQUIRE_FALSE(r3.isOk());
+  CHECK(r3.status().code() == Code::kConnectionReset);
+}
+
 TEST_CASE("requests outstanding when their endpoint is closed end as canceled") {
   auto p = connectLocal();
   uint64_t v = 0;

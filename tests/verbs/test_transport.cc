@@ -147,23 +147,45 @@ TEST_CASE("256 messages in flight over 16 tags match per tag over verbs") {
   CHECK(child->wait() == 0);
 }
 
-TEST_CASE("a send larger than the posted receive fails both sides with truncation over verbs") {
+TEST_CASE("a message larger than the posted receive fails the receive with truncation over "
+          "verbs, and the send too when it is a rendezvous") {
+  constexpr uint64_t kReadyTag = 0xFFFF0001;
   auto child = spawn([&](int pipeFd) {
     ChildPeer peer(pipeFd, verbsOptions());
     auto& ep = peer.ep;
     if (!ep) return 11;
     std::vector<uint8_t> small(64 * 1024 + 64, 0xAB);
+    auto untouched = [&](size_t from) {
+      for (size_t i = from; i < small.size(); ++i)
+        if (small[i] != 0xAB) return false;
+      return true;
+    };
     auto r = ep->irecv(small.data(), 64 * 1024, 1);  // rendezvous-sized, too small
     if (!r) return 12;
     Status st = r->wait(30s);
     if (st.code() != Code::kTruncated) return 13;
-    for (size_t i = 64 * 1024; i < small.size(); ++i)
-      if (small[i] != 0xAB) return 14;  // nothing written past the buffer
-    auto r2 = ep->irecv(small.data(), 100, 2);  // eager-sized, too small
+    if (!untouched(64 * 1024)) return 14;  // nothing written past the buffer
+    // Eager-sized and too small: the receive fails, nothing lands past 100 bytes.
+    auto r2 = ep->irecv(small.data(), 100, 2);
     if (!r2 || r2->wait(30s).code() != Code::kTruncated) return 15;
+    if (!untouched(100)) return 16;
+    // A rendezvous message meets an eager-only receive posted before its announcement.
+    auto r3 = ep->irecv(small.data(), 100, 3);
+    if (!r3) return 17;
+    uint8_t one = 1;
+    auto ready = ep->isend(&one, 1, kReadyTag);
+    if (!ready || !ready->wait(30s).isOk()) return 18;
+    if (r3->wait(30s).code() != Code::kTruncated || !untouched(100)) return 19;
+    // ... and one posted after its announcement: the parent's "go" follows its
+    // announcement on the same queue pair, so once it is in, the announcement is too.
+    uint8_t go = 0;
+    auto g = ep->irecv(&go, 1, kReadyTag);
+    if (!g || !g->wait(30s).isOk()) return 20;
+    auto r4 = ep->irecv(small.data(), 100, 4);
+    if (!r4 || r4->wait(30s).code() != Code::kTruncated || !untouched(100)) return 21;
     uint8_t ok = 1;
     auto v = ep->isend(&ok, 1, kVerdictTag);
-    return v && v->wait(30s).isOk() ? 0 : 16;
+    return v && v->wait(30s).isOk() ? 0 : 22;
   });
   Parent p(*child);
   std::vector<uint8_t> big(256 * 1024, 1);
@@ -172,9 +194,26 @@ TEST_CASE("a send larger than the posted receive fails both sides with truncatio
   Status st = s->wait(30s);
   CHECK(st.code() == Code::kTruncated);
   CHECK_THAT(st.message(), Catch::Contains("larger buffer"));
+  // An eager message is handed over at once: its send finishes, the receive fails.
   auto s2 = p.ep->isend(big.data(), 200, 2);
   REQUIRE(s2.isOk());
-  CHECK(s2->wait(30s).code() == Code::kTruncated);
+  CHECK(s2->wait(30s).isOk());
+  uint8_t ready = 0;
+  auto rd = p.ep->irecv(&ready, 1, kReadyTag);
+  REQUIRE(rd.isOk());
+  REQUIRE(rd->wait(30s).isOk());
+  auto s3 = p.ep->isend(big.data(), big.size(), 3);
+  REQUIRE(s3.isOk());
+  st = s3->wait(30s);
+  CHECK(st.code() == Code::kTruncated);
+  CHECK_THAT(st.message(), Catch::Contains("receive of 100"));
+  auto s4 = p.ep->isend(big.data(), big.size(), 4);
+  REQUIRE(s4.isOk());
+  uint8_t one = 1;
+  auto go = p.ep->isend(&one, 1, kReadyTag);
+  REQUIRE(go.isOk());
+  REQUIRE(go->wait(30s).isOk());
+  CHECK(s4->wait(30s).code() == Code::kTruncated);
   uint8_t verdict = 0;
   auto v = p.ep->irecv(&verdict, 1, kVerdictTag);
   REQUIRE(v->wait(30s).isOk());
@@ -518,7 +557,8 @@ TEST_CASE("both sides sending 300 eager messages before receiving any do not dea
   CHECK(child->wait() == 0);
 }
 
-TEST_CASE("eager messages whose sends finished reach the peer when the sender closes at once") {
+TEST_CASE("eager messages whose sends finished reach the peer when the sender closes at once, "
+          "even receives posted after the close") {
   // Over verbs an eager send finishes when posted (its payload is copied); the close that
   // follows must not lose it: the endpoint waits for the SENDs to be acknowledged before
   // telling the peer and taking the queue pairs down.
@@ -540,13 +580,21 @@ TEST_CASE("eager messages whose sends finished reach the peer when the sender cl
     return 0;
   });
   Parent p(*child);
+  // Half the receives are posted before the close, half after it was seen: messages that
+  // arrived before the close are delivered either way.
   std::vector<std::array<uint8_t, 100>> in(kCount);
   std::vector<Request> recvs;
-  for (int i = 0; i < kCount; ++i) {
+  auto postRecv = [&](int i) {
     auto r = p.ep->irecv(in[i].data(), in[i].size(), 5);
     REQUIRE(r.isOk());
     recvs.push_back(std::move(r).value());
-  }
+  };
+  for (int i = 0; i < kCount / 2; ++i) postRecv(i);
+  uint8_t x = 0;
+  auto probe = p.ep->irecv(&x, 1, 99);
+  REQUIRE(probe.isOk());
+  CHECK(probe->wait(60s).code() == Code::kConnectionReset);  // the child closed
+  for (int i = kCount / 2; i < kCount; ++i) postRecv(i);
   int got = 0;
   for (int i = 0; i < kCount; ++i) {
     Status st = recvs[i].wait(60s);
@@ -556,6 +604,8 @@ TEST_CASE("eager messages whose sends finished reach the peer when the sender cl
     ++got;
   }
   CHECK(got == kCount);
+  auto after = p.ep->irecv(in[0].data(), in[0].size(), 5);
+  CHECK(after.status().code() == Code::kConnectionReset);
   CHECK(child->wait() == 0);
 }
 
