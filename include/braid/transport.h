@@ -280,12 +280,18 @@ class Endpoint {
   Status waitConnected(std::chrono::milliseconds timeout);
 
   /// Non-blocking send of `len` bytes (0 to 2^64-1) under `tag`. The buffer must stay
-  /// valid and unchanged until the request finishes. `mr` is optional.
+  /// valid and unchanged until the request finishes. `mr` is optional. A message up to
+  /// the eager limit (BRAID_EAGER_MAX) is copied out at once and its request finishes when
+  /// handed to the transport, whether or not the receive is posted yet (as MPI's eager
+  /// sends); a larger one waits for its receive and lands in it without a copy.
   Result<Request> isend(const void* buf, size_t len, uint64_t tag,
                         const MemoryRegion* mr = nullptr);
   /// Non-blocking receive into `buf` of capacity `len`. The n-th receive posted for a tag
-  /// matches the n-th message sent with that tag. A larger message fails both sides with
-  /// kTruncated and writes nothing past `len`.
+  /// matches the n-th message sent with that tag. A message larger than `len` fails the
+  /// receive with kTruncated and writes nothing past `len`; the send fails with kTruncated
+  /// too when the message is above the eager limit (an eager send has finished already).
+  /// Messages that arrived before the endpoint failed or the peer closed it are still
+  /// delivered to the receives posted for them.
   Result<Request> irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr = nullptr);
 
   /// One-sided RDMA WRITE of `len` bytes from `src` (inside `local`, a registered
