@@ -273,3 +273,18 @@ TEST_CASE("a FIN frame is checked: no payload, rail bytes within the message") {
   f.length = 5;
   CHECK_FALSE(checkFrame(f, 4096).isOk());
 }
+
+TEST_CASE("an RTS frame is checked: no payload, a message above the eager limit") {
+  FrameHeader f{};
+  f.magic = kFrameMagic;
+  f.type = static_cast<uint8_t>(FrameType::kRts);
+  f.total = 4097;
+  CHECK(checkFrame(f, 4096).isOk());
+  f.total = 4096;  // an eager message is never announced
+  Status st = checkFrame(f, 4096);
+  CHECK(st.code() == Code::kProtocolError);
+  CHECK_THAT(st.message(), Catch::Contains("eager limit 4096"));
+  f.total = 1 << 20;
+  f.length = 8;
+  CHECK_FALSE(checkFrame(f, 4096).isOk());
+}
