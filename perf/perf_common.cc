@@ -184,7 +184,8 @@ std::optional<int> parseCommandLine(const ToolSpec& spec, int argc, char** argv,
   bool busy = false;
   auto* ev = pollGroup->add_flag(
       "-e,--use_event,--use-event", o.useEvent,
-      "Request::wait: spin BRAID_SPIN_US, then sleep in epoll (verbs: 1 ms at most)");
+      "Request::wait: spin BRAID_SPIN_US, then sleep in epoll until an event (verbs: on the "
+      "CQs' completion channels)");
   auto* yl = pollGroup->add_flag("--yield", o.useYield,
                                  "poll, with sched_yield() between polls (leaves the core to "
                                  "Soft-RoCE's kernel work and to the peer on small machines)");

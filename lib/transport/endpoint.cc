@@ -106,6 +106,7 @@ void EndpointImpl::finishAll(const Status& st) {
       if (!ts.recvs[i]->finished) open.push_back(ts.recvs[i]);
     ts.unmatchedSends.clear();
   }
+  awaitingCts = 0;
   open.insert(open.end(), rmaOps.begin(), rmaOps.end());
   for (OpState* op : open) finish(op, st);
 }
@@ -179,6 +180,7 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
       if (!ts.cts.empty()) matchSends(ts);
     } else {
       ts.unmatchedSends.push_back(op);
+      ++awaitingCts;
       matchSends(ts);
       // Over verbs an eager-only receive sends no CTS: tell the receiver a rendezvous
       // message is coming, so that a receive too small for it answers with its CTS (and
@@ -286,6 +288,7 @@ void EndpointImpl::matchSends(TagState& ts) {
     OpState* op = ts.unmatchedSends.front();
     if (op->seq < front.seq) return;  // the CTS of an earlier send is still on its way
     ts.unmatchedSends.pop_front();
+    --awaitingCts;
     wire::CtsEntry cts = front;
     ts.cts.pop_front();
     startSend(op, cts);

@@ -364,6 +364,7 @@ struct EndpointImpl {
   std::vector<OpState*> rmaOps;  ///< one-sided operations not finished yet
   core::Freelist<OpState> ops;
   uint64_t outstanding = 0;
+  uint64_t awaitingCts = 0;  ///< rendezvous sends waiting for their CTS (all tags)
   Scheduler scheduler;
   std::vector<RailSnapshot> snaps;
   std::vector<Chunk> plan;

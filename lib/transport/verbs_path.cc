@@ -1,7 +1,11 @@
 // The verbs data path of one endpoint (see verbs_path.h for the protocol).
 #include "transport/verbs_path.h"
 
+#include <fcntl.h>
+#include <sys/epoll.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
@@ -166,8 +170,12 @@ struct VerbsPath::Lane {
   const VerbsRail* rail = nullptr;
   uint32_t psn = 0;
   uint32_t slotSize = 0;
-  // Declared in creation order; destroyed in reverse (MRs, QP, CQ, then the memory).
+  // Declared in creation order; destroyed in reverse (MRs, QP, CQ, its channel, then
+  // the memory).
   AlignedBuf slots;  // kRecvSlots receive slots, then kSendSlots send slots
+  // The CQ's completion channel: a blocking wait (Request::wait past its spin,
+  // Worker::waitAndProgress) arms the CQ and sleeps in epoll on this fd.
+  std::optional<verbs::CompChannel> channel;
   std::optional<verbs::Cq> cq;
   std::optional<verbs::Qp> qp;
   std::optional<verbs::Mr> cbMr;
@@ -197,6 +205,22 @@ struct VerbsPath::Lane {
   core::Ring<SendItem> ctlBacklog;
   wire::VerbsRailDesc peer{};
   bool connected = false;
+  bool armed = false;       // the CQ is armed for one event (ibv_req_notify_cq)
+  bool inPoller = false;    // the channel's fd is in the worker's epoll set
+  /// Takes the channel's events (the fd is non-blocking) and acknowledges them; the
+  /// CQ itself is polled by the next progress.
+  struct Waker final : tcp::Pollable {
+    Lane* lane = nullptr;
+    void onEvent(uint32_t) override { lane->takeEvents(); }
+  } waker;
+  void takeEvents() {
+    ibv_cq* evCq = nullptr;
+    void* evCtx = nullptr;
+    unsigned n = 0;
+    while (rail->lib->getCqEvent(channel->get(), &evCq, &evCtx) == 0) ++n;
+    if (n > 0) rail->lib->ackCqEvents(cq->get(), n);
+    armed = false;
+  }
 
   uint8_t* recvSlot(uint32_t i) const { return slots.get() + static_cast<size_t>(i) * slotSize; }
   uint8_t* sendSlot(uint32_t i) const {
@@ -234,14 +258,25 @@ Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
   const size_t q = static_cast<size_t>(std::max(1, ep->ctx->qpsPerRail));
   for (size_t i = 0; i < rails.size() * q && i < wire::kMaxRails; ++i) {
     const VerbsRail& r = rails[i / q];
-    auto l = std::make_unique<Lane>();
+    Lane* l = p->lanes_.emplace_back(std::make_unique<Lane>()).get();
     l->index = i;
     l->railIndex = i / q;
     l->rail = &r;
     l->psn = verbs::randomPsn();
-    BRAID_ASSIGN_OR_RETURN(verbs::Cq cq,
-                           verbs::Cq::create(*r.dev, kMaxSendWr + kRecvSlots + 16, nullptr));
+    BRAID_ASSIGN_OR_RETURN(verbs::CompChannel ch, verbs::CompChannel::create(*r.dev));
+    l->channel.emplace(std::move(ch));
+    int fl = ::fcntl(l->channel->fd(), F_GETFL);
+    if (fl < 0 || ::fcntl(l->channel->fd(), F_SETFL, fl | O_NONBLOCK) != 0)
+      return Status(Code::kSystemError,
+                    fmt::format("making the completion channel of {} non-blocking: {}", r.name(),
+                                verbs::errnoText(errno)));
+    BRAID_ASSIGN_OR_RETURN(verbs::Cq cq, verbs::Cq::create(*r.dev, kMaxSendWr + kRecvSlots + 16,
+                                                           &*l->channel));
     l->cq.emplace(std::move(cq));
+    l->waker.lane = l;
+    BRAID_RETURN_IF_ERROR(ep->worker->poller.add(l->channel->fd(), EPOLLIN, &l->waker)
+                              .withContext("watching the completion channel of " + r.name()));
+    l->inPoller = true;
     verbs::QpCaps caps{};
     caps.maxSendWr = kMaxSendWr;
     caps.maxRecvWr = kRecvSlots;
@@ -264,7 +299,6 @@ Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
                                                        IBV_ACCESS_LOCAL_WRITE |
                                                            IBV_ACCESS_REMOTE_WRITE));
     l->cbMr.emplace(std::move(cbMr));
-    p->lanes_.push_back(std::move(l));
   }
   if (p->lanes_.empty()) return Status(Code::kNotFound, "no verbs rail to create a QP on");
   return p;
@@ -304,6 +338,11 @@ Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n
     return Status(Code::kProtocolError,
                   fmt::format("{} verbs rails agreed, {} local and {} offered by the peer", n,
                               lanes_.size(), peer.size()));
+  for (size_t i = n; i < lanes_.size(); ++i) {  // unused lanes leave the epoll set first
+    Lane& l = *lanes_[i];
+    if (l.inPoller) ep_->worker->poller.remove(l.channel->fd());
+    l.inPoller = false;
+  }
   lanes_.resize(n);
   eagerMax_ = eagerMax;
   for (size_t i = 0; i < n; ++i) {
@@ -384,8 +423,32 @@ void VerbsPath::shutdown() noexcept {
   for (auto& l : lanes_) {
     if (l->qp && l->connected) (void)verbs::toError(*l->qp);
     l->connected = false;
+    // Out of the worker's epoll set now: the worker may be gone by the time this object
+    // is (a Request can keep its endpoint alive).
+    if (l->inPoller) ep_->worker->poller.remove(l->channel->fd());
+    l->inPoller = false;
   }
   pendingCts_.clear();
+}
+
+bool VerbsPath::armForSleep() {
+  bool ok = true;
+  for (auto& lp : lanes_) {
+    Lane& l = *lp;
+    if (!l.connected || !l.inPoller) {
+      ok = false;
+      continue;
+    }
+    if (l.armed) continue;
+    if (l.cq->reqNotify().isOk())
+      l.armed = true;
+    else
+      ok = false;  // cannot sleep on it: poll as before
+  }
+  // What raises no completion here: a CTS written into our ring (a rendezvous send waits
+  // for it), credits and ring space returned through the flow block (a backlog, a CTS
+  // waiting for ring space).
+  return ok && !backlogged_ && pendingCts_.empty() && ep_->awaitingCts == 0;
 }
 
 // ---------------------------------------------------------------- posting
@@ -1128,6 +1191,7 @@ void VerbsPath::writeWaitingCts() {}
 size_t VerbsPath::progress() { return 0; }
 void VerbsPath::tick(uint64_t) {}
 void VerbsPath::shutdown() noexcept {}
+bool VerbsPath::armForSleep() { return false; }
 bool VerbsPath::sendsRetired() const { return true; }
 bool VerbsPath::completionsAwaited() const { return false; }
 void VerbsPath::requestRetirement() {}

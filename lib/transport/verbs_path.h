@@ -27,6 +27,7 @@
 #include "braid/status.h"
 #include "braid/transport.h"
 #include "core/freelist.h"
+#include "tcp/poller.h"
 #include "transport/wire.h"
 #include "verbs/async_events.h"
 #include "verbs/device.h"
@@ -130,6 +131,12 @@ class VerbsPath {
   Status railFailure() const;
   /// Moves every QP to the error state: nothing more lands in user buffers.
   void shutdown() noexcept;
+  /// Before a blocking wait: arms every lane's CQ for a completion event (its channel is
+  /// in the worker's epoll set). True when every lane is armed and nothing waits for
+  /// what raises no completion (a CTS in the ring, returned credits or ring space), so
+  /// the worker may sleep until an event; false: sleep 1 ms at most. The caller polls
+  /// again after arming (a completion just before it raised no event).
+  bool armForSleep();
   /// Orderly close: true once every posted send request has completed (acknowledged by
   /// the peer). Eager SENDs finish when posted, so the endpoint waits for this first.
   bool sendsRetired() const;

@@ -46,10 +46,21 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
       allVerbs = false;
     }
   }
-  // Verbs completions are polled, not signalled to epoll: while verbs endpoints exist,
-  // sleep at most 1 ms at a time so their CQs are polled again soon.
+  // A blocking call over verbs arms the CQs, whose completion channels are in the epoll
+  // set, and polls once more (a completion that came before the arming raises no event).
+  // It sleeps until an event only when nothing waits for what raises no completion (a
+  // CTS in the ring, credits in the flow block): 1 ms at most otherwise.
+  if (verbsEvents == 0 && anyVerbs && timeoutMs > 0) {
+    bool deepSleep = true;
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      EndpointImpl* e = endpoints[i];
+      if (!e->verbs || e->state != EpState::kConnected) continue;
+      if (!e->verbs->armForSleep()) deepSleep = false;
+      verbsEvents += e->verbs->progress();
+    }
+    if (!deepSleep && timeoutMs > 1) timeoutMs = 1;
+  }
   if (verbsEvents > 0) timeoutMs = 0;
-  else if (anyVerbs && timeoutMs > 1) timeoutMs = 1;
   // A busy poller over verbs only reads the clock (for the socket poll and the timers
   // below) every kClockEvery-th poll: the CQ polls above are the hot path, and a message
   // that just landed is the caller's to handle first.

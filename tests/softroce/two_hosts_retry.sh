@@ -15,8 +15,21 @@ set +e
 "$here/run_in_vm.sh" --two --timeout 400 --log "$log" -- sh -c "
   export BRAID_TRANSPORT=verbs BRAID_SOCKET_IFNAME='=eth0' BRAID_IB_TIMEOUT=16 BRAID_IB_RETRY_CNT=3
   if [ \"\$BRAID_VM_INDEX\" = 1 ]; then
-    (sleep 4; tc qdisc add dev eth1 root netem loss 100% && echo 'vm1: rail 1 now drops everything') &
-    exec timeout -k 5 200 '$peer' server $port
+    # The fault goes in 2 s after the server accepted (the stream is under way), not at a
+    # fixed time: the other VM may boot seconds later, and a rail that drops everything
+    # before the queue pairs connect fails the connection instead.
+    timeout -k 5 200 '$peer' server $port >/tmp/server.log 2>&1 &
+    srv=\$!
+    (for i in \$(seq 1 1200); do
+       grep -q 'connected (accepted)' /tmp/server.log && break
+       sleep 0.1
+     done
+     sleep 2
+     tc qdisc add dev eth1 root netem loss 100% && echo 'vm1: rail 1 now drops everything') &
+    wait \$srv
+    rc=\$?
+    cat /tmp/server.log
+    exit \$rc
   else
     start=\$(date +%s)
     timeout -k 5 200 '$peer' client \$BRAID_VM_PEER_IP0 $port 2000 1

@@ -609,6 +609,45 @@ TEST_CASE("eager messages whose sends finished reach the peer when the sender cl
   CHECK(child->wait() == 0);
 }
 
+TEST_CASE("a blocking wait sleeps on the completion channels until a message arrives") {
+  // Worker::waitAndProgress arms the CQs and sleeps in epoll on their completion channels:
+  // a receiver waiting 400 ms for a message wakes a few times, not once per millisecond.
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, verbsOptions());
+    if (!peer.ep) return 11;
+    std::this_thread::sleep_for(400ms);
+    uint64_t v = 0xE7E7;
+    auto s = peer.ep->isend(&v, 8, 9);
+    if (!s || !s->wait(30s).isOk()) return 12;
+    uint8_t ok = 0;
+    auto r = peer.ep->irecv(&ok, 1, kVerdictTag);
+    return r && r->wait(30s).isOk() && ok == 1 ? 0 : 13;
+  });
+  Parent p(*child);
+  uint64_t got = 0;
+  auto r = p.ep->irecv(&got, 8, 9);
+  REQUIRE(r.isOk());
+  const auto start = std::chrono::steady_clock::now();
+  int calls = 0;
+  Status st = r->test();
+  while (st.code() == Code::kInProgress && std::chrono::steady_clock::now() - start < 20s) {
+    ++calls;
+    REQUIRE(p.worker->waitAndProgress(10s).isOk());
+    st = r->test();
+  }
+  const auto waited = std::chrono::steady_clock::now() - start;
+  REQUIRE(st.isOk());
+  CHECK(got == 0xE7E7);
+  INFO("woke " << calls << " times in "
+               << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() << " ms");
+  CHECK(waited >= 200ms);  // it did wait for the child's message
+  CHECK(calls < 40);       // polled every millisecond, it would have woken some 400 times
+  uint8_t ok = 1;
+  auto v = p.ep->isend(&ok, 1, kVerdictTag);
+  REQUIRE(v->wait(30s).isOk());
+  CHECK(child->wait() == 0);
+}
+
 TEST_CASE("closing after the peer closed does not wait for acknowledgements it cannot get") {
   // The close of the second side finds SENDs not yet retired (unsignaled eager ones) and
   // a peer whose queue pairs are gone: it must see the peer's CLOSE on the control socket
