@@ -18,7 +18,7 @@ set +e
     # The fault goes in 2 s after the server accepted (the stream is under way), not at a
     # fixed time: the other VM may boot seconds later, and a rail that drops everything
     # before the queue pairs connect fails the connection instead.
-    timeout -k 5 200 '$peer' server $port >/tmp/server.log 2>&1 &
+    BRAID_LOG_LEVEL=info timeout -k 5 200 '$peer' server $port >/tmp/server.log 2>&1 &
     srv=\$!
     (for i in \$(seq 1 1200); do
        grep -q 'connected (accepted)' /tmp/server.log && break
