@@ -56,6 +56,12 @@ struct RailInfo {
   std::string name;     ///< interface (tcp) or device:port (verbs)
   std::string address;  ///< IP address (tcp) or GID (verbs)
   int sockets = 0;      ///< tcp: data sockets per endpoint on this rail
+  // Verbs rails only:
+  int gidIndex = -1;        ///< the GID table index in use (RoCE; -1 for tcp)
+  std::string linkLayer;    ///< "InfiniBand" or "Ethernet"
+  int mtuBytes = 0;         ///< the port's active MTU (a QP uses the smaller of both ends')
+  int speedMbps = 0;        ///< the port's active speed x width; 0 unknown
+  int numaNode = -1;        ///< NUMA node of the device; -1 unknown
 };
 
 /// Process-level state: params snapshot and rail list. Thread-safe, shared.

@@ -140,6 +140,11 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
     r.transport = Transport::kVerbs;
     r.name = v.name();
     r.address = verbs::gidToString(v.gid);
+    r.gidIndex = v.gidIndex;
+    r.linkLayer = verbs::linkLayerName(v.port.linkLayer);
+    r.mtuBytes = v.port.activeMtuBytes;
+    r.speedMbps = v.port.speedMbps;
+    r.numaNode = v.port.numaNode;
     impl->rails.push_back(r);
   }
   for (const auto& i : impl->tcpRails) {

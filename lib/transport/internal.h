@@ -187,8 +187,8 @@ struct EndpointImpl {
   void onFrame(const wire::FrameHeader& f, const uint8_t* payload);
   /// A receive's clear-to-send (from a CTS frame, or read from the verbs CTS ring).
   void onCts(const wire::CtsEntry& cts);
-  /// A CTS in compact form (a receive that takes eager messages only: no address).
-  /// Inline, as onEager: one of each per small message received over verbs.
+  /// A CTS in compact form: an eager-only receive (no address) answering the RTS of a
+  /// rendezvous send too large for it.
   void onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity) {
     TagState& ts = tagState(tag);
     // Filled in place: only what an eager-only receive has (addr 0 means no rendezvous,

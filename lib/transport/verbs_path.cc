@@ -766,8 +766,8 @@ Status VerbsPath::postReceive(OpState* op, const MemoryRegionImpl* mr) {
   // The entry is built now: the op may finish and be recycled before ring space frees.
   // Written at the next progress, not now: a send posted right after this receive (a
   // ping-pong) then goes first on the wire instead of queueing behind the CTS.
-  // Built in place; an eager-only receive fills only what its compact form carries
-  // (addr 0: the peer reads no rkeys).
+  // Built in place; an eager-only receive (answering an RTS) fills only what its compact
+  // form carries (addr 0: the peer reads no rkeys).
   wire::CtsEntry& e = pendingCts_.emplace_back();
   e.tag = op->tag;
   e.seq = op->seq;

@@ -54,6 +54,9 @@ TEST_CASE("the verbs context finds every rxe device as a rail") {
     INFO(r.name << " " << r.address);
     CHECK(r.name.rfind("rxe", 0) == 0);
     CHECK(r.address.rfind("::ffff:10.7", 0) == 0);  // RoCE v2, IPv4-mapped
+    CHECK(r.gidIndex >= 1);                          // index 0 is the link-local GID
+    CHECK(r.linkLayer == "Ethernet");
+    CHECK(r.mtuBytes >= 1024);
   }
   CHECK(verbsRails == 2);
 }
