@@ -5,7 +5,8 @@
 #
 #   tests/softroce/run_in_vm.sh -- perf/bench_verbs.sh build
 #
-# Per round, interleaved so that both sides of every ratio see the same load:
+# Per round, interleaved so that both sides of every ratio see the same load (perftest
+# first in odd rounds, braid first in even ones):
 #   1. ib_write_bw vs braid_write_bw at 64 KiB and 1 MiB  -> BW average [MB/sec], client side
 #   2. ib_send_lat vs braid_send_lat at 8 bytes           -> t_typical [usec] (the median)
 # then ratios braid/perftest: bandwidth target >= 0.95, typical latency target <= 1.15.
@@ -187,27 +188,29 @@ echo "== bench_verbs: $dev GID $gid via $host, build $build, $(nproc) cpus, load
 echo "   modes: $modes, rounds: $rounds, $mib MiB per bandwidth run, tx depth $txDepth, $latIters round trips per latency run"
 echo "   pinning: ${srvPin[*]:-none} (servers), ${cliPin[*]:-none} (clients)"
 vf=(-d "$dev" -x "$gid")
-for ((r = 1; r <= rounds; r++)); do
-  echo "-- round $r (load $(loadavg))"
-  for size in 65536 1048576; do
-    n=$((mib * 1048576 / size)); [ "$n" -ge 5 ] || n=5  # perftest takes -n 5 at least
-    perftest "ib_write_bw_$size" ib_write_bw "${vf[@]}" -s "$size" -n "$n" -t "$txDepth"
-    v=$(prow "$tmp/ib_write_bw_$size.client.txt" "$size" 4) ||
-      fail "reading ib_write_bw's row" "$tmp/ib_write_bw_$size.client.txt"
-    printf "%-40s: %8s MB/s\n" "ib_write_bw $size x $n" "$v"
-    echo "$r perftest_bw_$size $v" >>"$vals"
-    for m in $modes; do
-      braid "write_bw_${size}_$m" "$wbw" "${vf[@]}" -s "$size" -n "$n" -t "$txDepth" $(mode_flags "$m")
-      v=$(jnum "$tmp/write_bw_${size}_$m.client.json" bw_average_mb_per_sec) ||
-        fail "reading braid_write_bw's JSON" "$tmp/write_bw_${size}_$m.client.json"
-      printf "%-40s: %8s MB/s\n" "braid_write_bw $size x $n [$m]" "$v"
-      echo "$r braid_bw_${size}_$m $v" >>"$vals"
-    done
+bw_perftest() {  # SIZE N
+  perftest "ib_write_bw_$1" ib_write_bw "${vf[@]}" -s "$1" -n "$2" -t "$txDepth"
+  v=$(prow "$tmp/ib_write_bw_$1.client.txt" "$1" 4) ||
+    fail "reading ib_write_bw's row" "$tmp/ib_write_bw_$1.client.txt"
+  printf "%-40s: %8s MB/s\n" "ib_write_bw $1 x $2" "$v"
+  echo "$r perftest_bw_$1 $v" >>"$vals"
+}
+bw_braid() {  # SIZE N
+  for m in $modes; do
+    braid "write_bw_${1}_$m" "$wbw" "${vf[@]}" -s "$1" -n "$2" -t "$txDepth" $(mode_flags "$m")
+    v=$(jnum "$tmp/write_bw_${1}_$m.client.json" bw_average_mb_per_sec) ||
+      fail "reading braid_write_bw's JSON" "$tmp/write_bw_${1}_$m.client.json"
+    printf "%-40s: %8s MB/s\n" "braid_write_bw $1 x $2 [$m]" "$v"
+    echo "$r braid_bw_${1}_$m $v" >>"$vals"
   done
+}
+lat_perftest() {
   perftest ib_send_lat ib_send_lat "${vf[@]}" -s 8 -n "$latIters"
   v=$(prow "$tmp/ib_send_lat.client.txt" 8 5) || fail "reading ib_send_lat's row" "$tmp/ib_send_lat.client.txt"
   printf "%-40s: %8s us typical\n" "ib_send_lat 8 B x $latIters" "$v"
   echo "$r perftest_lat $v" >>"$vals"
+}
+lat_braid() {
   for m in $modes; do
     braid "send_lat_$m" "$slat" "${vf[@]}" -s 8 -n "$latIters" $(mode_flags "$m")
     v=$(jnum "$tmp/send_lat_$m.client.json" t_typical_usec) ||
@@ -215,6 +218,18 @@ for ((r = 1; r <= rounds; r++)); do
     printf "%-40s: %8s us typical\n" "braid_send_lat 8 B x $latIters [$m]" "$v"
     echo "$r braid_lat_$m $v" >>"$vals"
   done
+}
+# Odd rounds run perftest first, even rounds braid first: the host's load drifts during a
+# run (it rose round after round in most runs), and a fixed order would hand that drift
+# to one side of every ratio.
+for ((r = 1; r <= rounds; r++)); do
+  echo "-- round $r (load $(loadavg))"
+  for size in 65536 1048576; do
+    n=$((mib * 1048576 / size)); [ "$n" -ge 5 ] || n=5  # perftest takes -n 5 at least
+    if ((r % 2)); then bw_perftest "$size" "$n"; bw_braid "$size" "$n"
+    else bw_braid "$size" "$n"; bw_perftest "$size" "$n"; fi
+  done
+  if ((r % 2)); then lat_perftest; lat_braid; else lat_braid; lat_perftest; fi
 done
 
 python3 - "$vals" "$json" "$modes" "$load0" "$(loadavg)" "$(nproc)" "$dev" "$mib" "$latIters" "$txDepth" "${#srvPin[@]}" <<'PY'
