@@ -48,8 +48,8 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
   }
   // A blocking call over verbs arms the CQs, whose completion channels are in the epoll
   // set, and polls once more (a completion that came before the arming raises no event).
-  // It sleeps until an event only when nothing waits for what raises no completion (a
-  // CTS in the ring, credits in the flow block): 1 ms at most otherwise.
+  // It sleeps until an event (100 ms at most) only when nothing waits for what raises no
+  // completion (a CTS in the ring, credits in the flow block): 1 ms at most otherwise.
   if (verbsEvents == 0 && anyVerbs && timeoutMs > 0) {
     bool deepSleep = true;
     for (size_t i = 0; i < endpoints.size(); ++i) {
@@ -58,7 +58,9 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
       if (!e->verbs->armForSleep()) deepSleep = false;
       verbsEvents += e->verbs->progress();
     }
-    if (!deepSleep && timeoutMs > 1) timeoutMs = 1;
+    // Even a deep sleep wakes every 100 ms: the timers (liveness, the async-event
+    // watcher's port and QP failures, heartbeats) run when the worker does.
+    timeoutMs = std::min(timeoutMs, deepSleep ? 100 : 1);
   }
   if (verbsEvents > 0) timeoutMs = 0;
   // A busy poller over verbs only reads the clock (for the socket poll and the timers
