@@ -29,6 +29,7 @@
 # usage: perf/bench_verbs.sh [BUILD_DIR] [--rounds N] [--json FILE] [--mode busy|yield|event|both|all]
 #                            [--dev DEV] [--gid-index N] [--host IP] [--port P]
 #                            [--mib N] [--lat-iters N] [--tx-depth N] [--no-pin]
+#                            [--compare OTHER_BUILD_DIR]
 #   BUILD_DIR    braid build directory (default: $BRAID_BUILD_DIR, else ./build)
 #   --rounds     repeat everything N times, interleaved, report medians (default 3)
 #   --json       also write every figure (and each round's) to FILE
@@ -41,6 +42,9 @@
 #   --lat-iters  iterations of each latency run (default 5000)
 #   --no-pin     leave servers and clients to the scheduler
 #   --tx-depth   writes in flight, the same for both tools (default 16, braid's default)
+#   --compare DIR  also run DIR's braid_send_lat (another braid build: the previous commit,
+#                say) in every round, right after this build's, and print this build's
+#                latency over DIR's: an A/B of two builds under the same load
 set -euo pipefail
 
 build="${BRAID_BUILD_DIR:-./build}"
@@ -55,6 +59,7 @@ mib=128
 latIters=5000
 pin=1
 txDepth=16
+cmp=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --json) json="$2"; shift 2 ;;
@@ -72,6 +77,7 @@ while [[ $# -gt 0 ]]; do
     --lat-iters) latIters="$2"; shift 2 ;;
     --tx-depth) txDepth="$2"; shift 2 ;;
     --no-pin) pin=0; shift ;;
+    --compare) cmp="$2"; shift 2 ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     -*) echo "bench_verbs.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) build="$1"; shift ;;
@@ -88,7 +94,8 @@ fi
 
 wbw="$build/perf/braid_write_bw"
 slat="$build/perf/braid_send_lat"
-for t in "$wbw" "$slat"; do
+cslat="${cmp:+$cmp/perf/braid_send_lat}"
+for t in "$wbw" "$slat" $cslat; do
   [[ -x "$t" ]] || { echo "bench_verbs.sh: $t not found: build first, or pass the build dir" >&2; exit 2; }
 done
 for t in ib_write_bw ib_send_lat python3 timeout; do
@@ -217,6 +224,12 @@ lat_braid() {
       fail "reading braid_send_lat's JSON" "$tmp/send_lat_$m.client.json"
     printf "%-40s: %8s us typical\n" "braid_send_lat 8 B x $latIters [$m]" "$v"
     echo "$r braid_lat_$m $v" >>"$vals"
+    [[ -n "$cmp" ]] || continue
+    braid "cmp_send_lat_$m" "$cslat" "${vf[@]}" -s 8 -n "$latIters" $(mode_flags "$m")
+    v=$(jnum "$tmp/cmp_send_lat_$m.client.json" t_typical_usec) ||
+      fail "reading the compared braid_send_lat's JSON" "$tmp/cmp_send_lat_$m.client.json"
+    printf "%-40s: %8s us typical\n" "braid_send_lat 8 B x $latIters [$m, cmp]" "$v"
+    echo "$r cmp_lat_$m $v" >>"$vals"
   done
 }
 # Odd rounds run perftest first, even rounds braid first: the host's load drifts during a
@@ -274,6 +287,14 @@ for m in modes:
     row(f"braid_send_lat 8 B [{m}]", f"{b:8.2f} us typical  ratio {q:.3f} (<= 1.15: {verdict})")
     res["latency_typical_usec"][f"braid_send_lat_8_{m}"] = b
     res["ratios"][f"send_lat_8_{m}"] = {"ratio": round(q, 4), "verdict": verdict}
+    if f"cmp_lat_{m}" in med:  # --compare: the other build, and this one over it
+        c = med[f"cmp_lat_{m}"]
+        qc = ratio(f"cmp_lat_{m}", "perftest_lat")
+        qa = ratio(f"braid_lat_{m}", f"cmp_lat_{m}")
+        row(f"braid_send_lat 8 B [{m}, compared]", f"{c:8.2f} us typical  ratio {qc:.3f}")
+        row(f"  this build / compared [{m}]", f"{qa:.3f} (< 1: this build is faster)")
+        res["latency_typical_usec"][f"compared_send_lat_8_{m}"] = c
+        res["ratios"][f"send_lat_8_{m}_vs_compared"] = {"ratio": round(qa, 4)}
 if out:
     with open(out, "w") as f:
         json.dump(res, f, indent=2)
