@@ -338,11 +338,7 @@ Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n
     return Status(Code::kProtocolError,
                   fmt::format("{} verbs rails agreed, {} local and {} offered by the peer", n,
                               lanes_.size(), peer.size()));
-  for (size_t i = n; i < lanes_.size(); ++i) {  // unused lanes leave the epoll set first
-    Lane& l = *lanes_[i];
-    if (l.inPoller) ep_->worker->poller.remove(l.channel->fd());
-    l.inPoller = false;
-  }
+  for (size_t i = n; i < lanes_.size(); ++i) unwatch(*lanes_[i]);  // unused lanes first
   lanes_.resize(n);
   eagerMax_ = eagerMax;
   for (size_t i = 0; i < n; ++i) {
@@ -425,10 +421,14 @@ void VerbsPath::shutdown() noexcept {
     l->connected = false;
     // Out of the worker's epoll set now: the worker may be gone by the time this object
     // is (a Request can keep its endpoint alive).
-    if (l->inPoller) ep_->worker->poller.remove(l->channel->fd());
-    l->inPoller = false;
+    unwatch(*l);
   }
   pendingCts_.clear();
+}
+
+void VerbsPath::unwatch(Lane& l) noexcept {
+  if (l.inPoller) ep_->worker->poller.remove(l.channel->fd());
+  l.inPoller = false;
 }
 
 bool VerbsPath::armForSleep() {
@@ -600,7 +600,7 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
     --op->pendingFrames;
     if (op->finished)
       ep_->maybeRecycle(op);
-    else if (op->matched && op->pendingFrames == 0)
+    else if (op->pendingFrames == 0)  // an eager send needs no CTS: done once posted
       ep_->finishOk(op);
   }
   return true;
@@ -918,16 +918,14 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
         flowInFlight_ = false;
         flowDirty_ = true;  // more may be owed by now
         break;
-      case kWrEager:
-      case kWrFin: {
+      case kWrFin: {  // an eager SEND's request finished when posted: it records no op
         OpState* op = info.op;
         if (!op) break;
         --op->pendingFrames;
-        if (info.kind == kWrFin && !op->finished && l.index < ep_->stats.bytesSentPerRail.size())
+        if (!op->finished && l.index < ep_->stats.bytesSentPerRail.size())
           ep_->stats.bytesSentPerRail[l.index] += info.bytes;
         if (!op->finished) {
-          if (op->pendingFrames == 0 && (info.kind == kWrFin || op->matched))
-            ep_->finishOk(op);
+          if (op->pendingFrames == 0) ep_->finishOk(op);
         } else {
           ep_->maybeRecycle(op);
         }

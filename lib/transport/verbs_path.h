@@ -183,6 +183,8 @@ class VerbsPath {
   /// What the async-event thread knows of the lane's device, port and QP.
   Status railStatus(const Lane& l) const;
   void failRail(const Lane& l, const Status& cause);
+  /// Takes the lane's completion channel out of the worker's epoll set (idempotent).
+  void unwatch(Lane& l) noexcept;
 
   EndpointImpl* ep_;
   std::vector<std::unique_ptr<Lane>> lanes_;
