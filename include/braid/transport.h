@@ -197,6 +197,20 @@ class Request {
   Status test();
   /// Blocks until finished, an error, or `timeout` (kTimedOut; the request stays valid).
   Status wait(std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
+  /// Asks to cancel. Non-blocking. Returns ok when the request has finished (canceled
+  /// now, or it had finished before: test() tells which), kInProgress while the outcome
+  /// is not known yet or the transfer cannot be stopped (test()/wait() then report
+  /// kCanceled, or the normal result when the message came first), kUnsupported for
+  /// one-sided iwrite/iread.
+  /// - A receive is withdrawn with the peer's consent (one round trip): the peer's send
+  ///   that would have matched it, if not posted yet, skips it, so the next message of
+  ///   the tag goes to the next receive; if posted and waiting for this receive's
+  ///   clear-to-send (above the eager limit) it ends with kCanceled; if already sent, the
+  ///   message completes this receive normally.
+  /// - A send is canceled only while it waits for its clear-to-send (above the eager
+  ///   limit; eager sends finish when posted): it ends at once with kCanceled, and the
+  ///   peer's receive it matches ends with kCanceled. A transferring send completes.
+  Status cancel();
   /// Bytes transferred: for a receive, the size of the message that arrived.
   size_t size() const;
   bool valid() const { return op_ != nullptr; }

@@ -20,6 +20,7 @@
 #include "core/bytes.h"
 #include "core/freelist.h"
 #include "core/params.h"
+#include "core/ranges.h"
 #include "tcp/interfaces.h"
 #include "tcp/poller.h"
 #include "tcp/socket.h"
@@ -65,7 +66,15 @@ struct OpState {
   bool finished = false;
   bool released = false;    ///< finished and every earlier op of its tag released
   bool hasHandle = false;   ///< a Request refers to it
+  bool cancelPending = false;  ///< recv: the peer was asked to withdraw it (CancelRecv)
   uint32_t pendingFrames = 0;  ///< queued frames (TCP) or posted SENDs (verbs) using it
+  /// TCP receive: data sockets in the middle of writing a chunk payload into `buf`. The
+  /// request never finishes while this is non-zero (only a failed endpoint, whose sockets
+  /// are closed first, ends it then), so no socket writes into a buffer the caller got back.
+  uint32_t landing = 0;
+  /// TCP receive: the byte ranges landed. A duplicate chunk counts once; the receive is
+  /// complete when they cover the message.
+  core::RangeSet landed;
   Status status;
   /// Verbs: the buffer's registration on every rail (the caller's MemoryRegion, or one
   /// made for this request and dropped when it finishes).
@@ -76,8 +85,9 @@ struct OpState {
     kind = Kind::kSend;
     tag = seq = len = size = bytesDone = 0;
     buf = nullptr;
-    matched = finished = released = hasHandle = false;
-    pendingFrames = 0;
+    matched = finished = released = hasHandle = cancelPending = false;
+    pendingFrames = landing = 0;
+    if (!landed.empty()) landed.clear();
     if (!status.isOk()) status = Status();
     if (reg) reg.reset();
   }
@@ -116,6 +126,8 @@ class Channel final : public tcp::Pollable {
   /// Re-homes the channel's socket in the poller with `events` (after a hand-over).
   Status arm(uint32_t events);
   int rail() const { return rail_; }
+  /// "control socket" or "data socket K of rail R", for messages.
+  std::string name() const;
 
   // Handshake-phase helpers (exact reads, so no data-phase byte is consumed early).
   tcp::Fd& fdRef() { return fd_; }
@@ -155,6 +167,9 @@ struct TagState {
   core::Ring<wire::CtsEntry> cts;        ///< CTS received before their send was posted
   core::Ring<uint64_t> rts;              ///< verbs: seqs announced (RTS) before their receive
   core::Ring<OpState*> recvs;            ///< posted, not released, in order
+  core::Ring<uint64_t> skipSeqs;  ///< send side: seqs whose receive the peer withdrew (sorted)
+  core::Ring<uint64_t> canceledSends;  ///< recv side: seqs the peer's sends gave up (sorted),
+                                       ///< for receives not posted yet
   struct Unexpected {
     uint64_t seq;
     std::vector<uint8_t> data;
@@ -191,6 +206,7 @@ struct EndpointImpl {
   /// rendezvous send too large for it.
   void onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity) {
     TagState& ts = tagState(tag);
+    if (!ts.cts.empty() && !admitCts(ts, tag, seq)) return;
     // Filled in place: only what an eager-only receive has (addr 0 means no rendezvous,
     // so the rkeys are never read).
     wire::CtsEntry& e = ts.cts.emplace_back();
@@ -222,7 +238,10 @@ struct EndpointImpl {
       const uint64_t first = ts.recvs.front()->seq;
       if (seq >= first && seq - first < ts.recvs.size()) op = ts.recvs[seq - first];
     }
-    if (op == nullptr || length > op->len) return onEagerSlow(ts, op, tag, seq, payload, length);
+    // A receive whose message is known already (a chunk, an earlier frame) is a protocol
+    // error for the slow path to report.
+    if (op == nullptr || length > op->len || op->matched)
+      return onEagerSlow(ts, op, tag, seq, payload, length);
     ++stats.messagesReceived;
     op->matched = true;
     op->size = length;
@@ -241,11 +260,32 @@ struct EndpointImpl {
     return ts != nullptr && !ts->unexpected.empty() &&
            ts->unexpected.front().seq == ts->nextRecvSeq;
   }
+  /// Request::cancel(): see include/braid/transport.h for what each side sees.
+  Status cancel(OpState* op);
+  void onCancelRecv(const wire::FrameHeader& f);
+  void onCancelReply(const wire::FrameHeader& f);
+  void onCancelSend(const wire::FrameHeader& f);
+  /// A payload-less frame to the peer: control socket (TCP) or lane 0 (verbs).
+  void sendNotice(const wire::FrameHeader& h);
+  /// The next send seq of `ts`, past the seqs whose receives the peer withdrew.
+  static uint64_t takeSendSeq(TagState& ts) {
+    while (!ts.skipSeqs.empty() && ts.skipSeqs.front() <= ts.nextSendSeq) {
+      if (ts.skipSeqs.front() == ts.nextSendSeq) ++ts.nextSendSeq;
+      ts.skipSeqs.pop_front();
+    }
+    return ts.nextSendSeq++;
+  }
+  /// A TRUNCATED frame: the peer's message (tag, seq) is larger than the receive.
+  void onTruncated(const wire::FrameHeader& f);
+  /// False (and the endpoint failed) when a CTS for (tag, seq) duplicates one held or
+  /// exceeds kMaxPendingCts.
+  bool admitCts(TagState& ts, uint64_t tag, uint64_t seq);
   /// The receive op (tag, seq) still waiting for data, or nullptr.
   OpState* findRecv(uint64_t tag, uint64_t seq);
   /// Data channel: where the payload of chunk `f` goes (nullptr: discard). Sets *op.
   uint8_t* chunkDest(const wire::FrameHeader& f, OpState** op);
-  void onChunkLanded(OpState* op, uint64_t bytes);
+  /// Data channel: the payload of a chunk (`offset`, `bytes`) chunkDest placed has landed.
+  void onChunkLanded(OpState* op, uint64_t offset, uint64_t bytes);
   void onFrameSent(OutFrame& f);
   void matchSends(TagState& ts);
   void startSend(OpState* op, const wire::CtsEntry& cts);
@@ -358,6 +398,11 @@ struct EndpointImpl {
   std::vector<size_t> joinSent;
   std::vector<bool> dataConnecting;
 
+  /// Eager messages held for receives not posted yet, bytes (bounded: each is a copy).
+  uint64_t unexpectedBytes = 0;
+  static constexpr uint64_t kMaxUnexpectedBytes = 256ull << 20;
+  /// CTS held per tag for sends not posted yet (each is 128 bytes).
+  static constexpr size_t kMaxPendingCts = 65536;
   std::unordered_map<uint64_t, TagState> tags;
   uint64_t lastTag = 0;
   TagState* lastTagState = nullptr;

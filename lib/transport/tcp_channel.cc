@@ -59,6 +59,11 @@ void Channel::setWantOut(bool want) {
   if (!st.isOk()) ep_->fail(st);
 }
 
+std::string Channel::name() const {
+  return control_ ? std::string("control socket")
+                  : fmt::format("data socket {} of rail {}", index_, rail_);
+}
+
 void Channel::onEvent(uint32_t events) {
   if (!fd_.valid()) return;
   if (ep_->state != EpState::kConnected) {
@@ -96,7 +101,7 @@ void Channel::flush() {
     }
     auto r = tcp::writeSomeV(fd_.get(), iov, n, ep_->peer);
     if (!r) {
-      ep_->fail(r.status().withContext(fmt::format("rail {} socket {}", rail_, index_)));
+      ep_->fail(r.status().withContext(name()));
       return;
     }
     if (r->wouldBlock) {
@@ -127,7 +132,17 @@ void Channel::readAll() {
     size_t budget = kMaxReadPerEvent;
     while (fd_.valid() && budget > 0) {
       if (rxTail_ == rx_.size()) {
-        // Compact: the unparsed tail moves to the front.
+        // Compact: the unparsed tail moves to the front. The buffer holds two of the
+        // largest frames this side accepts (checkFrame bounds each by the local eager
+        // limit), so a full buffer always holds a whole frame; this is a safety net that
+        // turns a bug there into an error instead of a zero-byte read spinning forever.
+        if (rxHead_ == 0) {
+          ep_->fail(Status(Code::kProtocolError,
+                           fmt::format("control socket from {}: a frame larger than the {}-byte "
+                                       "receive buffer",
+                                       ep_->peer, rx_.size())));
+          return;
+        }
         std::memmove(rx_.data(), rx_.data() + rxHead_, rxTail_ - rxHead_);
         rxTail_ -= rxHead_;
         rxHead_ = 0;
@@ -160,7 +175,11 @@ bool Channel::handleControlBuffer() {
   while (rxTail_ - rxHead_ >= sizeof(wire::FrameHeader)) {
     wire::FrameHeader h;
     std::memcpy(&h, rx_.data() + rxHead_, sizeof h);
-    Status st = wire::checkFrame(h, ep_->eagerMax);
+    Status st = wire::checkFrame(h, ep_->eagerMax, wire::Path::kControlSocket);
+    if (st.isOk() && sizeof h + h.length > rx_.size())
+      st = Status(Code::kProtocolError, fmt::format("a {}-byte frame does not fit the {}-byte "
+                                                    "receive buffer",
+                                                    sizeof h + h.length, rx_.size()));
     if (!st.isOk()) {
       ep_->fail(st.withContext(fmt::format("control socket from {}", ep_->peer)));
       return false;
@@ -183,7 +202,7 @@ void Channel::readData() {
       auto r = tcp::readSome(fd_.get(), reinterpret_cast<uint8_t*>(&hdr_) + hdrGot_,
                              sizeof hdr_ - hdrGot_, ep_->peer);
       if (!r) {
-        ep_->fail(r.status().withContext(fmt::format("rail {} socket {}", rail_, index_)));
+        ep_->fail(r.status().withContext(name()));
         return;
       }
       if (r->eof) {
@@ -202,11 +221,9 @@ void Channel::readData() {
       hdrGot_ += r->bytes;
       if (hdrGot_ < sizeof hdr_) continue;
       hdrGot_ = 0;
-      Status st = wire::checkFrame(hdr_, ep_->eagerMax);
-      if (st.isOk() && hdr_.type != static_cast<uint8_t>(wire::FrameType::kChunk))
-        st = Status(Code::kProtocolError, "a data socket carried a non-chunk frame");
+      Status st = wire::checkFrame(hdr_, ep_->eagerMax, wire::Path::kDataSocket);
       if (!st.isOk()) {
-        ep_->fail(st.withContext(fmt::format("rail {} socket {} from {}", rail_, index_, ep_->peer)));
+        ep_->fail(st.withContext(fmt::format("{} from {}", name(), ep_->peer)));
         return;
       }
       dest_ = ep_->chunkDest(hdr_, &rxOp_);
@@ -223,7 +240,7 @@ void Channel::readData() {
     }
     auto r = tcp::readSome(fd_.get(), to, want, ep_->peer);
     if (!r) {
-      ep_->fail(r.status().withContext(fmt::format("rail {} socket {}", rail_, index_)));
+      ep_->fail(r.status().withContext(name()));
       return;
     }
     if (r->eof) {
@@ -240,8 +257,8 @@ void Channel::readData() {
     if (dest_) dest_ += r->bytes;
     if (remaining_ == 0) {
       inPayload_ = false;
-      if (rxOp_) ep_->onChunkLanded(rxOp_, hdr_.length);
-      rxOp_ = nullptr;
+      OpState* op = std::exchange(rxOp_, nullptr);
+      if (op) ep_->onChunkLanded(op, hdr_.offset, hdr_.length);
     } else if (r->bytes < want) {
       return;  // short read: the socket is empty for now
     }

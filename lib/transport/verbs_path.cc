@@ -675,6 +675,13 @@ void VerbsPath::sendRts(uint64_t tag, uint64_t seq, uint64_t total) {
   post(0, it);
 }
 
+void VerbsPath::sendNotice(const wire::FrameHeader& h) {
+  SendItem it;
+  it.kind = kWrNotice;
+  it.hdr = h;
+  post(0, it);
+}
+
 void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
                                 const MemoryRegionImpl* mr) {
   if (!mr || mr->perRail.size() <= lanes_.back()->railIndex) {
@@ -1013,7 +1020,7 @@ void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
   const bool full = (h.flags & wire::kPiggyFull) != 0;
   const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
   h.flags = 0;
-  Status st = wire::checkFrame(h, eagerMax_);
+  Status st = wire::checkFrame(h, eagerMax_, wire::Path::kVerbsSend);
   if (st.isOk() && (piggy > kMaxPiggyback || (piggy > 0 && l.index != 0)))
     st = Status(Code::kProtocolError,
                 fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",
@@ -1028,6 +1035,9 @@ void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
   switch (static_cast<wire::FrameType>(h.type)) {
     case wire::FrameType::kEager:
     case wire::FrameType::kTruncated:
+    case wire::FrameType::kCancelRecv:
+    case wire::FrameType::kCancelReply:
+    case wire::FrameType::kCancelSend:
       ep_->onFrame(h, p + hdrBytes);
       break;
     case wire::FrameType::kFin:
@@ -1185,6 +1195,7 @@ void VerbsPath::startRendezvous(OpState*, const wire::CtsEntry&, const MemoryReg
 void VerbsPath::startRma(OpState*, const DecodedRemoteKey&, uint64_t) {}
 void VerbsPath::sendTruncated(uint64_t, uint64_t, uint64_t) {}
 void VerbsPath::sendRts(uint64_t, uint64_t, uint64_t) {}
+void VerbsPath::sendNotice(const wire::FrameHeader&) {}
 void VerbsPath::writeWaitingCts() {}
 size_t VerbsPath::progress() { return 0; }
 void VerbsPath::tick(uint64_t) {}

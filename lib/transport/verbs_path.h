@@ -122,6 +122,9 @@ class VerbsPath {
   /// Announces the rendezvous message (tag, seq) of `total` bytes whose CTS is not in: an
   /// eager-only receive sends no CTS unless asked.
   void sendRts(uint64_t tag, uint64_t seq, uint64_t total);
+  /// SENDs a payload-less frame (cancel requests and replies) on lane 0, in order with
+  /// the eager messages and notices before it.
+  void sendNotice(const wire::FrameHeader& h);
   /// Polls the CQs, the CTS ring and the flow block; posts what waited. Returns events.
   size_t progress();
   /// Liveness and async events (port down, QP fatal); fails the endpoint on a bad one.

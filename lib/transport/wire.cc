@@ -84,10 +84,19 @@ std::vector<uint8_t> encodeJoin(const JoinBody& body) {
 }
 
 std::vector<uint8_t> encodeReject(RejectReason reason, const std::string& message) {
+  std::string m = message;
+  if (m.size() > kMaxRejectMessage) {
+    // Cut at a word boundary: a reason ending mid-word reads as a different instruction.
+    size_t cut = m.rfind(' ', kMaxRejectMessage - 3);
+    m = m.substr(0, cut == std::string::npos ? kMaxRejectMessage - 3 : cut) + "...";
+  }
   RejectBody b{};
   b.reason = static_cast<uint32_t>(reason);
-  std::strncpy(b.message, message.c_str(), sizeof b.message - 1);
-  return encodeFrame(HsType::kReject, &b, sizeof b);
+  b.length = static_cast<uint32_t>(m.size());
+  std::vector<uint8_t> body(sizeof b + m.size());
+  std::memcpy(body.data(), &b, sizeof b);
+  std::memcpy(body.data() + sizeof b, m.data(), m.size());
+  return encodeFrame(HsType::kReject, body.data(), body.size());
 }
 
 HeaderCheck checkHeader(const HsHeader& h) {
@@ -187,23 +196,63 @@ Result<JoinBody> decodeJoin(const uint8_t* body, size_t len) {
 
 Status decodeReject(const uint8_t* body, size_t len) {
   RejectBody r{};
-  if (len != sizeof r)
-    return Status(Code::kConnectionRefused, "the peer refused the connection (unreadable reason)");
+  if (len < sizeof r)
+    return Status(Code::kConnectionRefused,
+                  fmt::format("the peer refused the connection (a {}-byte reject, unreadable)", len));
   std::memcpy(&r, body, sizeof r);
-  r.message[sizeof r.message - 1] = '\0';
+  if (r.length > kMaxRejectMessage || len != sizeof r + r.length)
+    return Status(Code::kConnectionRefused,
+                  fmt::format("the peer refused the connection ({}: reject of {} bytes says its "
+                              "message has {})",
+                              rejectReasonName(static_cast<RejectReason>(r.reason)), len,
+                              r.length));
+  // Printable bytes only: the message goes into logs and terminals.
+  std::string m(reinterpret_cast<const char*>(body) + sizeof r, r.length);
+  for (char& c : m)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
   return Status(Code::kConnectionRefused,
                 fmt::format("the peer refused the connection: {}: {}",
-                            rejectReasonName(static_cast<RejectReason>(r.reason)), r.message));
+                            rejectReasonName(static_cast<RejectReason>(r.reason)), m));
 }
 
-Status checkFrame(const FrameHeader& f, uint64_t eagerMax) {
+const char* pathName(Path p) {
+  switch (p) {
+    case Path::kControlSocket: return "control socket";
+    case Path::kDataSocket: return "data socket";
+    case Path::kVerbsSend: return "verbs SEND";
+  }
+  return "?";
+}
+
+Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
   auto bad = [&](const std::string& why) {
     return Status(Code::kProtocolError,
-                  fmt::format("bad data frame (type {}, tag {}, seq {}, length {}): {}", f.type,
-                              f.tag, f.seq, f.length, why));
+                  fmt::format("bad data frame on the {} (type {}, tag {}, seq {}, length {}): {}",
+                              pathName(path), f.type, f.tag, f.seq, f.length, why));
   };
   if (f.magic != kFrameMagic) return bad(fmt::format("magic 0x{:04x}: stream out of sync", f.magic));
-  switch (static_cast<FrameType>(f.type)) {
+  const auto type = static_cast<FrameType>(f.type);
+  bool allowed = false;
+  switch (path) {
+    case Path::kControlSocket:
+      allowed = type == FrameType::kCts || type == FrameType::kEager ||
+                type == FrameType::kTruncated || type == FrameType::kHeartbeat ||
+                type == FrameType::kClose || type == FrameType::kCancelRecv ||
+                type == FrameType::kCancelReply || type == FrameType::kCancelSend;
+      break;
+    case Path::kDataSocket:
+      allowed = type == FrameType::kChunk;
+      break;
+    case Path::kVerbsSend:
+      allowed = type == FrameType::kEager || type == FrameType::kTruncated ||
+                type == FrameType::kFin || type == FrameType::kRts ||
+                type == FrameType::kCancelRecv || type == FrameType::kCancelReply ||
+                type == FrameType::kCancelSend;
+      break;
+  }
+  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kCancelSend))
+    return bad("this frame type does not belong on this path");
+  switch (type) {
     case FrameType::kFin:
       if (f.length != 0) return bad("control frame with a payload");
       if (f.offset > f.total) return bad("more bytes on one rail than in the message");
@@ -214,10 +263,16 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax) {
         return bad(fmt::format("announces a {}-byte message, within the eager limit {}", f.total,
                                eagerMax));
       return Status::ok();
+    case FrameType::kCancelReply:
+      if (f.length != 0) return bad("control frame with a payload");
+      if (f.offset > 1) return bad("cancel reply that is neither yes nor no");
+      return Status::ok();
     case FrameType::kCts:
     case FrameType::kTruncated:
     case FrameType::kHeartbeat:
     case FrameType::kClose:
+    case FrameType::kCancelRecv:
+    case FrameType::kCancelSend:
       if (f.length != 0) return bad("control frame with a payload");
       return Status::ok();
     case FrameType::kEager:

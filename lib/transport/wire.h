@@ -18,7 +18,9 @@ namespace braid::wire {
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "braid's wire format is little-endian");
 
 constexpr uint32_t kMagic = 0x44494152;  // "RAID" read as bytes 'R','A','I','D' — braid
-constexpr uint16_t kVersion = 3;  // 2: verbs rails in Hello/HelloAck; 3: eager receives send no CTS (RTS)
+// 2: verbs rails in Hello/HelloAck; 3: eager receives send no CTS (RTS); 4: frames checked
+// per path, variable-length reject messages, cancel frames, no heartbeats.
+constexpr uint16_t kVersion = 4;
 constexpr uint32_t kMaxRails = 16;        // per endpoint
 constexpr uint32_t kMaxSocketsPerRail = 64;
 constexpr uint32_t kMaxHandshakeBody = 4096;  // anything longer is refused as absurd
@@ -159,13 +161,15 @@ struct JoinBody {
 };
 static_assert(sizeof(JoinBody) == 24);
 
-/// Body of kReject.
+/// Body of kReject: this header, then `length` bytes of UTF-8 explanation (no NUL).
 struct RejectBody {
-  uint32_t reason;      ///< RejectReason
-  uint32_t reserved;    ///< 0
-  char message[120];    ///< NUL-terminated explanation
+  uint32_t reason;  ///< RejectReason
+  uint32_t length;  ///< bytes of message that follow (<= kMaxRejectMessage)
 };
-static_assert(sizeof(RejectBody) == 128);
+static_assert(sizeof(RejectBody) == 8);
+/// A reject message longer than this is cut at a word boundary, with "...".
+constexpr uint32_t kMaxRejectMessage = 1024;
+static_assert(sizeof(RejectBody) + kMaxRejectMessage <= kMaxHandshakeBody);
 
 /// Data-phase frame types.
 enum class FrameType : uint8_t {
@@ -179,7 +183,21 @@ enum class FrameType : uint8_t {
                    ///< RDMA-written on this rail before this frame (sent as a SEND)
   kRts = 8,        ///< verbs: message (tag, seq) of `total` (> eager limit) bytes waits for
                    ///< its CTS (an eager-only receive answers with one; others ignore it)
+  kCancelRecv = 9,   ///< receiver -> sender: receive (tag, seq) asks to be withdrawn
+  kCancelReply = 10, ///< sender -> receiver: `offset` 1: withdrawn (the sender skips seq),
+                     ///< 0: too late (its message is on its way and completes the receive)
+  kCancelSend = 11,  ///< sender -> receiver: send (tag, seq) was canceled before it started;
+                     ///< the receive it matches ends with kCanceled
 };
+
+/// Where a data-phase frame arrived. Each path carries its own frame types, and what may
+/// arrive is bounded by this side's limits, never by what the peer announced.
+enum class Path : uint8_t {
+  kControlSocket,  ///< TCP control socket: CTS, EAGER, TRUNCATED, CLOSE, cancel frames
+  kDataSocket,     ///< TCP data socket: CHUNK only
+  kVerbsSend,      ///< a SEND on a verbs lane: EAGER, TRUNCATED, FIN, RTS, cancel frames
+};
+const char* pathName(Path p);
 
 /// Data-phase frame header: 40 bytes, followed by `length` payload bytes.
 struct FrameHeader {
@@ -250,8 +268,9 @@ Result<JoinBody> decodeJoin(const uint8_t* body, size_t len);
 /// A reject as a Status (kConnectionRefused) with the peer's message.
 Status decodeReject(const uint8_t* body, size_t len);
 
-/// Validates a data frame header against the receiver's limits.
-Status checkFrame(const FrameHeader& f, uint64_t eagerMax);
+/// Validates a data frame header that arrived on `path` against the receiver's limits
+/// (`eagerMax`: the limit this side agreed to, never more than its own).
+Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path);
 
 std::string railName(const RailDesc& r);
 /// "rxe0:1 gid ::ffff:10.77.0.1 qpn 0x11" for messages.

@@ -164,37 +164,42 @@ TEST_CASE("a reject decodes to connection-refused with the peer's reason") {
 }
 
 TEST_CASE("data frames are checked for magic, type, payload limits and range") {
+  constexpr Path C = Path::kControlSocket, D = Path::kDataSocket;
   FrameHeader f{};
   f.magic = kFrameMagic;
   f.type = static_cast<uint8_t>(FrameType::kCts);
   f.total = 100;
-  CHECK(checkFrame(f, 16384).isOk());
+  CHECK(checkFrame(f, 16384, C).isOk());
   f.length = 5;  // control frames carry no payload
-  CHECK_FALSE(checkFrame(f, 16384).isOk());
+  CHECK_FALSE(checkFrame(f, 16384, C).isOk());
 
   f = FrameHeader{};
   f.magic = kFrameMagic;
   f.type = static_cast<uint8_t>(FrameType::kEager);
   f.length = f.total = 20000;
-  CHECK_FALSE(checkFrame(f, 16384).isOk());  // over the agreed eager limit
+  CHECK_FALSE(checkFrame(f, 16384, C).isOk());  // over the agreed eager limit
   f.length = f.total = 100;
-  CHECK(checkFrame(f, 16384).isOk());
+  CHECK(checkFrame(f, 16384, C).isOk());
 
   f.type = static_cast<uint8_t>(FrameType::kChunk);
   f.total = 1000;
+  f.offset = 0;
+  f.length = 100;
+  CHECK_FALSE(checkFrame(f, 16384, C).isOk());  // a chunk never belongs on the control socket
+  CHECK(checkFrame(f, 16384, D).isOk());
   f.offset = 900;
   f.length = 200;  // beyond the message
-  CHECK_FALSE(checkFrame(f, 16384).isOk());
+  CHECK_FALSE(checkFrame(f, 16384, D).isOk());
   f.length = 100;
-  CHECK(checkFrame(f, 16384).isOk());
+  CHECK(checkFrame(f, 16384, D).isOk());
   f.length = 0;
-  CHECK_FALSE(checkFrame(f, 16384).isOk());
+  CHECK_FALSE(checkFrame(f, 16384, D).isOk());
 
   f.magic = 0x1234;
-  CHECK_THAT(checkFrame(f, 16384).message(), Catch::Contains("out of sync"));
+  CHECK_THAT(checkFrame(f, 16384, C).message(), Catch::Contains("out of sync"));
   f.magic = kFrameMagic;
   f.type = 99;
-  CHECK_FALSE(checkFrame(f, 16384).isOk());
+  CHECK_FALSE(checkFrame(f, 16384, C).isOk());
 }
 
 TEST_CASE("a hello with verbs rails round-trips and names each rail") {
@@ -266,12 +271,12 @@ TEST_CASE("a FIN frame is checked: no payload, rail bytes within the message") {
   f.type = static_cast<uint8_t>(FrameType::kFin);
   f.offset = 100;
   f.total = 1000;
-  CHECK(checkFrame(f, 4096).isOk());
+  CHECK(checkFrame(f, 4096, Path::kVerbsSend).isOk());
   f.offset = 1001;
-  CHECK_FALSE(checkFrame(f, 4096).isOk());
+  CHECK_FALSE(checkFrame(f, 4096, Path::kVerbsSend).isOk());
   f.offset = 10;
   f.length = 5;
-  CHECK_FALSE(checkFrame(f, 4096).isOk());
+  CHECK_FALSE(checkFrame(f, 4096, Path::kVerbsSend).isOk());
 }
 
 TEST_CASE("an RTS frame is checked: no payload, a message above the eager limit") {
@@ -279,12 +284,76 @@ TEST_CASE("an RTS frame is checked: no payload, a message above the eager limit"
   f.magic = kFrameMagic;
   f.type = static_cast<uint8_t>(FrameType::kRts);
   f.total = 4097;
-  CHECK(checkFrame(f, 4096).isOk());
+  CHECK(checkFrame(f, 4096, Path::kVerbsSend).isOk());
   f.total = 4096;  // an eager message is never announced
-  Status st = checkFrame(f, 4096);
+  Status st = checkFrame(f, 4096, Path::kVerbsSend);
   CHECK(st.code() == Code::kProtocolError);
   CHECK_THAT(st.message(), Catch::Contains("eager limit 4096"));
   f.total = 1 << 20;
   f.length = 8;
-  CHECK_FALSE(checkFrame(f, 4096).isOk());
+  CHECK_FALSE(checkFrame(f, 4096, Path::kVerbsSend).isOk());
+}
+
+TEST_CASE("each path accepts only its own frame types, whatever the peer announced") {
+  auto frame = [](FrameType t, uint32_t length = 0) {
+    FrameHeader f = makeFrame(t, 1, 0, length, length);
+    if (t == FrameType::kChunk) f.total = 1 << 20;
+    if (t == FrameType::kRts) f.total = 1 << 20;
+    return f;
+  };
+  // A data socket carries chunks only.
+  for (FrameType t : {FrameType::kCts, FrameType::kEager, FrameType::kTruncated,
+                      FrameType::kClose, FrameType::kFin, FrameType::kRts,
+                      FrameType::kCancelRecv})
+    CHECK_THAT(checkFrame(frame(t), 4096, Path::kDataSocket).message(),
+               Catch::Contains("does not belong on this path"));
+  // The control socket never carries chunks, FINs or RTS (verbs-only and data frames).
+  for (FrameType t : {FrameType::kChunk, FrameType::kFin, FrameType::kRts}) {
+    FrameHeader f = frame(t, t == FrameType::kChunk ? 100 : 0);
+    Status st = checkFrame(f, 4096, Path::kControlSocket);
+    CHECK(st.code() == Code::kProtocolError);
+    CHECK_THAT(st.message(), Catch::Contains("control socket"));
+  }
+  // Verbs SENDs never carry chunks, CTS frames or CLOSE.
+  for (FrameType t : {FrameType::kChunk, FrameType::kCts, FrameType::kClose})
+    CHECK_FALSE(checkFrame(frame(t, t == FrameType::kChunk ? 100 : 0), 4096, Path::kVerbsSend).isOk());
+  // An eager payload is bounded by the local limit passed in, not the frame's claim.
+  CHECK_FALSE(checkFrame(frame(FrameType::kEager, 512 * 1024), 16384, Path::kControlSocket).isOk());
+  // Cancel replies say yes (1) or no (0), nothing else.
+  FrameHeader r = makeFrame(FrameType::kCancelReply, 1, 2, 0, 0, 1);
+  CHECK(checkFrame(r, 4096, Path::kControlSocket).isOk());
+  r.offset = 2;
+  CHECK_FALSE(checkFrame(r, 4096, Path::kControlSocket).isOk());
+}
+
+TEST_CASE("a long reject reason arrives whole, or cut at a word with an ellipsis") {
+  std::string reason =
+      "job token 0x0000000000000001 does not match this listener's; set the same "
+      "BRAID_JOB_TOKEN on every rank or pass the listener's address";
+  REQUIRE(reason.size() > 128);
+  auto f = encodeReject(RejectReason::kBadToken, reason);
+  HsHeader h;
+  std::memcpy(&h, f.data(), sizeof h);
+  Status st = decodeReject(f.data() + sizeof h, h.length);
+  CHECK_THAT(st.message(), Catch::EndsWith("pass the listener's address"));
+
+  std::string longer;
+  for (int i = 0; i < 300; ++i) longer += "word ";
+  f = encodeReject(RejectReason::kMalformed, longer);
+  std::memcpy(&h, f.data(), sizeof h);
+  CHECK(h.length <= kMaxHandshakeBody);
+  st = decodeReject(f.data() + sizeof h, h.length);
+  CHECK_THAT(st.message(), Catch::EndsWith("word..."));
+
+  // A reject whose length field disagrees with its size is unreadable, not over-read.
+  RejectBody b{static_cast<uint32_t>(RejectReason::kBadToken), 50};
+  std::vector<uint8_t> body(sizeof b + 10, 'x');
+  std::memcpy(body.data(), &b, sizeof b);
+  st = decodeReject(body.data(), body.size());
+  CHECK(st.code() == Code::kConnectionRefused);
+  CHECK_THAT(st.message(), Catch::Contains("says its message has 50"));
+  // Control characters from the peer never reach a terminal.
+  f = encodeReject(RejectReason::kMalformed, "bad\x1b[2Jthing");
+  std::memcpy(&h, f.data(), sizeof h);
+  CHECK_THAT(decodeReject(f.data() + sizeof h, h.length).message(), Catch::Contains("bad?[2Jthing"));
 }
