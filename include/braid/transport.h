@@ -225,6 +225,8 @@ class Request {
 };
 
 /// Progress engine: one epoll set serving listeners and endpoints. Not thread-safe.
+/// Listeners, endpoints and requests keep what they need of their Worker (and Context)
+/// alive: they may be destroyed before or after it, in any order.
 class Worker {
  public:
   static Result<std::unique_ptr<Worker>> create(std::shared_ptr<Context> context);
@@ -241,14 +243,18 @@ class Worker {
   WorkerImpl& impl() { return *impl_; }
 
  private:
-  explicit Worker(std::unique_ptr<WorkerImpl> impl);
-  std::unique_ptr<WorkerImpl> impl_;
+  explicit Worker(std::shared_ptr<WorkerImpl> impl);
+  std::shared_ptr<WorkerImpl> impl_;
 };
 
 /// Options of a listener.
 struct ListenOptions {
   uint16_t port = 0;                  ///< control port on the first rail; 0 picks one
   std::optional<uint64_t> jobToken;   ///< default: BRAID_JOB_TOKEN, else a random token
+  /// The control port listens on every local address (as perftest's servers do), so a
+  /// peer may connect to any address of this host, 127.0.0.1 included; the address handle
+  /// names the first rail's. false: only on the first rail's address.
+  bool controlOnAnyAddress = true;
 };
 
 /// Accepts peers on every rail. Not thread-safe (belongs to its Worker).

@@ -99,6 +99,11 @@ Result<SockAddr> SockAddr::resolve(const std::string& host, uint16_t port) {
   return a;
 }
 
+SockAddr SockAddr::any(int family) {
+  uint8_t zero[16] = {};
+  return fromBytes(family, zero, 0);
+}
+
 Status tune(int fd, const SocketTuning& t) {
   int one = 1;
   if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
@@ -111,7 +116,12 @@ Status tune(int fd, const SocketTuning& t) {
   if (t.userTimeoutMs > 0) {
     unsigned int ms = static_cast<unsigned int>(t.userTimeoutMs);
     (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
-    // Keepalive probes make a silent dead host visible within about the same bound.
+    // Liveness is the kernel's, not the application's (docs/protocol.md, "Liveness"): a
+    // peer host that stops answering is found by keepalive probes, which its kernel
+    // answers even while the process computes for hours without calling braid; with
+    // TCP_USER_TIMEOUT set, the connection is dropped once probes or data went
+    // unacknowledged for that long, so a dead host is seen about BRAID_TIMEOUT_MS after
+    // the last thing heard from it.
     int idle = std::max(1, t.userTimeoutMs / 3000), intvl = std::max(1, t.userTimeoutMs / 6000),
         cnt = 3;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);

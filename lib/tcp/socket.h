@@ -56,6 +56,8 @@ struct SockAddr {
   static SockAddr fromBytes(int family, const uint8_t bytes[16], uint16_t port);
   /// Numeric IPv4/IPv6 or a host name (resolved with getaddrinfo, first result).
   static Result<SockAddr> resolve(const std::string& host, uint16_t port);
+  /// The wildcard address of `family` (0.0.0.0 or ::), port 0.
+  static SockAddr any(int family);
 };
 
 /// Socket tuning for data and control sockets.

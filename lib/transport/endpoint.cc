@@ -15,10 +15,11 @@ namespace braid {
 
 // ---------------------------------------------------------------- lifecycle
 
-EndpointImpl::EndpointImpl(WorkerImpl* w)
-    : worker(w),
-      ctx(w->ctx),
-      scheduler(SchedulerConfig{w->ctx->chunkSize, std::min<uint64_t>(64 * 1024, w->ctx->chunkSize),
+EndpointImpl::EndpointImpl(std::shared_ptr<WorkerImpl> w)
+    : workerRef(std::move(w)),
+      worker(workerRef.get()),
+      ctx(worker->ctx),
+      scheduler(SchedulerConfig{ctx->chunkSize, std::min<uint64_t>(64 * 1024, ctx->chunkSize),
                                 128}) {
   lastRxNs = lastTxNs = core::nowNs();
   worker->addEndpoint(this);
@@ -125,17 +126,10 @@ void EndpointImpl::tick(uint64_t now) {
     verbs->tick(now);
     if (state == EpState::kFailed) return;
   }
-  uint64_t timeoutNs = static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull;
-  if (now - lastTxNs > timeoutNs / 3 && !control->hasOutput()) {
-    OutFrame f;
-    f.hdr = wire::makeFrame(wire::FrameType::kHeartbeat, 0, 0, 0);
-    control->queue(f, true);
-  }
-  if (outstanding > 0 && now - lastRxNs > timeoutNs)
-    fail(Status(Code::kTimedOut,
-                fmt::format("nothing heard from peer {} for {} ms (BRAID_TIMEOUT_MS) while {} "
-                            "requests wait: the peer is hung, stopped or unreachable",
-                            peer, (now - lastRxNs) / 1000000, outstanding)));
+  // No silence timer: a peer that computes for minutes without calling braid is alive.
+  // Its kernel still answers TCP, so a killed process is seen at once (EOF/reset), a dead
+  // host by keepalive within BRAID_TIMEOUT_MS (tcp::tune), and a stalled process by the
+  // timeout of whatever waits on it (Request::wait), which leaves the request valid.
 }
 
 // ---------------------------------------------------------------- public wrappers
@@ -153,7 +147,7 @@ Endpoint::~Endpoint() {
 }
 
 Result<std::unique_ptr<Endpoint>> Endpoint::connect(Worker& worker, const Address& address) {
-  auto impl = std::make_shared<EndpointImpl>(&worker.impl());
+  auto impl = std::make_shared<EndpointImpl>(worker.impl().shared_from_this());
   Status st = impl->startConnect(address);
   if (!st.isOk()) {
     BRAID_LOG_ERROR(kTransport, "connect to {}: {}", address.toString(), st.toString());

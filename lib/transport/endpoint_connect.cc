@@ -72,10 +72,22 @@ Status EndpointImpl::startConnect(const Address& addr) {
 }
 
 void EndpointImpl::onHandshakeEvent(Channel& ch, uint32_t events) {
-  (void)events;
   if (state == EpState::kFailed) return;
   Status st = progressHandshake(ch);
-  if (!st.isOk() && st.code() != Code::kInProgress) fail(st);
+  if (!st.isOk() && st.code() != Code::kInProgress) return fail(st);
+  // epoll reports a reset or hung-up socket even when no event is armed (a listener's
+  // sockets wait quietly for the other joins): nothing will clear it, so it is the end of
+  // this handshake, not a reason to wake again.
+  if ((events & (EPOLLERR | EPOLLHUP)) && state != EpState::kConnected &&
+      state != EpState::kFailed) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    (void)getsockopt(ch.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+    fail(Status(Code::kConnectionReset,
+                fmt::format("peer {} {} its {} during the handshake{}", peer,
+                            err != 0 ? "reset" : "closed", ch.name(),
+                            err != 0 ? fmt::format(" ({})", std::strerror(err)) : "")));
+  }
 }
 
 Status EndpointImpl::progressHandshake(Channel& ch) {

@@ -188,7 +188,7 @@ enum class EpState : uint8_t {
 };
 
 struct EndpointImpl {
-  explicit EndpointImpl(WorkerImpl* w);
+  explicit EndpointImpl(std::shared_ptr<WorkerImpl> w);
   ~EndpointImpl();
 
   // --- data path ---
@@ -366,6 +366,9 @@ struct EndpointImpl {
   std::string describe() const;
   std::vector<Channel*> allChannels() const;
 
+  /// Keeps the worker (and through it the Context) alive as long as this endpoint or any
+  /// of its requests: the caller may destroy the Worker first.
+  std::shared_ptr<WorkerImpl> workerRef;
   WorkerImpl* worker;
   const Context::Impl* ctx;
   EpState state = EpState::kConnecting;
@@ -425,11 +428,18 @@ struct Lingering {
   uint64_t deadlineNs;
 };
 
-struct WorkerImpl {
+struct ListenerImpl;
+/// Reaps a listener's handshakes that ran past BRAID_TIMEOUT_MS and endpoints that failed
+/// while joining (listener.cc); run by the worker's timers.
+void sweepListener(ListenerImpl* l);
+
+struct WorkerImpl : std::enable_shared_from_this<WorkerImpl> {
   std::shared_ptr<Context> context;
   const Context::Impl* ctx = nullptr;
   tcp::Poller poller;
   std::vector<EndpointImpl*> endpoints;
+  /// Listeners whose pending handshakes the timers reap, whether or not accept() is called.
+  std::vector<ListenerImpl*> listeners;
   std::vector<Lingering> lingering;
   uint64_t nextTickNs = 0;
   uint64_t lastSocketPollNs = 0;
@@ -438,6 +448,7 @@ struct WorkerImpl {
   Result<size_t> progress(int timeoutMs);
   void addEndpoint(EndpointImpl* e) { endpoints.push_back(e); }
   void removeEndpoint(EndpointImpl* e);
+  void removeListener(ListenerImpl* l);
   void linger(tcp::Fd fd);
   void tick();
 };

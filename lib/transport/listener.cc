@@ -98,6 +98,7 @@ struct PendingConn final : tcp::Pollable {
 };
 
 struct ListenerImpl {
+  std::shared_ptr<WorkerImpl> workerRef;  ///< the caller may destroy the Worker first
   WorkerImpl* worker = nullptr;
   const Context::Impl* ctx = nullptr;
   uint64_t token = 0;
@@ -109,6 +110,10 @@ struct ListenerImpl {
   std::vector<std::shared_ptr<EndpointImpl>> joining;
   std::deque<std::shared_ptr<EndpointImpl>> ready;
   uint64_t refused = 0;
+  /// Handshakes in progress (accepted sockets without a complete hello or join, and
+  /// endpoints waiting for their data sockets) are bounded: past this, the oldest idle
+  /// socket is refused, so idle or slow connections cannot exhaust descriptors.
+  static constexpr size_t kMaxPending = 128;
 
   void onAcceptable(ListenSock& s);
   void onPending(PendingConn& p);
@@ -131,6 +136,23 @@ void ListenerImpl::onAcceptable(ListenSock& s) {
       if (r.status().code() != Code::kInProgress)
         BRAID_LOG_WARN(kTransport, "listener {}: {}", address.toString(), r.status().toString());
       return;
+    }
+    if (pending.size() + joining.size() >= kMaxPending) {
+      auto oldest = std::find_if(pending.begin(), pending.end(), [](auto& q) { return !q->done; });
+      if (oldest != pending.end()) {
+        refuse(**oldest, wire::RejectReason::kTimeout,
+               Status(Code::kAgain, fmt::format("{} handshakes in progress, the most this "
+                                                "listener holds: the oldest idle one goes",
+                                                kMaxPending)));
+        pending.erase(oldest);
+      } else {
+        ++refused;
+        BRAID_LOG_WARN(kTransport,
+                       "listener {} refused {}: {} endpoints are still joining their data "
+                       "sockets",
+                       address.toString(), peer.toString(), joining.size());
+        continue;  // the accepted socket closes: the peer sees a reset
+      }
     }
     auto p = std::make_unique<PendingConn>();
     p->l = this;
@@ -241,7 +263,7 @@ Status ListenerImpl::handle(PendingConn& p, const wire::HsHeader& h, const uint8
                                 hello.body.token));
     if (p.rail != 0)
       return Status(Code::kProtocolError, "hello arrived on a data rail's port");
-    auto ep = std::make_shared<EndpointImpl>(worker);
+    auto ep = std::make_shared<EndpointImpl>(workerRef);
     ep->isServer = true;
     ep->peer = p.peer.toString();
     ep->token = token;
@@ -305,6 +327,8 @@ Status ListenerImpl::handle(PendingConn& p, const wire::HsHeader& h, const uint8
   return Status::ok();
 }
 
+void sweepListener(ListenerImpl* l) { l->sweep(); }
+
 void ListenerImpl::sweep() {
   uint64_t now = core::nowNs();
   for (auto& p : pending)
@@ -332,6 +356,7 @@ void ListenerImpl::sweep() {
 Listener::Listener(std::unique_ptr<ListenerImpl> impl) : impl_(std::move(impl)) {}
 
 Listener::~Listener() {
+  impl_->worker->removeListener(impl_.get());
   for (auto& s : impl_->socks) impl_->worker->poller.remove(s->fd.get());
   for (auto& p : impl_->pending)
     if (p->fd.valid()) impl_->worker->poller.remove(p->fd.get());
@@ -339,17 +364,22 @@ Listener::~Listener() {
 
 Result<std::unique_ptr<Listener>> Listener::create(Worker& worker, const ListenOptions& o) {
   auto l = std::make_unique<ListenerImpl>();
-  l->worker = &worker.impl();
+  l->workerRef = worker.impl().shared_from_this();
+  l->worker = l->workerRef.get();
   l->ctx = l->worker->ctx;
   l->token = o.jobToken ? *o.jobToken : l->ctx->jobToken ? *l->ctx->jobToken : core::randomNonZero();
   const auto& rails = l->ctx->tcpRails;
   for (size_t r = 0; r < rails.size(); ++r) {
     tcp::SockAddr a = rails[r].addr;
+    // The control port (rail 0's socket) listens on every local address, as perftest
+    // does: a peer reaches it wherever it can reach this host (127.0.0.1 included), and
+    // the rails are negotiated after. Rail 0's data sockets join there too.
+    if (r == 0 && o.controlOnAnyAddress) a = tcp::SockAddr::any(a.family());
     a.setPort(r == 0 ? o.port : 0);
     auto fd = tcp::listenOn(a);
     if (!fd) {
       Status st = fd.status().withContext(fmt::format("listen on rail {} ({})", r, rails[r].name));
-      BRAID_LOG_ERROR(kTransport, "{}", st.toString());
+      BRAID_LOG_DEBUG(kTransport, "{}", st.toString());
       return st;
     }
     auto s = std::make_unique<ListenSock>();
@@ -357,6 +387,12 @@ Result<std::unique_ptr<Listener>> Listener::create(Worker& worker, const ListenO
     s->fd = std::move(fd).value();
     s->rail = static_cast<int>(r);
     BRAID_ASSIGN_OR_RETURN(tcp::SockAddr bound, tcp::localAddress(s->fd.get()));
+    if (r == 0 && o.controlOnAnyAddress) {
+      // Advertise rail 0's address (the wildcard is no address to connect to).
+      uint16_t port = bound.port();
+      bound = rails[r].addr;
+      bound.setPort(port);
+    }
     BRAID_RETURN_IF_ERROR(l->worker->poller.add(s->fd.get(), EPOLLIN, s.get()));
     uint8_t bytes[16];
     bound.toBytes(bytes);
@@ -367,7 +403,10 @@ Result<std::unique_ptr<Listener>> Listener::create(Worker& worker, const ListenO
     }
     l->socks.push_back(std::move(s));
   }
-  BRAID_LOG_INFO(kTransport, "listening at {} on {} rails", l->address.toString(), l->rails.size());
+  l->worker->listeners.push_back(l.get());
+  BRAID_LOG_INFO(kTransport, "listening at {} on {} rails{}", l->address.toString(),
+                 l->rails.size(),
+                 o.controlOnAnyAddress ? " (control port on every local address)" : "");
   return std::unique_ptr<Listener>(new Listener(std::move(l)));
 }
 

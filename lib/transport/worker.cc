@@ -6,17 +6,14 @@
 
 namespace braid {
 
-Worker::Worker(std::unique_ptr<WorkerImpl> impl) : impl_(std::move(impl)) {}
+Worker::Worker(std::shared_ptr<WorkerImpl> impl) : impl_(std::move(impl)) {}
 
-Worker::~Worker() {
-  if (!impl_->endpoints.empty())
-    BRAID_LOG_WARN(kTransport, "worker destroyed with {} endpoints still open; destroy them first",
-                   impl_->endpoints.size());
-}
+// Endpoints, listeners and requests hold the WorkerImpl: it lives until the last of them.
+Worker::~Worker() = default;
 
 Result<std::unique_ptr<Worker>> Worker::create(std::shared_ptr<Context> context) {
   if (!context) return Status(Code::kInvalidArgument, "Worker::create: null context");
-  auto w = std::make_unique<WorkerImpl>();
+  auto w = std::make_shared<WorkerImpl>();
   BRAID_ASSIGN_OR_RETURN(w->poller, tcp::Poller::create());
   w->ctx = &context->impl();
   w->context = std::move(context);
@@ -91,6 +88,8 @@ void WorkerImpl::tick() {
   uint64_t now = core::nowNs();
   // Copy: a tick may fail an endpoint, which does not remove it from the list.
   for (size_t i = 0; i < endpoints.size(); ++i) endpoints[i]->tick(now);
+  // Handshakes are bounded in time by the worker, not by the application calling accept().
+  for (size_t i = 0; i < listeners.size(); ++i) sweepListener(listeners[i]);
   for (size_t i = 0; i < lingering.size();) {
     char buf[4096];
     bool done = now >= lingering[i].deadlineNs;
@@ -110,6 +109,10 @@ void WorkerImpl::tick() {
 
 void WorkerImpl::removeEndpoint(EndpointImpl* e) {
   endpoints.erase(std::remove(endpoints.begin(), endpoints.end(), e), endpoints.end());
+}
+
+void WorkerImpl::removeListener(ListenerImpl* l) {
+  listeners.erase(std::remove(listeners.begin(), listeners.end(), l), listeners.end());
 }
 
 void WorkerImpl::linger(tcp::Fd fd) {
