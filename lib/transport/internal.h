@@ -441,6 +441,7 @@ struct WorkerImpl : std::enable_shared_from_this<WorkerImpl> {
   /// Listeners whose pending handshakes the timers reap, whether or not accept() is called.
   std::vector<ListenerImpl*> listeners;
   std::vector<Lingering> lingering;
+  static constexpr size_t kMaxLingering = 64;
   uint64_t nextTickNs = 0;
   uint64_t lastSocketPollNs = 0;
   uint32_t busyPolls = 0;  ///< non-blocking polls of an all-verbs worker (clock every 16th)

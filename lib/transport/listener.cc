@@ -110,6 +110,7 @@ struct ListenerImpl {
   std::vector<std::shared_ptr<EndpointImpl>> joining;
   std::deque<std::shared_ptr<EndpointImpl>> ready;
   uint64_t refused = 0;
+  uint64_t logWindowNs = 0, logShown = 0, logSuppressed = 0;  ///< refusal log rate limit
   /// Handshakes in progress (accepted sockets without a complete hello or join, and
   /// endpoints waiting for their data sockets) are bounded: past this, the oldest idle
   /// socket is refused, so idle or slow connections cannot exhaust descriptors.
@@ -171,10 +172,24 @@ void ListenerImpl::onAcceptable(ListenSock& s) {
 
 void ListenerImpl::refuse(PendingConn& p, wire::RejectReason why, const Status& detail) {
   ++refused;
-  BRAID_LOG_ERROR(kTransport,
-                  "listener {} refused peer {} on rail {}: {} ({}); the peer was told why",
-                  address.toString(), p.peer.toString(), p.rail, wire::rejectReasonName(why),
-                  detail.message());
+  // A flood of bad peers must not become a flood of log lines: at most 10 a second, then
+  // one line saying how many were not shown.
+  const uint64_t now = core::nowNs();
+  if (now - logWindowNs > 1'000'000'000ull) {
+    if (logSuppressed > 0)
+      BRAID_LOG_ERROR(kTransport, "listener {} refused {} more peers in the last second (not "
+                                  "shown one by one)",
+                      address.toString(), logSuppressed);
+    logWindowNs = now;
+    logShown = logSuppressed = 0;
+  }
+  if (++logShown <= 10)
+    BRAID_LOG_ERROR(kTransport,
+                    "listener {} refused peer {} on rail {}: {} ({}); the peer was told why",
+                    address.toString(), p.peer.toString(), p.rail, wire::rejectReasonName(why),
+                    detail.message());
+  else
+    ++logSuppressed;
   auto frame = wire::encodeReject(why, detail.message());
   iovec iov{frame.data(), frame.size()};
   (void)tcp::writeSomeV(p.fd.get(), &iov, 1, p.peer.toString());  // best effort

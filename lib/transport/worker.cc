@@ -119,6 +119,10 @@ void WorkerImpl::linger(tcp::Fd fd) {
   if (!fd.valid()) return;
   poller.remove(fd.get());
   ::shutdown(fd.get(), SHUT_WR);
+  // Bounded in number as in time: refused peers (a flood of idle connections) must not
+  // turn into descriptors held for seconds. The oldest goes first (at worst its peer sees
+  // a reset instead of the end of our last frame).
+  if (lingering.size() >= kMaxLingering) lingering.erase(lingering.begin());
   lingering.push_back({std::move(fd), core::nowNs() + 2000000000ull});
 }
 
