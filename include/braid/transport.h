@@ -3,6 +3,9 @@
 // Threading: a Context may be shared by threads. A Worker and every Listener, Endpoint
 // and Request created on it are NOT thread-safe: drive them from one thread at a time
 // (e.g. NCCL's proxy thread). Different Workers may run in different threads at once.
+// With BRAID_THREAD_CHECKS (on in Debug and sanitizer builds) a call made while another
+// thread is inside the same Worker fails with kInvalidArgument saying so, and changes
+// nothing; handing a Worker from one thread to another between calls is fine.
 //
 // Progress is caller-driven: Request::test(), Endpoint::connectProgress(),
 // Listener::accept() and Worker::progress() move data; nothing moves between calls.
@@ -48,6 +51,7 @@ struct ContextOptions {
   std::optional<std::string> ibHca;       ///< BRAID_IB_HCA (NCCL_IB_HCA syntax)
   std::optional<int> ibGidIndex;          ///< BRAID_IB_GID_INDEX (-1: automatic)
   std::optional<int> ibQpsPerRail;        ///< BRAID_IB_QPS_PER_RAIL (perftest -q)
+  std::optional<bool> threadChecks;       ///< BRAID_THREAD_CHECKS (auto: Debug/sanitizer builds)
 };
 
 /// One rail this host would use.
@@ -211,9 +215,16 @@ class Request {
   ///   limit; eager sends finish when posted): it ends at once with kCanceled, and the
   ///   peer's receive it matches ends with kCanceled. A transferring send completes.
   Status cancel();
+  /// True once the request has finished (and every earlier one of its tag): result()
+  /// then holds its outcome. Drives nothing.
+  bool finished() const;
+  /// The outcome without driving progress: ok, the error, or kInProgress.
+  Status result() const;
   /// Bytes transferred: for a receive, the size of the message that arrived.
   size_t size() const;
   bool valid() const { return op_ != nullptr; }
+  // Internal.
+  const std::shared_ptr<EndpointImpl>& endpoint() const { return ep_; }
 
  private:
   friend struct EndpointImpl;
@@ -223,6 +234,18 @@ class Request {
   std::shared_ptr<EndpointImpl> ep_;
   OpState* op_ = nullptr;
 };
+
+/// Blocks until every valid request in `requests` has finished, or `timeout` (kTimedOut;
+/// the requests stay valid). ok when all succeeded, else the first error in order. The
+/// requests must belong to endpoints of one Worker (kInvalidArgument otherwise); empty
+/// handles are skipped. Spins BRAID_SPIN_US, then sleeps in the worker like wait().
+Status waitAll(std::vector<Request>& requests,
+               std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
+/// Blocks until at least one valid request in `requests` has finished and returns the
+/// index of the first finished one (its outcome: result()), or kTimedOut. Same rules as
+/// waitAll.
+Result<size_t> waitAny(std::vector<Request>& requests,
+                       std::chrono::milliseconds timeout = std::chrono::milliseconds::max());
 
 /// Progress engine: one epoll set serving listeners and endpoints. Not thread-safe.
 /// Listeners, endpoints and requests keep what they need of their Worker (and Context)

@@ -65,6 +65,11 @@ const Def kDefs[] = {
     {"BRAID_SPIN_US", Kind::kInt, "50", 0, 10'000'000, nullptr,
      "Request::wait busy-polls this long before it sleeps in epoll_wait",
      [](Params& p, const std::string&, int64_t n) { p.spinUs = n; }},
+    {"BRAID_THREAD_CHECKS", Kind::kEnum, "auto", 0, 0, "auto|on|off",
+     "detect two threads using one Worker (and its listeners, endpoints, requests) at once and "
+     "fail the second call with an error instead of corrupting state; auto: on in Debug and "
+     "sanitizer builds",
+     [](Params& p, const std::string& t, int64_t) { p.threadChecks = t; }},
     {"BRAID_IB_HCA", Kind::kString, "", 0, 0, nullptr,
      "verbs rails: devices[:port], comma separated; ^ excludes, = matches exactly "
      "(NCCL_IB_HCA syntax); empty: every active port",

@@ -28,6 +28,7 @@ struct Params {
   int64_t eagerMax = 0;          // BRAID_EAGER_MAX
   int64_t chunkSize = 0;         // BRAID_CHUNK_SIZE
   int64_t spinUs = 0;            // BRAID_SPIN_US
+  std::string threadChecks;      // BRAID_THREAD_CHECKS
   // verbs (issue 3)
   std::string ibHca;             // BRAID_IB_HCA
   int64_t ibGidIndex = -1;       // BRAID_IB_GID_INDEX

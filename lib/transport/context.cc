@@ -130,6 +130,13 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
   if (impl->chunkSize < 4096 || impl->chunkSize > wire::kMaxFrameLength)
     return Status(Code::kInvalidArgument, "chunkSize outside 4 KiB..1 GiB");
   impl->spinUs = static_cast<int>(p.spinUs);
+#ifndef BRAID_THREAD_CHECKS_DEFAULT
+#define BRAID_THREAD_CHECKS_DEFAULT 0
+#endif
+  impl->threadChecks = o.threadChecks ? *o.threadChecks
+                       : p.threadChecks == "on" ? true
+                       : p.threadChecks == "off" ? false
+                                                 : BRAID_THREAD_CHECKS_DEFAULT != 0;
 
   BRAID_ASSIGN_OR_RETURN(auto all, tcp::listInterfaces());
   std::string spec = o.socketIfname ? *o.socketIfname : p.socketIfname;

@@ -108,6 +108,9 @@ void EndpointImpl::finishAll(const Status& st) {
   awaitingCts = 0;
   open.insert(open.end(), rmaOps.begin(), rmaOps.end());
   for (OpState* op : open) finish(op, st);
+  std::vector<OpState*> q;
+  q.swap(queued);
+  for (OpState* op : q) finishQueued(op, st);
 }
 
 // ---------------------------------------------------------------- timers
@@ -138,6 +141,9 @@ Endpoint::Endpoint(std::shared_ptr<EndpointImpl> impl) : impl_(std::move(impl)) 
 
 Endpoint::~Endpoint() {
   if (!impl_) return;
+  // A destructor cannot refuse: a misuse is logged (misuse()) and the close goes on.
+  WorkerEntry entry(impl_->worker, "~Endpoint");
+  if (!entry.ok()) (void)entry.misuse();
   if (impl_->state != EpState::kFailed && impl_->outstanding > 0)
     BRAID_LOG_WARN(kTransport, "{} closed with {} requests outstanding: they are canceled",
                    impl_->describe(), impl_->outstanding);
@@ -147,18 +153,24 @@ Endpoint::~Endpoint() {
 }
 
 Result<std::unique_ptr<Endpoint>> Endpoint::connect(Worker& worker, const Address& address) {
+  BRAID_WORKER_ENTRY(&worker.impl(), "Endpoint::connect");
   auto impl = std::make_shared<EndpointImpl>(worker.impl().shared_from_this());
   Status st = impl->startConnect(address);
   if (!st.isOk()) {
-    BRAID_LOG_ERROR(kTransport, "connect to {}: {}", address.toString(), st.toString());
+    // Returned to the caller, who decides what it means: logged at debug only.
+    BRAID_LOG_DEBUG(kTransport, "connect to {}: {}", address.toString(), st.toString());
     return st;
   }
   return std::unique_ptr<Endpoint>(new Endpoint(std::move(impl)));
 }
 
-Status Endpoint::connectProgress() { return impl_->connectProgress(); }
+Status Endpoint::connectProgress() {
+  BRAID_WORKER_ENTRY(impl_->worker, "Endpoint::connectProgress");
+  return impl_->connectProgress();
+}
 
 Status Endpoint::waitConnected(std::chrono::milliseconds timeout) {
+  BRAID_WORKER_ENTRY(impl_->worker, "Endpoint::waitConnected");
   uint64_t end = core::nowNs() + static_cast<uint64_t>(std::min<int64_t>(
                                      timeout.count(), INT64_MAX / 2000000)) * 1000000ull;
   for (;;) {
@@ -173,6 +185,7 @@ Status Endpoint::waitConnected(std::chrono::milliseconds timeout) {
 }
 
 Result<Request> Endpoint::isend(const void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
+  BRAID_WORKER_ENTRY(impl_->worker, "Endpoint::isend");
   if (mr && !mr->contains(buf, len))
     return Status(Code::kInvalidArgument, "isend: buffer outside its MemoryRegion");
   return impl_->post(impl_, OpState::Kind::kSend, static_cast<uint8_t*>(const_cast<void*>(buf)),
@@ -180,6 +193,7 @@ Result<Request> Endpoint::isend(const void* buf, size_t len, uint64_t tag, const
 }
 
 Result<Request> Endpoint::irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
+  BRAID_WORKER_ENTRY(impl_->worker, "Endpoint::irecv");
   if (mr && !mr->contains(buf, len))
     return Status(Code::kInvalidArgument, "irecv: buffer outside its MemoryRegion");
   return impl_->post(impl_, OpState::Kind::kRecv, static_cast<uint8_t*>(buf), len, tag, mr);
@@ -187,12 +201,14 @@ Result<Request> Endpoint::irecv(void* buf, size_t len, uint64_t tag, const Memor
 
 Result<Request> Endpoint::iwrite(const void* src, size_t len, const MemoryRegion& local,
                                  const RemoteKey& remote, uint64_t remoteOffset) {
+  BRAID_WORKER_ENTRY(impl_->worker, "Endpoint::iwrite");
   return impl_->postRma(impl_, OpState::Kind::kWrite, static_cast<uint8_t*>(const_cast<void*>(src)),
                         len, local, remote, remoteOffset);
 }
 
 Result<Request> Endpoint::iread(void* dst, size_t len, const MemoryRegion& local,
                                 const RemoteKey& remote, uint64_t remoteOffset) {
+  BRAID_WORKER_ENTRY(impl_->worker, "Endpoint::iread");
   return impl_->postRma(impl_, OpState::Kind::kRead, static_cast<uint8_t*>(dst), len, local, remote,
                         remoteOffset);
 }

@@ -235,6 +235,7 @@ void EndpointImpl::onConnected() {
     if (!st.isOk()) return fail(st);
   }
   stats.bytesSentPerRail.assign(verbs ? verbs->laneCount() : railCount, 0);
+  if (!queued.empty()) startQueued();
   lastRxNs = lastTxNs = core::nowNs();
   hsBuf.clear();
   hsBuf.shrink_to_fit();

@@ -22,6 +22,17 @@ std::vector<Channel*> EndpointImpl::allChannels() const {
   return v;
 }
 
+Result<std::shared_ptr<const MemoryRegionImpl>> EndpointImpl::registrationFor(
+    uint8_t* buf, uint64_t len, std::shared_ptr<const MemoryRegionImpl> given) {
+  // Verbs: a buffer that may move by RDMA needs its registration on every rail first
+  // (the caller's MemoryRegion, or one made for this request).
+  if (!verbs || len <= eagerMax) return std::shared_ptr<const MemoryRegionImpl>();
+  if (given && given->perRail.size() == ctx->verbsRails.size()) return given;
+  auto r = registerOnRails(ctx->verbsRails, buf, len, /*cached=*/false);
+  if (!r) return r.status();
+  return std::shared_ptr<const MemoryRegionImpl>(std::move(r).value());
+}
+
 Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
                                    uint8_t* buf, uint64_t len, uint64_t tag,
                                    const MemoryRegion* mr) {
@@ -31,23 +42,16 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
   const bool buffered =
       state == EpState::kFailed && kind == OpState::Kind::kRecv && hasBuffered(tag);
   if (state == EpState::kFailed && !buffered) return error;
-  if (state != EpState::kConnected && !buffered)
-    return Status(Code::kInvalidArgument,
-                  fmt::format("{} is not connected yet: call connectProgress() until it returns ok",
-                              describe()));
   if (buf == nullptr && len > 0)
     return Status(Code::kInvalidArgument, "null buffer with a non-zero length");
-  // Verbs: a buffer that may move by RDMA needs its registration on every rail first
-  // (the caller's MemoryRegion, or one made for this request).
-  std::shared_ptr<const MemoryRegionImpl> reg;
-  if (verbs && len > eagerMax && !buffered) {
-    if (mr && mr->impl() && mr->impl()->perRail.size() == ctx->verbsRails.size()) {
-      reg = mr->shared();
-    } else {
-      auto r = registerOnRails(ctx->verbsRails, buf, len, /*cached=*/false);
-      if (!r) return r.status();
-      reg = std::move(r).value();
-    }
+  // While the handshake runs the request waits in order (as UCX's do) and starts when
+  // the endpoint connects; a failed connection fails it.
+  const bool connecting = state != EpState::kConnected && !buffered;
+  std::shared_ptr<const MemoryRegionImpl> reg = mr != nullptr ? mr->shared() : nullptr;
+  if (!connecting && !buffered) {
+    BRAID_ASSIGN_OR_RETURN(reg, registrationFor(buf, len, std::move(reg)));
+  } else if (buffered) {
+    reg.reset();
   }
   OpState* op = ops.get();  // clean: new, or reset by maybeRecycle before it went back
   op->kind = kind;
@@ -57,8 +61,47 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
   op->hasHandle = true;
   op->reg = std::move(reg);
   ++outstanding;
+  if (connecting) {
+    queued.push_back(op);
+    return Request(self, op);
+  }
+  Status st = start(op);
+  if (!st.isOk()) {
+    finish(op, st);
+    dropHandle(op);
+    return st;
+  }
+  return Request(self, op);  // a copy: one increment, no weak_ptr lock
+}
+
+void EndpointImpl::startQueued() {
+  std::vector<OpState*> q;
+  q.swap(queued);
+  for (OpState* op : q) {
+    if (state != EpState::kConnected) {
+      finishQueued(op, error);
+      continue;
+    }
+    auto reg = registrationFor(op->buf, op->len, std::move(op->reg));
+    Status st = reg ? start((op->reg = std::move(reg).value(), op)) : reg.status();
+    if (!st.isOk()) finish(op, st);
+  }
+}
+
+void EndpointImpl::finishQueued(OpState* op, const Status& st) {
+  // Never started: in no tag's queues, so it is released here.
+  op->finished = op->released = true;
+  op->status = st;
+  op->reg.reset();
+  --outstanding;
+  maybeRecycle(op);
+}
+
+Status EndpointImpl::start(OpState* op) {
+  const uint64_t tag = op->tag, len = op->len;
+  uint8_t* const buf = op->buf;
   TagState& ts = tagState(tag);
-  if (kind == OpState::Kind::kSend) {
+  if (op->kind == OpState::Kind::kSend) {
     op->seq = ts.skipSeqs.empty() ? ts.nextSendSeq++ : takeSendSeq(ts);
     ts.sends.push_back(op);
     if (len <= eagerMax) {
@@ -99,7 +142,8 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
       op->matched = true;
       finish(op, Status(Code::kCanceled,
                         fmt::format("peer {} canceled its send {} of tag {}", peer, op->seq, tag)));
-    } else if (buffered) {
+    } else if (state == EpState::kFailed) {
+      // Only a buffered message is received on a failed endpoint (post() checked).
       // Nothing to tell the peer: the message is here.
     } else if (verbs) {
       // A CTS only for a receive that can take a rendezvous message, or one whose sender
@@ -107,7 +151,7 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
       bool announced = !ts.rts.empty() && ts.rts.front() == op->seq;
       if (announced) ts.rts.pop_front();
       if (len > eagerMax || announced)
-        BRAID_RETURN_IF_ERROR(verbs->postReceive(op, op->reg.get()));
+        return verbs->postReceive(op, op->reg.get());
     } else {
       OutFrame f;
       f.hdr = wire::makeFrame(wire::FrameType::kCts, tag, op->seq, len);
@@ -135,8 +179,9 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
       ++stats.messagesReceived;
     }
   }
-  return Request(self, op);  // a copy: one increment, no weak_ptr lock
+  return Status::ok();
 }
+
 
 Result<Request> EndpointImpl::postRma(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
                                       uint8_t* buf, uint64_t len, const MemoryRegion& local,

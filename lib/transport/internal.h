@@ -10,6 +10,7 @@
 // larger than the CTS capacity fails both sides with kTruncated before any payload moves.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -49,6 +50,7 @@ struct Context::Impl {
   /// valid for the Context's life (it never changes after create()).
   std::vector<VerbsRail> verbsRails;
   int qpsPerRail = 1;          ///< BRAID_IB_QPS_PER_RAIL
+  bool threadChecks = false;   ///< BRAID_THREAD_CHECKS
   bool wantVerbsOnly = false;  ///< BRAID_TRANSPORT=verbs: never fall back to TCP data
 };
 
@@ -194,6 +196,16 @@ struct EndpointImpl {
   // --- data path ---
   Result<Request> post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf,
                        uint64_t len, uint64_t tag, const MemoryRegion* mr);
+  /// Starts a posted send or receive (seq, CTS, eager payload); the op holds its
+  /// registration already. An error leaves the op for the caller to finish.
+  Status start(OpState* op);
+  /// The registration a request needs (verbs, above the eager limit): `given` when it
+  /// covers every rail, else one made for this request; none otherwise.
+  Result<std::shared_ptr<const MemoryRegionImpl>> registrationFor(
+      uint8_t* buf, uint64_t len, std::shared_ptr<const MemoryRegionImpl> given);
+  /// Starts the requests posted while connecting, in order (at connect, or fails them).
+  void startQueued();
+  void finishQueued(OpState* op, const Status& st);
   /// One-sided write or read (verbs only).
   Result<Request> postRma(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
                           uint8_t* buf, uint64_t len, const MemoryRegion& local,
@@ -410,6 +422,7 @@ struct EndpointImpl {
   uint64_t lastTag = 0;
   TagState* lastTagState = nullptr;
   std::vector<OpState*> rmaOps;  ///< one-sided operations not finished yet
+  std::vector<OpState*> queued;  ///< sends and receives posted while connecting, in order
   core::Freelist<OpState> ops;
   uint64_t outstanding = 0;
   uint64_t awaitingCts = 0;  ///< rendezvous sends waiting for their CTS (all tags)
@@ -420,6 +433,34 @@ struct EndpointImpl {
   uint64_t lastRxNs = 0, lastTxNs = 0, nextTickNs = 0;
   EndpointStats stats;
 };
+
+/// Marks a public call on a worker (BRAID_THREAD_CHECKS): while one thread is inside,
+/// another one's call is refused (ok() false) and touches nothing. Without the checks it
+/// costs one predictable branch.
+class WorkerEntry {
+ public:
+  WorkerEntry(WorkerImpl* w, const char* call);
+  ~WorkerEntry() {
+    if (w_ != nullptr) leave();
+  }
+  WorkerEntry(const WorkerEntry&) = delete;
+  WorkerEntry& operator=(const WorkerEntry&) = delete;
+  bool ok() const { return other_ == 0; }
+  /// The error for a refused call, naming both threads.
+  Status misuse() const;
+
+ private:
+  void enter(WorkerImpl* w);
+  void leave();
+  WorkerImpl* w_ = nullptr;
+  const char* call_;
+  uint64_t other_ = 0;
+};
+
+/// Refuses the enclosing call (returns the error) when another thread is inside `w`.
+#define BRAID_WORKER_ENTRY(w, call)              \
+  ::braid::WorkerEntry braidEntry_((w), (call)); \
+  if (!braidEntry_.ok()) return braidEntry_.misuse()
 
 /// A socket being closed: drained until the peer's FIN so our close sends no RST that
 /// would discard data the peer has not read yet.
@@ -445,6 +486,11 @@ struct WorkerImpl : std::enable_shared_from_this<WorkerImpl> {
   uint64_t nextTickNs = 0;
   uint64_t lastSocketPollNs = 0;
   uint32_t busyPolls = 0;  ///< non-blocking polls of an all-verbs worker (clock every 16th)
+  // Owner-thread check (BRAID_THREAD_CHECKS): the thread inside a public call, and how
+  // deep (calls nest: wait -> test -> progress).
+  bool threadChecks = false;
+  std::atomic<uint64_t> owner{0};
+  uint32_t depth = 0;
 
   Result<size_t> progress(int timeoutMs);
   void addEndpoint(EndpointImpl* e) { endpoints.push_back(e); }

@@ -430,6 +430,7 @@ uint16_t Listener::port() const { return impl_->port; }
 uint64_t Listener::refusedCount() const { return impl_->refused; }
 
 Result<std::unique_ptr<Endpoint>> Listener::accept() {
+  BRAID_WORKER_ENTRY(impl_->worker, "Listener::accept");
   if (impl_->ready.empty()) {
     BRAID_ASSIGN_OR_RETURN(size_t n, impl_->worker->progress(0));
     (void)n;
@@ -442,6 +443,7 @@ Result<std::unique_ptr<Endpoint>> Listener::accept() {
 }
 
 Result<std::unique_ptr<Endpoint>> Listener::waitAccept(std::chrono::milliseconds timeout) {
+  BRAID_WORKER_ENTRY(impl_->worker, "Listener::waitAccept");
   uint64_t end = core::nowNs() + static_cast<uint64_t>(std::min<int64_t>(
                                      timeout.count(), INT64_MAX / 2000000)) * 1000000ull;
   for (;;) {

@@ -1,5 +1,7 @@
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "core/clock.h"
 #include "core/log.h"
 #include "transport/internal.h"
@@ -16,13 +18,18 @@ Result<std::unique_ptr<Worker>> Worker::create(std::shared_ptr<Context> context)
   auto w = std::make_shared<WorkerImpl>();
   BRAID_ASSIGN_OR_RETURN(w->poller, tcp::Poller::create());
   w->ctx = &context->impl();
+  w->threadChecks = w->ctx->threadChecks;
   w->context = std::move(context);
   return std::unique_ptr<Worker>(new Worker(std::move(w)));
 }
 
-Result<size_t> Worker::progress() { return impl_->progress(0); }
+Result<size_t> Worker::progress() {
+  BRAID_WORKER_ENTRY(impl_.get(), "Worker::progress");
+  return impl_->progress(0);
+}
 
 Result<size_t> Worker::waitAndProgress(std::chrono::milliseconds timeout) {
+  BRAID_WORKER_ENTRY(impl_.get(), "Worker::waitAndProgress");
   auto ms = timeout.count();
   return impl_->progress(ms > INT32_MAX ? INT32_MAX : static_cast<int>(std::max<int64_t>(0, ms)));
 }
@@ -109,6 +116,51 @@ void WorkerImpl::tick() {
 
 void WorkerImpl::removeEndpoint(EndpointImpl* e) {
   endpoints.erase(std::remove(endpoints.begin(), endpoints.end(), e), endpoints.end());
+}
+
+// ---------------------------------------------------------------- thread checks
+
+namespace {
+/// 1, 2, 3, ... in the order threads first ask (readable in messages, never 0).
+uint64_t threadNumber() {
+  static std::atomic<uint64_t> next{1};
+  thread_local uint64_t mine = next.fetch_add(1, std::memory_order_relaxed);
+  return mine;
+}
+}  // namespace
+
+WorkerEntry::WorkerEntry(WorkerImpl* w, const char* call) : call_(call) {
+  if (w->threadChecks) enter(w);
+}
+
+void WorkerEntry::enter(WorkerImpl* w) {
+  const uint64_t me = threadNumber();
+  uint64_t cur = w->owner.load(std::memory_order_acquire);
+  if (cur == me) {
+    ++w->depth;  // a nested call of the thread inside
+  } else if (cur == 0 && w->owner.compare_exchange_strong(cur, me, std::memory_order_acquire)) {
+    w->depth = 1;
+  } else {
+    other_ = cur != 0 ? cur : w->owner.load(std::memory_order_relaxed);
+    if (other_ == 0) other_ = UINT64_MAX;  // it left in between; still a race
+    return;
+  }
+  w_ = w;
+}
+
+void WorkerEntry::leave() {
+  if (--w_->depth == 0) w_->owner.store(0, std::memory_order_release);
+}
+
+Status WorkerEntry::misuse() const {
+  Status st(Code::kInvalidArgument,
+            fmt::format("{} on thread #{} while thread #{} is inside the same Worker: a Worker "
+                        "and its listeners, endpoints and requests belong to one thread at a "
+                        "time (include/braid/transport.h); the call was refused and changed "
+                        "nothing",
+                        call_, threadNumber(), other_));
+  BRAID_LOG_ERROR(kTransport, "{}", st.message());
+  return st;
 }
 
 void WorkerImpl::removeListener(ListenerImpl* l) {

@@ -231,17 +231,3 @@ TEST_CASE("a receive larger than the message reports the message's size") {
   REQUIRE(s->wait(10s).isOk());
   CHECK(r->size() == out.size());
 }
-
-TEST_CASE("posting on an endpoint before it is connected is a clear error") {
-  auto ctx = makeContext();
-  auto w = makeWorker(ctx);
-  auto l = Listener::create(*w);
-  REQUIRE(l.isOk());
-  auto c = Endpoint::connect(*w, (*l)->address());
-  REQUIRE(c.isOk());
-  char b = 0;
-  auto s = (*c)->isend(&b, 1, 0);
-  REQUIRE_FALSE(s.isOk());
-  CHECK(s.status().code() == Code::kInvalidArgument);
-  CHECK_THAT(s.status().message(), Catch::Contains("not connected"));
-}
