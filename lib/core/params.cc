@@ -1,8 +1,10 @@
 #include "core/params.h"
 
-#include <cerrno>
+#include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <mutex>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -56,8 +58,9 @@ const Def kDefs[] = {
      "SO_SNDBUF/SO_RCVBUF of data sockets; 0 keeps the kernel's autotuning",
      [](Params& p, const std::string&, int64_t n) { p.socketBufSize = n; }},
     {"BRAID_EAGER_MAX", Kind::kSize, "16K", 0, 1LL << 20, nullptr,
-     "messages up to this size are sent at once, without waiting for the receiver's "
-     "clear-to-send",
+     "messages up to this size are copied and sent at once, and their sends finish then, "
+     "without waiting for the receive; larger ones wait for the receiver's clear-to-send and "
+     "land without a copy",
      [](Params& p, const std::string&, int64_t n) { p.eagerMax = n; }},
     {"BRAID_CHUNK_SIZE", Kind::kSize, "512K", 4096, 1LL << 30, nullptr,
      "large messages are cut into chunks of about this size and striped over rails and sockets",
@@ -106,52 +109,105 @@ const char* kindName(Kind k) {
   return "?";
 }
 
-Result<int64_t> parseInt(const std::string& text) {
-  if (text.empty()) return Status(Code::kInvalidArgument, "empty value");
-  errno = 0;
-  char* end = nullptr;
-  long long v = std::strtoll(text.c_str(), &end, 0);
-  if (errno == ERANGE) return Status(Code::kInvalidArgument, "number out of range");
-  if (end == text.c_str() || *end != '\0')
-    return Status(Code::kInvalidArgument, "not a number");
-  return static_cast<int64_t>(v);
+// The value grammars. Knobs used to go through strtoll(..., 0), which read "030000" as
+// octal 12288 and took "0x10" and " 5"; a typo then changed a timeout silently. Now every
+// number is plain decimal (the token alone may say 0x) and each way a value can be wrong
+// has its own reason, so the message tells the user what to type.
+
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+bool isSpace(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+Status invalid(std::string why) { return Status(Code::kInvalidArgument, std::move(why)); }
+
+// Checks the spelling of unsigned decimal digits (no value yet): the reason, or ok.
+// `sign` and `suffix` only go into the suggested spelling.
+Status checkDigits(std::string_view sign, std::string_view digits, std::string_view suffix) {
+  if (digits.empty()) return invalid("no digits");
+  if (digits.size() >= 2 && digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X'))
+    return invalid("hex is not accepted here (decimal only)");
+  for (char c : digits)
+    if (!isDigit(c)) return invalid("not a decimal number");
+  if (digits.size() > 1 && digits[0] == '0') {
+    size_t nz = digits.find_first_not_of('0');
+    std::string_view rest = nz == std::string_view::npos ? "0" : digits.substr(nz);
+    return invalid(fmt::format("decimal only, no leading zeros (C reads a leading 0 as octal); "
+                               "write {}{}{}",
+                               rest == "0" ? "" : sign, rest, suffix));
+  }
+  return Status::ok();
+}
+
+Status checkNoSpace(std::string_view text) {
+  if (isSpace(text.front()) || isSpace(text.back())) return invalid("leading or trailing space");
+  for (char c : text)
+    if (isSpace(c)) return invalid("space inside the value");
+  return Status::ok();
+}
+
+// Decimal digits, at most one leading '-' when `allowNegative`; nothing else.
+Result<int64_t> parseDecimal(std::string_view text, bool allowNegative) {
+  if (text.empty()) return invalid("empty value (unset the variable to get the default)");
+  BRAID_RETURN_IF_ERROR(checkNoSpace(text));
+  std::string_view digits = text;
+  if (text[0] == '+' || text[0] == '-') {
+    if (text[0] == '+' || !allowNegative)
+      return invalid(allowNegative ? "no '+' sign"
+                                   : "no sign allowed (the value is never negative)");
+    digits.remove_prefix(1);
+    if (digits == "0") return invalid("-0: write 0");
+  }
+  BRAID_RETURN_IF_ERROR(checkDigits(text.substr(0, text.size() - digits.size()), digits, ""));
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v, 10);
+  if (ec == std::errc::result_out_of_range) return invalid("too large for a 64-bit integer");
+  if (ec != std::errc() || ptr != text.data() + text.size()) return invalid("not a decimal number");
+  return v;
+}
+
+// What a knob accepts, in words: the tail of every error about it and the docs' grammar.
+std::string acceptedForm(const Def& d) {
+  switch (d.kind) {
+    case Kind::kInt:
+      return fmt::format("a decimal integer in [{}, {}]: digits{}, no spaces, no leading zeros",
+                         d.min, d.max,
+                         d.min < 0 ? " with an optional leading '-'" : " only, no sign");
+    case Kind::kSize:
+      return fmt::format("a size in bytes in [{}, {}]: decimal digits, optionally followed by "
+                         "K, M or G (x1024, x1024^2, x1024^3; either case), e.g. 16K; no spaces, "
+                         "no sign, no leading zeros",
+                         d.min, d.max);
+    case Kind::kToken:
+      return "a nonzero unsigned 64-bit number: 0x then hex digits, or decimal digits without "
+             "leading zeros (never octal)";
+    case Kind::kEnum: return fmt::format("one of {}", d.choices);
+    case Kind::kString: return "text";
+  }
+  return "?";
 }
 
 Status parseOne(const Def& d, const std::string& text, Params& out) {
-  auto fail = [&](const std::string& why) {
+  auto fail = [&](const Status& why) {
     return Status(Code::kInvalidArgument,
-                  fmt::format("{}='{}' is invalid: {} (expected {}; default '{}')", d.name, text,
-                              why,
-                              d.kind == Kind::kEnum ? std::string(d.choices)
-                              : d.kind == Kind::kString
-                                  ? std::string("text")
-                                  : fmt::format("{} in [{}, {}]", kindName(d.kind), d.min, d.max),
-                              d.def));
+                  fmt::format("{}='{}' is invalid: {} (expected {}; {})", d.name, text,
+                              why.message(), acceptedForm(d),
+                              *d.def ? fmt::format("default '{}'", d.def) : "unset by default"));
   };
   int64_t num = 0;
   switch (d.kind) {
     case Kind::kInt:
     case Kind::kSize: {
-      auto r = d.kind == Kind::kInt ? parseInt(text) : parseSize(text);
-      if (!r) return fail(r.status().message());
+      auto r = d.kind == Kind::kInt ? parseDecimal(text, d.min < 0) : parseSize(text);
+      if (!r) return fail(r.status());
       num = *r;
-      if (num < d.min || num > d.max) return fail("out of range");
+      if (num < d.min || num > d.max) return fail(invalid("out of range"));
       break;
     }
     case Kind::kToken: {
-      if (!text.empty()) {
-        errno = 0;
-        char* end = nullptr;
-        unsigned long long v = std::strtoull(text.c_str(), &end, 0);
-        if (errno == ERANGE || end == text.c_str() || *end != '\0' || text[0] == '-')
-          return Status(Code::kInvalidArgument,
-                        fmt::format("{}='{}' is invalid: expected a 64-bit unsigned number "
-                                    "(decimal or 0x hex)",
-                                    d.name, text));
-        if (v == 0)
-          return Status(Code::kInvalidArgument,
-                        fmt::format("{}='{}' is invalid: the token must not be 0", d.name, text));
-        num = static_cast<int64_t>(v);
+      if (!text.empty()) {  // set but empty: unset, a random token per listener
+        auto r = parseToken(text);
+        if (!r) return fail(r.status());
+        if (*r == 0) return fail(invalid("the token must not be 0"));
+        num = static_cast<int64_t>(*r);
       }
       break;
     }
@@ -165,7 +221,7 @@ Status parseOne(const Def& d, const std::string& text, Params& out) {
         if (choices.compare(pos, bar - pos, text) == 0 && bar - pos == text.size()) found = true;
         pos = bar + 1;
       }
-      if (!found) return fail("not one of the allowed values");
+      if (!found) return fail(invalid("not one of the allowed values"));
       break;
     }
     case Kind::kString:
@@ -185,20 +241,57 @@ EnvLookup processEnv() {
   };
 }
 
-Result<int64_t> parseSize(const std::string& text) {
-  if (text.empty()) return Status(Code::kInvalidArgument, "empty size");
-  std::string digits = text;
-  int64_t mult = 1;
-  char last = digits.back();
-  if (last == 'K' || last == 'k') mult = 1LL << 10;
-  if (last == 'M' || last == 'm') mult = 1LL << 20;
-  if (last == 'G' || last == 'g') mult = 1LL << 30;
-  if (mult != 1) digits.pop_back();
-  auto n = parseInt(digits);
-  if (!n) return Status(Code::kInvalidArgument, "not a size (use e.g. 4096, 64K, 1M, 2G)");
-  if (*n < 0) return Status(Code::kInvalidArgument, "negative size");
-  if (*n > INT64_MAX / mult) return Status(Code::kInvalidArgument, "size too large");
-  return *n * mult;
+Result<int64_t> parseSize(std::string_view text) {
+  if (text.empty()) return invalid("empty value (unset the variable to get the default)");
+  BRAID_RETURN_IF_ERROR(checkNoSpace(text));
+  if (text[0] == '+' || text[0] == '-')
+    return invalid("no sign allowed (a size is never negative)");
+  size_t end = 0;
+  while (end < text.size() && isDigit(text[end])) ++end;
+  std::string_view digits = text.substr(0, end), suffix = text.substr(end);
+  int shift = 0;
+  if (suffix == "K" || suffix == "k") {
+    shift = 10;
+  } else if (suffix == "M" || suffix == "m") {
+    shift = 20;
+  } else if (suffix == "G" || suffix == "g") {
+    shift = 30;
+  } else if (!suffix.empty()) {
+    if (digits == "0" && (suffix[0] == 'x' || suffix[0] == 'X'))
+      return invalid("hex is not accepted here (decimal only)");
+    if (digits.empty()) return invalid("not a size");
+    return invalid(fmt::format("unknown suffix '{}' (K, M or G only)", suffix));
+  }
+  BRAID_RETURN_IF_ERROR(checkDigits("", digits, suffix));
+  int64_t n = 0;
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n, 10);
+  if (ec == std::errc::result_out_of_range || n > (INT64_MAX >> shift))
+    return invalid("too large for a 64-bit size");
+  if (ec != std::errc() || ptr != digits.data() + digits.size()) return invalid("not a size");
+  return n << shift;
+}
+
+Result<uint64_t> parseToken(std::string_view text) {
+  if (text.empty()) return invalid("empty token");
+  BRAID_RETURN_IF_ERROR(checkNoSpace(text));
+  uint64_t v = 0;
+  if (text.size() >= 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+    std::string_view hex = text.substr(2);
+    if (hex.empty()) return invalid("0x without hex digits");
+    if (hex.find_first_not_of("0123456789abcdefABCDEF") != std::string_view::npos)
+      return invalid("not hex digits after 0x");
+    auto [ptr, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), v, 16);
+    if (ec == std::errc::result_out_of_range) return invalid("too large for 64 bits");
+    if (ec != std::errc() || ptr != hex.data() + hex.size())
+      return invalid("not hex digits after 0x");
+    return v;
+  }
+  if (text[0] == '+' || text[0] == '-') return invalid("no sign allowed");
+  BRAID_RETURN_IF_ERROR(checkDigits("", text, ""));
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v, 10);
+  if (ec == std::errc::result_out_of_range) return invalid("too large for 64 bits");
+  if (ec != std::errc() || ptr != text.data() + text.size()) return invalid("not a number");
+  return v;
 }
 
 Result<Params> parseParams(const EnvLookup& env) {
@@ -217,6 +310,40 @@ Result<Params> params() {
   static Result<Params>* cached = nullptr;
   std::call_once(once, [] { cached = new Result<Params>(parseParams(processEnv())); });
   return *cached;
+}
+
+std::string paramsMarkdown() {
+  std::string md = R"(# braid environment knobs
+
+Generated from the registry in `lib/core/params.cc` by `cmake --build build --target params_doc`
+(do not edit by hand: a unit test fails when this page and the registry differ).
+`braid_info --params` prints the same with the values in force.
+
+## Values
+- **int**: decimal digits only, in the range shown: no spaces, no leading zeros (`030000`
+  is refused, not read as octal 12288), no hex, no `+`; `-` only where the range goes
+  below 0.
+- **size**: bytes as decimal digits, optionally followed by `K`, `M` or `G` in either case
+  (x1024, x1024^2, x1024^3): `4096`, `16K`, `1m`, `2G`. No spaces, no sign, no leading
+  zeros, no other suffix (`16KB` and `16KiB` are refused).
+- **token**: a nonzero unsigned 64-bit number: `0x` (or `0X`) then hex digits, or decimal
+  digits without leading zeros (never octal). Set but empty counts as unset.
+- **enum**: exactly one of the words listed (case matters).
+- **string**: any text.
+
+A value that breaks these rules, including an empty int, size or enum, is an error:
+`Context::create` fails with invalid-argument and a message naming the variable, the value,
+what is wrong and what is accepted. Unset a variable to get its default.
+
+)";
+  md += "| variable | type | default | meaning |\n|---|---|---|---|\n";
+  for (const ParamRow& r : listParams([](const std::string&) { return std::nullopt; })) {
+    std::string type = r.type;
+    std::replace(type.begin(), type.end(), '|', '/');  // '|' would split the table cell
+    md += fmt::format("| `{}` | {} | {} | {} |\n", r.name, type,
+                      r.defaultValue.empty() ? "(unset)" : "`" + r.defaultValue + "`", r.doc);
+  }
+  return md;
 }
 
 std::vector<ParamRow> listParams(const EnvLookup& env) {

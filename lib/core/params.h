@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "braid/status.h"
@@ -66,7 +67,18 @@ Result<Params> params();
 /// Every knob with its current value, in declaration order.
 std::vector<ParamRow> listParams(const EnvLookup& env);
 
-/// "64K", "1M", "2G", "4096" -> bytes. Exposed for tests and tools.
-Result<int64_t> parseSize(const std::string& text);
+/// docs/params.md: the value grammar and every knob with its type, default and doc.
+std::string paramsMarkdown();
+
+/// A size knob's value -> bytes: decimal digits (no sign, no leading zeros, no spaces),
+/// optionally followed by K, M or G in either case (x1024, x1024^2, x1024^3): "4096", "64K",
+/// "1m", "2G". Errors say what is wrong ("unknown suffix 'KB'", "no leading zeros ...: write
+/// 16K"), without the variable's name. Exposed for tests and tools.
+Result<int64_t> parseSize(std::string_view text);
+
+/// A job token: "0x" or "0X" then 1..16 hex digits, or decimal digits without leading zeros
+/// (never octal). 0 parses (callers that need a nonzero token check). Used for
+/// BRAID_JOB_TOKEN and the token of a braid:// address.
+Result<uint64_t> parseToken(std::string_view text);
 
 }  // namespace braid::core
