@@ -1,12 +1,19 @@
 #include "core/params.h"
 
+#include <unistd.h>  // environ (_GNU_SOURCE)
+
 #include <algorithm>
 #include <charconv>
+#include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <set>
 #include <string_view>
 
 #include <fmt/format.h>
+
+#include "core/log.h"
 
 namespace braid::core {
 namespace {
@@ -231,6 +238,62 @@ Status parseOne(const Def& d, const std::string& text, Params& out) {
   return Status::ok();
 }
 
+// ---- BRAID_* names that are no knobs
+
+constexpr std::string_view kPrefix = "BRAID_";
+
+bool hasBraidPrefix(std::string_view name) {
+  if (name.size() < kPrefix.size()) return false;
+  for (size_t i = 0; i < kPrefix.size(); ++i)
+    if (std::toupper(static_cast<unsigned char>(name[i])) != kPrefix[i]) return false;
+  return true;
+}
+
+// Set by braid's test scripts (tests/softroce, perf/bench_*.sh), read by scripts only.
+bool isHarnessName(std::string_view name) {
+  return name == "BRAID_IN_VM" || name == "BRAID_BUILD_DIR" || name.starts_with("BRAID_VM_") ||
+         name.starts_with("BRAID_SOFTROCE_");
+}
+
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The knob `name` most likely meant, or nullptr. Compared without the prefix and in upper
+// case: the closest by edit distance when within a third of the name (at least 3: a dropped
+// "_MS" or "IB_"); else a knob with the name as a whole '_'-separated part (NSOCKS ->
+// SOCKET_NSOCKS); else none, rather than a wild guess.
+const char* closestKnob(std::string_view name) {
+  std::string typed(name.substr(kPrefix.size()));
+  for (char& c : typed) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const char* best = nullptr;
+  size_t bestDistance = std::max<size_t>(3, typed.size() / 3) + 1;
+  for (const Def& d : kDefs) {
+    size_t dist = editDistance(typed, std::string_view(d.name).substr(kPrefix.size()));
+    if (dist < bestDistance) {
+      best = d.name;
+      bestDistance = dist;
+    }
+  }
+  if (best != nullptr || typed.empty()) return best;
+  for (const Def& d : kDefs) {
+    std::string knob = std::string("_") + (d.name + kPrefix.size()) + "_";
+    if (knob.find("_" + typed + "_") != std::string::npos) return d.name;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 EnvLookup processEnv() {
@@ -305,11 +368,53 @@ Result<Params> parseParams(const EnvLookup& env) {
   return p;
 }
 
-Result<Params> params() {
+Result<Params> paramsWithoutWarnings() {
   static std::once_flag once;
   static Result<Params>* cached = nullptr;
   std::call_once(once, [] { cached = new Result<Params>(parseParams(processEnv())); });
   return *cached;
+}
+
+Result<Params> params() {
+  // Context::create calls this once per context: each new name is warned about once, even
+  // when it was set after the first call (the knobs themselves are read only once).
+  static std::mutex mu;
+  static auto* seen = new std::set<std::string>();  // never destroyed: no exit-order issue
+  std::vector<std::string> fresh;
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    for (std::string& n : processEnvNames())
+      if (hasBraidPrefix(n) && seen->insert(n).second) fresh.push_back(std::move(n));
+  }
+  for (const std::string& w : unknownKnobWarnings(fresh)) BRAID_LOG_WARN(kCore, "{}", w);
+  return paramsWithoutWarnings();
+}
+
+std::vector<std::string> unknownKnobWarnings(const std::vector<std::string>& envNames) {
+  std::vector<std::string> out;
+  std::set<std::string> done;
+  for (const std::string& name : envNames) {
+    if (!hasBraidPrefix(name) || isHarnessName(name) || !done.insert(name).second) continue;
+    bool known = false;
+    for (const Def& d : kDefs) known = known || name == d.name;
+    if (known) continue;
+    const char* near = closestKnob(name);
+    out.push_back(near ? fmt::format("{} is not a braid knob (ignored); did you mean {}?", name,
+                                     near)
+                       : fmt::format("{} is not a braid knob (ignored); the knobs are listed in "
+                                     "docs/params.md and by braid_info --params",
+                                     name));
+  }
+  return out;
+}
+
+std::vector<std::string> processEnvNames() {
+  std::vector<std::string> names;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const char* eq = std::strchr(*e, '=');
+    names.emplace_back(*e, eq ? static_cast<size_t>(eq - *e) : std::strlen(*e));
+  }
+  return names;
 }
 
 std::string paramsMarkdown() {
@@ -335,6 +440,14 @@ A value that breaks these rules, including an empty int, size or enum, is an err
 `Context::create` fails with invalid-argument and a message naming the variable, the value,
 what is wrong and what is accepted. Unset a variable to get its default.
 
+## Unknown names
+A `BRAID_*` variable (in any case) that is not in the table is ignored, with a warning that
+names the closest knob, logged once per process and name when a Context is created:
+`BRAID_SOCKET_IFNAMES is not a braid knob (ignored); did you mean BRAID_SOCKET_IFNAME?`.
+The variables of braid's own test scripts (`BRAID_SOFTROCE_*`, `BRAID_VM_*`, `BRAID_IN_VM`,
+`BRAID_BUILD_DIR`) get no warning.
+
+## Knobs
 )";
   md += "| variable | type | default | meaning |\n|---|---|---|---|\n";
   for (const ParamRow& r : listParams([](const std::string&) { return std::nullopt; })) {

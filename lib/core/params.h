@@ -62,7 +62,24 @@ EnvLookup processEnv();
 Result<Params> parseParams(const EnvLookup& env);
 
 /// The process-wide snapshot, parsed once on first use (errors are returned each time).
+/// Each call also warns, through the logging facade and once per process per name, about
+/// BRAID_* variables of the environment that are not knobs (unknownKnobWarnings): a
+/// misspelled knob would otherwise be ignored without a word.
 Result<Params> params();
+
+/// The same snapshot without the warnings: for the logging facade, which params() logs
+/// through (the warnings would recurse into the logger being built).
+Result<Params> paramsWithoutWarnings();
+
+/// One warning per distinct name in `envNames` that starts with BRAID_ (in any case) but is
+/// no knob, naming the closest knob when one is near, e.g. "BRAID_SOCKET_IFNAMES is not a
+/// braid knob (ignored); did you mean BRAID_SOCKET_IFNAME?". Pure: params() feeds it the
+/// environment's names. The variables of braid's own scripts (BRAID_SOFTROCE_*, BRAID_VM_*,
+/// BRAID_IN_VM, BRAID_BUILD_DIR) are no knobs but no typos either: no warning.
+std::vector<std::string> unknownKnobWarnings(const std::vector<std::string>& envNames);
+
+/// The names of the process environment's variables (values are read only by processEnv).
+std::vector<std::string> processEnvNames();
 
 /// Every knob with its current value, in declaration order.
 std::vector<ParamRow> listParams(const EnvLookup& env);

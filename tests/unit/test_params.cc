@@ -1,9 +1,13 @@
 #include <catch2/catch.hpp>
 
+#include <stdlib.h>
+
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <map>
 
+#include "core/log.h"
 #include "core/params.h"
 
 using namespace braid;
@@ -229,4 +233,60 @@ TEST_CASE("docs/params.md lists every knob with its default") {
     std::string row = doc.substr(at, doc.find('\n', at) - at);
     CHECK_THAT(row, Catch::Contains(" | " + cell + " | "));
   }
+}
+
+TEST_CASE("a misspelled BRAID_* variable gets a warning naming the closest knob") {
+  auto w = core::unknownKnobWarnings({"PATH", "BRAID_SOCKET_IFNAME", "BRAID_SOCKET_IFNAMES"});
+  REQUIRE(w.size() == 1);
+  CHECK(w[0] ==
+        "BRAID_SOCKET_IFNAMES is not a braid knob (ignored); did you mean BRAID_SOCKET_IFNAME?");
+  // Near misses: a dropped unit, a dropped prefix, a part of the name, the wrong case.
+  for (auto [typed, meant] : std::vector<std::pair<std::string, std::string>>{
+           {"BRAID_TIMEOUT", "BRAID_TIMEOUT_MS"},
+           {"BRAID_TC", "BRAID_IB_TC"},
+           {"BRAID_NSOCKS", "BRAID_SOCKET_NSOCKS"},
+           {"BRAID_EAGER_MAXX", "BRAID_EAGER_MAX"},
+           {"BRAID_IB_GID_IDX", "BRAID_IB_GID_INDEX"},
+           {"braid_log_level", "BRAID_LOG_LEVEL"}}) {
+    auto one = core::unknownKnobWarnings({typed});
+    INFO(typed);
+    REQUIRE(one.size() == 1);
+    CHECK_THAT(one[0], Catch::StartsWith(typed + " is not a braid knob (ignored)"));
+    CHECK_THAT(one[0], Catch::EndsWith("did you mean " + meant + "?"));
+  }
+  // Nothing close: no guess, but where the list is.
+  auto far = core::unknownKnobWarnings({"BRAID_COMPLETELY_DIFFERENT"});
+  REQUIRE(far.size() == 1);
+  CHECK_THAT(far[0], !Catch::Contains("did you mean"));
+  CHECK_THAT(far[0], Catch::Contains("docs/params.md"));
+}
+
+TEST_CASE("knobs, other variables, braid's own harness variables and repeats get no warning") {
+  std::vector<std::string> names = {"HOME", "NCCL_SOCKET_IFNAME", "BRAIDED", "BRAID_IN_VM",
+                                    "BRAID_VM_INDEX", "BRAID_VM_PEER_IP0", "BRAID_SOFTROCE_KEEP",
+                                    "BRAID_BUILD_DIR"};
+  for (auto& r : core::listParams(env({}))) names.push_back(r.name);
+  CHECK(core::unknownKnobWarnings(names).empty());
+  CHECK(core::unknownKnobWarnings({"BRAID_FOO", "BRAID_FOO"}).size() == 1);
+}
+
+TEST_CASE("params() logs each unknown BRAID_* variable once per process, through the facade") {
+  std::vector<std::string> lines;
+  core::setLogFunction([&](spdlog::level::level_enum lvl, std::string_view, std::string_view m) {
+    if (lvl == spdlog::level::warn) lines.emplace_back(m);
+  });
+  auto& log = core::logger(core::Subsys::kCore);
+  auto level = log.level();
+  log.set_level(spdlog::level::warn);  // unit tests run with BRAID_LOG_LEVEL=off
+  ::setenv("BRAID_SPIN_USEC", "10", 1);
+  (void)core::params();
+  (void)core::params();
+  ::unsetenv("BRAID_SPIN_USEC");
+  log.set_level(level);
+  core::setLogFunction(nullptr);
+  auto n = std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
+    return l.find("BRAID_SPIN_USEC is not a braid knob (ignored); did you mean BRAID_SPIN_US?") !=
+           std::string::npos;
+  });
+  CHECK(n == 1);
 }
