@@ -283,7 +283,10 @@ struct ListenOptions {
 /// Accepts peers on every rail. Not thread-safe (belongs to its Worker).
 class Listener {
  public:
-  /// Binds one listening socket per rail (the first carries the control port).
+  /// Binds one listening socket per rail (the first carries the control port). Errors:
+  /// kSystemError when the port is already in use (the message names port and host; pick
+  /// another port, or 0) or bind fails otherwise (errno in the message), kNotFound when a
+  /// rail's address is no longer on this host.
   static Result<std::unique_ptr<Listener>> create(Worker& worker, const ListenOptions& options = {});
   ~Listener();
   Listener(const Listener&) = delete;

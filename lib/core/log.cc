@@ -54,7 +54,7 @@ Loggers& loggers() {
     auto* out = new Loggers();
     std::string levelName = "warn";
     std::string file;
-    auto p = params();
+    auto p = paramsWithoutWarnings();  // params() warns through the loggers built here
     if (p) {
       levelName = p->logLevel;
       file = p->logFile;

@@ -1,10 +1,19 @@
 #include "core/params.h"
 
-#include <cerrno>
+#include <unistd.h>  // environ (_GNU_SOURCE)
+
+#include <algorithm>
+#include <charconv>
+#include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <set>
+#include <string_view>
 
 #include <fmt/format.h>
+
+#include "core/log.h"
 
 namespace braid::core {
 namespace {
@@ -56,8 +65,9 @@ const Def kDefs[] = {
      "SO_SNDBUF/SO_RCVBUF of data sockets; 0 keeps the kernel's autotuning",
      [](Params& p, const std::string&, int64_t n) { p.socketBufSize = n; }},
     {"BRAID_EAGER_MAX", Kind::kSize, "16K", 0, 1LL << 20, nullptr,
-     "messages up to this size are sent at once, without waiting for the receiver's "
-     "clear-to-send",
+     "messages up to this size are copied and sent at once, and their sends finish then, "
+     "without waiting for the receive; larger ones wait for the receiver's clear-to-send and "
+     "land without a copy",
      [](Params& p, const std::string&, int64_t n) { p.eagerMax = n; }},
     {"BRAID_CHUNK_SIZE", Kind::kSize, "512K", 4096, 1LL << 30, nullptr,
      "large messages are cut into chunks of about this size and striped over rails and sockets",
@@ -111,52 +121,105 @@ const char* kindName(Kind k) {
   return "?";
 }
 
-Result<int64_t> parseInt(const std::string& text) {
-  if (text.empty()) return Status(Code::kInvalidArgument, "empty value");
-  errno = 0;
-  char* end = nullptr;
-  long long v = std::strtoll(text.c_str(), &end, 0);
-  if (errno == ERANGE) return Status(Code::kInvalidArgument, "number out of range");
-  if (end == text.c_str() || *end != '\0')
-    return Status(Code::kInvalidArgument, "not a number");
-  return static_cast<int64_t>(v);
+// The value grammars. Knobs used to go through strtoll(..., 0), which read "030000" as
+// octal 12288 and took "0x10" and " 5"; a typo then changed a timeout silently. Now every
+// number is plain decimal (the token alone may say 0x) and each way a value can be wrong
+// has its own reason, so the message tells the user what to type.
+
+bool isDigit(char c) { return c >= '0' && c <= '9'; }
+bool isSpace(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+Status invalid(std::string why) { return Status(Code::kInvalidArgument, std::move(why)); }
+
+// Checks the spelling of unsigned decimal digits (no value yet): the reason, or ok.
+// `sign` and `suffix` only go into the suggested spelling.
+Status checkDigits(std::string_view sign, std::string_view digits, std::string_view suffix) {
+  if (digits.empty()) return invalid("no digits");
+  if (digits.size() >= 2 && digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X'))
+    return invalid("hex is not accepted here (decimal only)");
+  for (char c : digits)
+    if (!isDigit(c)) return invalid("not a decimal number");
+  if (digits.size() > 1 && digits[0] == '0') {
+    size_t nz = digits.find_first_not_of('0');
+    std::string_view rest = nz == std::string_view::npos ? "0" : digits.substr(nz);
+    return invalid(fmt::format("decimal only, no leading zeros (C reads a leading 0 as octal); "
+                               "write {}{}{}",
+                               rest == "0" ? "" : sign, rest, suffix));
+  }
+  return Status::ok();
+}
+
+Status checkNoSpace(std::string_view text) {
+  if (isSpace(text.front()) || isSpace(text.back())) return invalid("leading or trailing space");
+  for (char c : text)
+    if (isSpace(c)) return invalid("space inside the value");
+  return Status::ok();
+}
+
+// Decimal digits, at most one leading '-' when `allowNegative`; nothing else.
+Result<int64_t> parseDecimal(std::string_view text, bool allowNegative) {
+  if (text.empty()) return invalid("empty value (unset the variable to get the default)");
+  BRAID_RETURN_IF_ERROR(checkNoSpace(text));
+  std::string_view digits = text;
+  if (text[0] == '+' || text[0] == '-') {
+    if (text[0] == '+' || !allowNegative)
+      return invalid(allowNegative ? "no '+' sign"
+                                   : "no sign allowed (the value is never negative)");
+    digits.remove_prefix(1);
+    if (digits == "0") return invalid("-0: write 0");
+  }
+  BRAID_RETURN_IF_ERROR(checkDigits(text.substr(0, text.size() - digits.size()), digits, ""));
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v, 10);
+  if (ec == std::errc::result_out_of_range) return invalid("too large for a 64-bit integer");
+  if (ec != std::errc() || ptr != text.data() + text.size()) return invalid("not a decimal number");
+  return v;
+}
+
+// What a knob accepts, in words: the tail of every error about it and the docs' grammar.
+std::string acceptedForm(const Def& d) {
+  switch (d.kind) {
+    case Kind::kInt:
+      return fmt::format("a decimal integer in [{}, {}]: digits{}, no spaces, no leading zeros",
+                         d.min, d.max,
+                         d.min < 0 ? " with an optional leading '-'" : " only, no sign");
+    case Kind::kSize:
+      return fmt::format("a size in bytes in [{}, {}]: decimal digits, optionally followed by "
+                         "K, M or G (x1024, x1024^2, x1024^3; either case), e.g. 16K; no spaces, "
+                         "no sign, no leading zeros",
+                         d.min, d.max);
+    case Kind::kToken:
+      return "a nonzero unsigned 64-bit number: 0x then hex digits, or decimal digits without "
+             "leading zeros (never octal)";
+    case Kind::kEnum: return fmt::format("one of {}", d.choices);
+    case Kind::kString: return "text";
+  }
+  return "?";
 }
 
 Status parseOne(const Def& d, const std::string& text, Params& out) {
-  auto fail = [&](const std::string& why) {
+  auto fail = [&](const Status& why) {
     return Status(Code::kInvalidArgument,
-                  fmt::format("{}='{}' is invalid: {} (expected {}; default '{}')", d.name, text,
-                              why,
-                              d.kind == Kind::kEnum ? std::string(d.choices)
-                              : d.kind == Kind::kString
-                                  ? std::string("text")
-                                  : fmt::format("{} in [{}, {}]", kindName(d.kind), d.min, d.max),
-                              d.def));
+                  fmt::format("{}='{}' is invalid: {} (expected {}; {})", d.name, text,
+                              why.message(), acceptedForm(d),
+                              *d.def ? fmt::format("default '{}'", d.def) : "unset by default"));
   };
   int64_t num = 0;
   switch (d.kind) {
     case Kind::kInt:
     case Kind::kSize: {
-      auto r = d.kind == Kind::kInt ? parseInt(text) : parseSize(text);
-      if (!r) return fail(r.status().message());
+      auto r = d.kind == Kind::kInt ? parseDecimal(text, d.min < 0) : parseSize(text);
+      if (!r) return fail(r.status());
       num = *r;
-      if (num < d.min || num > d.max) return fail("out of range");
+      if (num < d.min || num > d.max) return fail(invalid("out of range"));
       break;
     }
     case Kind::kToken: {
-      if (!text.empty()) {
-        errno = 0;
-        char* end = nullptr;
-        unsigned long long v = std::strtoull(text.c_str(), &end, 0);
-        if (errno == ERANGE || end == text.c_str() || *end != '\0' || text[0] == '-')
-          return Status(Code::kInvalidArgument,
-                        fmt::format("{}='{}' is invalid: expected a 64-bit unsigned number "
-                                    "(decimal or 0x hex)",
-                                    d.name, text));
-        if (v == 0)
-          return Status(Code::kInvalidArgument,
-                        fmt::format("{}='{}' is invalid: the token must not be 0", d.name, text));
-        num = static_cast<int64_t>(v);
+      if (!text.empty()) {  // set but empty: unset, a random token per listener
+        auto r = parseToken(text);
+        if (!r) return fail(r.status());
+        if (*r == 0) return fail(invalid("the token must not be 0"));
+        num = static_cast<int64_t>(*r);
       }
       break;
     }
@@ -170,7 +233,7 @@ Status parseOne(const Def& d, const std::string& text, Params& out) {
         if (choices.compare(pos, bar - pos, text) == 0 && bar - pos == text.size()) found = true;
         pos = bar + 1;
       }
-      if (!found) return fail("not one of the allowed values");
+      if (!found) return fail(invalid("not one of the allowed values"));
       break;
     }
     case Kind::kString:
@@ -178,6 +241,62 @@ Status parseOne(const Def& d, const std::string& text, Params& out) {
   }
   d.store(out, text, num);
   return Status::ok();
+}
+
+// ---- BRAID_* names that are no knobs
+
+constexpr std::string_view kPrefix = "BRAID_";
+
+bool hasBraidPrefix(std::string_view name) {
+  if (name.size() < kPrefix.size()) return false;
+  for (size_t i = 0; i < kPrefix.size(); ++i)
+    if (std::toupper(static_cast<unsigned char>(name[i])) != kPrefix[i]) return false;
+  return true;
+}
+
+// Set by braid's test scripts (tests/softroce, perf/bench_*.sh), read by scripts only.
+bool isHarnessName(std::string_view name) {
+  return name == "BRAID_IN_VM" || name == "BRAID_BUILD_DIR" || name.starts_with("BRAID_VM_") ||
+         name.starts_with("BRAID_SOFTROCE_");
+}
+
+size_t editDistance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The knob `name` most likely meant, or nullptr. Compared without the prefix and in upper
+// case: the closest by edit distance when within a third of the name (at least 3: a dropped
+// "_MS" or "IB_"); else a knob with the name as a whole '_'-separated part (NSOCKS ->
+// SOCKET_NSOCKS); else none, rather than a wild guess.
+const char* closestKnob(std::string_view name) {
+  std::string typed(name.substr(kPrefix.size()));
+  for (char& c : typed) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const char* best = nullptr;
+  size_t bestDistance = std::max<size_t>(3, typed.size() / 3) + 1;
+  for (const Def& d : kDefs) {
+    size_t dist = editDistance(typed, std::string_view(d.name).substr(kPrefix.size()));
+    if (dist < bestDistance) {
+      best = d.name;
+      bestDistance = dist;
+    }
+  }
+  if (best != nullptr || typed.empty()) return best;
+  for (const Def& d : kDefs) {
+    std::string knob = std::string("_") + (d.name + kPrefix.size()) + "_";
+    if (knob.find("_" + typed + "_") != std::string::npos) return d.name;
+  }
+  return nullptr;
 }
 
 }  // namespace
@@ -190,20 +309,57 @@ EnvLookup processEnv() {
   };
 }
 
-Result<int64_t> parseSize(const std::string& text) {
-  if (text.empty()) return Status(Code::kInvalidArgument, "empty size");
-  std::string digits = text;
-  int64_t mult = 1;
-  char last = digits.back();
-  if (last == 'K' || last == 'k') mult = 1LL << 10;
-  if (last == 'M' || last == 'm') mult = 1LL << 20;
-  if (last == 'G' || last == 'g') mult = 1LL << 30;
-  if (mult != 1) digits.pop_back();
-  auto n = parseInt(digits);
-  if (!n) return Status(Code::kInvalidArgument, "not a size (use e.g. 4096, 64K, 1M, 2G)");
-  if (*n < 0) return Status(Code::kInvalidArgument, "negative size");
-  if (*n > INT64_MAX / mult) return Status(Code::kInvalidArgument, "size too large");
-  return *n * mult;
+Result<int64_t> parseSize(std::string_view text) {
+  if (text.empty()) return invalid("empty value (unset the variable to get the default)");
+  BRAID_RETURN_IF_ERROR(checkNoSpace(text));
+  if (text[0] == '+' || text[0] == '-')
+    return invalid("no sign allowed (a size is never negative)");
+  size_t end = 0;
+  while (end < text.size() && isDigit(text[end])) ++end;
+  std::string_view digits = text.substr(0, end), suffix = text.substr(end);
+  int shift = 0;
+  if (suffix == "K" || suffix == "k") {
+    shift = 10;
+  } else if (suffix == "M" || suffix == "m") {
+    shift = 20;
+  } else if (suffix == "G" || suffix == "g") {
+    shift = 30;
+  } else if (!suffix.empty()) {
+    if (digits == "0" && (suffix[0] == 'x' || suffix[0] == 'X'))
+      return invalid("hex is not accepted here (decimal only)");
+    if (digits.empty()) return invalid("not a size");
+    return invalid(fmt::format("unknown suffix '{}' (K, M or G only)", suffix));
+  }
+  BRAID_RETURN_IF_ERROR(checkDigits("", digits, suffix));
+  int64_t n = 0;
+  auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), n, 10);
+  if (ec == std::errc::result_out_of_range || n > (INT64_MAX >> shift))
+    return invalid("too large for a 64-bit size");
+  if (ec != std::errc() || ptr != digits.data() + digits.size()) return invalid("not a size");
+  return n << shift;
+}
+
+Result<uint64_t> parseToken(std::string_view text) {
+  if (text.empty()) return invalid("empty token");
+  BRAID_RETURN_IF_ERROR(checkNoSpace(text));
+  uint64_t v = 0;
+  if (text.size() >= 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {
+    std::string_view hex = text.substr(2);
+    if (hex.empty()) return invalid("0x without hex digits");
+    if (hex.find_first_not_of("0123456789abcdefABCDEF") != std::string_view::npos)
+      return invalid("not hex digits after 0x");
+    auto [ptr, ec] = std::from_chars(hex.data(), hex.data() + hex.size(), v, 16);
+    if (ec == std::errc::result_out_of_range) return invalid("too large for 64 bits");
+    if (ec != std::errc() || ptr != hex.data() + hex.size())
+      return invalid("not hex digits after 0x");
+    return v;
+  }
+  if (text[0] == '+' || text[0] == '-') return invalid("no sign allowed");
+  BRAID_RETURN_IF_ERROR(checkDigits("", text, ""));
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), v, 10);
+  if (ec == std::errc::result_out_of_range) return invalid("too large for 64 bits");
+  if (ec != std::errc() || ptr != text.data() + text.size()) return invalid("not a number");
+  return v;
 }
 
 Result<Params> parseParams(const EnvLookup& env) {
@@ -217,11 +373,95 @@ Result<Params> parseParams(const EnvLookup& env) {
   return p;
 }
 
-Result<Params> params() {
+Result<Params> paramsWithoutWarnings() {
   static std::once_flag once;
   static Result<Params>* cached = nullptr;
   std::call_once(once, [] { cached = new Result<Params>(parseParams(processEnv())); });
   return *cached;
+}
+
+Result<Params> params() {
+  // Context::create calls this once per context: each new name is warned about once, even
+  // when it was set after the first call (the knobs themselves are read only once).
+  static std::mutex mu;
+  static auto* seen = new std::set<std::string>();  // never destroyed: no exit-order issue
+  std::vector<std::string> fresh;
+  {
+    std::lock_guard<std::mutex> lk(mu);
+    for (std::string& n : processEnvNames())
+      if (hasBraidPrefix(n) && seen->insert(n).second) fresh.push_back(std::move(n));
+  }
+  for (const std::string& w : unknownKnobWarnings(fresh)) BRAID_LOG_WARN(kCore, "{}", w);
+  return paramsWithoutWarnings();
+}
+
+std::vector<std::string> unknownKnobWarnings(const std::vector<std::string>& envNames) {
+  std::vector<std::string> out;
+  std::set<std::string> done;
+  for (const std::string& name : envNames) {
+    if (!hasBraidPrefix(name) || isHarnessName(name) || !done.insert(name).second) continue;
+    bool known = false;
+    for (const Def& d : kDefs) known = known || name == d.name;
+    if (known) continue;
+    const char* near = closestKnob(name);
+    out.push_back(near ? fmt::format("{} is not a braid knob (ignored); did you mean {}?", name,
+                                     near)
+                       : fmt::format("{} is not a braid knob (ignored); the knobs are listed in "
+                                     "docs/params.md and by braid_info --params",
+                                     name));
+  }
+  return out;
+}
+
+std::vector<std::string> processEnvNames() {
+  std::vector<std::string> names;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const char* eq = std::strchr(*e, '=');
+    names.emplace_back(*e, eq ? static_cast<size_t>(eq - *e) : std::strlen(*e));
+  }
+  return names;
+}
+
+std::string paramsMarkdown() {
+  std::string md = R"(# braid environment knobs
+
+Generated from the registry in `lib/core/params.cc` by `cmake --build build --target params_doc`
+(do not edit by hand: a unit test fails when this page and the registry differ).
+`braid_info --params` prints the same with the values in force.
+
+## Values
+- **int**: decimal digits only, in the range shown: no spaces, no leading zeros (`030000`
+  is refused, not read as octal 12288), no hex, no `+`; `-` only where the range goes
+  below 0.
+- **size**: bytes as decimal digits, optionally followed by `K`, `M` or `G` in either case
+  (x1024, x1024^2, x1024^3): `4096`, `16K`, `1m`, `2G`. No spaces, no sign, no leading
+  zeros, no other suffix (`16KB` and `16KiB` are refused).
+- **token**: a nonzero unsigned 64-bit number: `0x` (or `0X`) then hex digits, or decimal
+  digits without leading zeros (never octal). Set but empty counts as unset.
+- **enum**: exactly one of the words listed (case matters).
+- **string**: any text.
+
+A value that breaks these rules, including an empty int, size or enum, is an error:
+`Context::create` fails with invalid-argument and a message naming the variable, the value,
+what is wrong and what is accepted. Unset a variable to get its default.
+
+## Unknown names
+A `BRAID_*` variable (in any case) that is not in the table is ignored, with a warning that
+names the closest knob, logged once per process and name when a Context is created:
+`BRAID_SOCKET_IFNAMES is not a braid knob (ignored); did you mean BRAID_SOCKET_IFNAME?`.
+The variables of braid's own test scripts (`BRAID_SOFTROCE_*`, `BRAID_VM_*`, `BRAID_IN_VM`,
+`BRAID_BUILD_DIR`) get no warning.
+
+## Knobs
+)";
+  md += "| variable | type | default | meaning |\n|---|---|---|---|\n";
+  for (const ParamRow& r : listParams([](const std::string&) { return std::nullopt; })) {
+    std::string type = r.type;
+    std::replace(type.begin(), type.end(), '|', '/');  // '|' would split the table cell
+    md += fmt::format("| `{}` | {} | {} | {} |\n", r.name, type,
+                      r.defaultValue.empty() ? "(unset)" : "`" + r.defaultValue + "`", r.doc);
+  }
+  return md;
 }
 
 std::vector<ParamRow> listParams(const EnvLookup& env) {

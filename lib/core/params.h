@@ -9,6 +9,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "braid/status.h"
@@ -62,12 +63,40 @@ EnvLookup processEnv();
 Result<Params> parseParams(const EnvLookup& env);
 
 /// The process-wide snapshot, parsed once on first use (errors are returned each time).
+/// Each call also warns, through the logging facade and once per process per name, about
+/// BRAID_* variables of the environment that are not knobs (unknownKnobWarnings): a
+/// misspelled knob would otherwise be ignored without a word.
 Result<Params> params();
+
+/// The same snapshot without the warnings: for the logging facade, which params() logs
+/// through (the warnings would recurse into the logger being built).
+Result<Params> paramsWithoutWarnings();
+
+/// One warning per distinct name in `envNames` that starts with BRAID_ (in any case) but is
+/// no knob, naming the closest knob when one is near, e.g. "BRAID_SOCKET_IFNAMES is not a
+/// braid knob (ignored); did you mean BRAID_SOCKET_IFNAME?". Pure: params() feeds it the
+/// environment's names. The variables of braid's own scripts (BRAID_SOFTROCE_*, BRAID_VM_*,
+/// BRAID_IN_VM, BRAID_BUILD_DIR) are no knobs but no typos either: no warning.
+std::vector<std::string> unknownKnobWarnings(const std::vector<std::string>& envNames);
+
+/// The names of the process environment's variables (values are read only by processEnv).
+std::vector<std::string> processEnvNames();
 
 /// Every knob with its current value, in declaration order.
 std::vector<ParamRow> listParams(const EnvLookup& env);
 
-/// "64K", "1M", "2G", "4096" -> bytes. Exposed for tests and tools.
-Result<int64_t> parseSize(const std::string& text);
+/// docs/params.md: the value grammar and every knob with its type, default and doc.
+std::string paramsMarkdown();
+
+/// A size knob's value -> bytes: decimal digits (no sign, no leading zeros, no spaces),
+/// optionally followed by K, M or G in either case (x1024, x1024^2, x1024^3): "4096", "64K",
+/// "1m", "2G". Errors say what is wrong ("unknown suffix 'KB'", "no leading zeros ...: write
+/// 16K"), without the variable's name. Exposed for tests and tools.
+Result<int64_t> parseSize(std::string_view text);
+
+/// A job token: "0x" or "0X" then 1..16 hex digits, or decimal digits without leading zeros
+/// (never octal). 0 parses (callers that need a nonzero token check). Used for
+/// BRAID_JOB_TOKEN and the token of a braid:// address.
+Result<uint64_t> parseToken(std::string_view text);
 
 }  // namespace braid::core

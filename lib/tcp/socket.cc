@@ -21,6 +21,33 @@ Status sysError(const std::string& what, int err) {
   return Status(Code::kSystemError, fmt::format("{}: {} (errno {})", what, std::strerror(err), err));
 }
 
+// bind(2) failed: the code says what the caller can do about it, the message what to try.
+// EADDRINUSE used to come back as invalid-argument, which blamed the caller's arguments.
+Status bindError(const SockAddr& addr, int err) {
+  std::string where = addr.toString();
+  std::string host = where.substr(0, where.rfind(':'));
+  std::string cause = fmt::format("bind {}: {} (errno {})", where, std::strerror(err), err);
+  switch (err) {
+    case EADDRINUSE:
+      return Status(Code::kSystemError,
+                    fmt::format("port {} on {} is already in use (another braid_* server?): pick "
+                                "another port or stop that process ({})",
+                                addr.port(), host, cause));
+    case EADDRNOTAVAIL:
+      return Status(Code::kNotFound,
+                    fmt::format("{} is not an address of this host (its interface is down or "
+                                "was renumbered?): check BRAID_SOCKET_IFNAME and `ip addr` ({})",
+                                host, cause));
+    case EACCES:
+      return Status(Code::kSystemError,
+                    fmt::format("port {} on {} is privileged: use a port from 1024 up, or run "
+                                "with CAP_NET_BIND_SERVICE ({})",
+                                addr.port(), host, cause));
+    default:
+      return sysError(fmt::format("bind {}", where), err);
+  }
+}
+
 }  // namespace
 
 void Fd::reset() noexcept {
@@ -136,12 +163,8 @@ Result<Fd> listenOn(const SockAddr& addr, int backlog) {
   if (!fd.valid()) return sysError("socket()", errno);
   int one = 1;
   (void)setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) < 0) {
-    int e = errno;
-    return Status(e == EADDRINUSE ? Code::kInvalidArgument : Code::kSystemError,
-                  fmt::format("bind({}): {}; pick another port or interface", addr.toString(),
-                              std::strerror(e)));
-  }
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr.storage), addr.len) < 0)
+    return bindError(addr, errno);
   if (::listen(fd.get(), backlog) < 0) return sysError("listen(" + addr.toString() + ")", errno);
   return fd;
 }

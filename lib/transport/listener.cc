@@ -4,6 +4,7 @@
 #include <sys/random.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <deque>
 
@@ -34,6 +35,49 @@ Address encodeAddress(const tcp::SockAddr& a, uint64_t token) {
   return out;
 }
 
+// A malformed address: the text as given, what is wrong with it, and the form expected.
+Status badAddress(const std::string& text, std::string_view why) {
+  return Status(Code::kInvalidArgument,
+                fmt::format("'{}' is not a braid address: {} (expected "
+                            "braid://HOST:PORT?token=TOKEN as Listener::address() prints it, "
+                            "e.g. braid://10.0.0.1:18515?token=0x1f or "
+                            "braid://[fe80::1]:18515?token=31)",
+                            text, why));
+}
+
+bool isIpv6(const std::string& s) {
+  in6_addr a;
+  return inet_pton(AF_INET6, s.c_str(), &a) == 1;
+}
+
+// Splits "HOST:PORT" or "[IPV6]:PORT"; the reason when neither fits. `rest` (?token=...)
+// only goes into the spelling suggested for an IPv6 address without brackets.
+Status splitHostPort(const std::string& text, const std::string& hostport,
+                     const std::string& rest, std::string* host, std::string* port) {
+  if (!hostport.empty() && hostport[0] == '[') {
+    auto close = hostport.find(']');
+    if (close == std::string::npos)
+      return badAddress(text, "'[' with no ']': an IPv6 address goes in brackets");
+    *host = hostport.substr(1, close - 1);
+    if (close + 1 == hostport.size()) return badAddress(text, "no port: add ':PORT' after ']'");
+    if (hostport[close + 1] != ':') return badAddress(text, "expected ':PORT' after ']'");
+    *port = hostport.substr(close + 2);
+    return Status::ok();
+  }
+  auto colon = hostport.rfind(':');
+  if (colon == std::string::npos) return badAddress(text, "no port: add ':PORT' after the host");
+  if (hostport.find(':') != colon) {
+    // The last group may be the port or part of the address: only brackets tell.
+    std::string addr = hostport.substr(0, colon), last = hostport.substr(colon + 1);
+    std::string fix = isIpv6(hostport) ? fmt::format("braid://[{}]:PORT{}", hostport, rest)
+                      : isIpv6(addr)   ? fmt::format("braid://[{}]:{}{}", addr, last, rest)
+                                       : std::string("braid://[IPV6]:PORT") + rest;
+    return badAddress(text, "IPv6 address without brackets: write " + fix);
+  }
+  *host = hostport.substr(0, colon);
+  *port = hostport.substr(colon + 1);
+  return Status::ok();
+}
 
 }  // namespace
 
@@ -53,23 +97,36 @@ std::string Address::toString() const {
 }
 
 Result<Address> Address::parse(const std::string& text) {
-  const std::string prefix = "braid://";
-  auto bad = Status(Code::kInvalidArgument,
-                    fmt::format("'{}' is not a braid address (braid://IP:PORT?token=0xHEX)", text));
-  if (text.compare(0, prefix.size(), prefix) != 0) return bad;
-  auto q = text.find("?token=");
-  if (q == std::string::npos) return bad;
-  std::string hostport = text.substr(prefix.size(), q - prefix.size());
-  auto colon = hostport.rfind(':');
-  if (colon == std::string::npos) return bad;
-  std::string host = hostport.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  char* end = nullptr;
-  unsigned long port = std::strtoul(hostport.c_str() + colon + 1, &end, 10);
-  if (*end != '\0' || port > 65535) return bad;
-  unsigned long long token = std::strtoull(text.c_str() + q + 7, &end, 0);
-  if (*end != '\0') return bad;
-  return fromHostPort(host, static_cast<uint16_t>(port), token);
+  // Each way an address can be malformed has its own message: "not a braid address" alone
+  // left users comparing characters by eye.
+  const std::string prefix = "braid://", tokenKey = "?token=";
+  if (text.empty()) return badAddress(text, "empty");
+  if (std::isspace(static_cast<unsigned char>(text.front())) ||
+      std::isspace(static_cast<unsigned char>(text.back())))
+    return badAddress(text, "leading or trailing space");
+  if (text.compare(0, prefix.size(), prefix) != 0)
+    return badAddress(text, "it must start with braid://");
+  auto q = text.find(tokenKey, prefix.size());
+  if (q == std::string::npos) return badAddress(text, "no ?token= (the listener's job token)");
+  std::string host, portText, tokenText = text.substr(q + tokenKey.size());
+  BRAID_RETURN_IF_ERROR(splitHostPort(text, text.substr(prefix.size(), q - prefix.size()),
+                                      text.substr(q), &host, &portText));
+  if (host.empty()) return badAddress(text, "no host");
+  if (portText.empty()) return badAddress(text, "no port after ':'");
+  if (portText.find_first_not_of("0123456789") != std::string::npos)
+    return badAddress(text, fmt::format("port '{}' is not a decimal number", portText));
+  unsigned long port = portText.size() > 5 ? 0 : std::stoul(portText);
+  if (port == 0 || port > 65535)
+    return badAddress(text, fmt::format("port {} is out of range (1..65535)", portText));
+  if (tokenText.empty()) return badAddress(text, "the token is empty");
+  auto token = core::parseToken(tokenText);
+  if (!token)
+    return badAddress(text, fmt::format("token '{}' is invalid: {} (0x then hex digits, or "
+                                        "decimal)",
+                                        tokenText, token.status().message()));
+  auto a = fromHostPort(host, static_cast<uint16_t>(port), *token);
+  if (!a) return a.status().withContext(fmt::format("braid address '{}'", text));
+  return a;
 }
 
 // ---------------------------------------------------------------- Listener internals
