@@ -49,7 +49,10 @@ const Def kDefs[] = {
        if (!t.empty()) p.jobToken = static_cast<uint64_t>(n);
      }},
     {"BRAID_TIMEOUT_MS", Kind::kInt, "30000", 1, 24LL * 3600 * 1000, nullptr,
-     "a silent or dead peer, or a connect/handshake that makes no progress, fails after this long",
+     "a dead peer host (its kernel stops answering TCP keepalive or data) fails the endpoint "
+     "after about this long, as does a connect/handshake that makes no progress; a live peer "
+     "that computes without calling braid is never declared dead (the waiting call's own "
+     "timeout applies)",
      [](Params& p, const std::string&, int64_t n) { p.timeoutMs = n; }},
     {"BRAID_TRANSPORT", Kind::kEnum, "auto", 0, 0, "auto|tcp|verbs",
      "transport for new endpoints: auto prefers verbs and falls back to tcp",
