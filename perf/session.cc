@@ -21,18 +21,25 @@ bool toolDebug() {
   return p && (p->value == "debug" || p->value == "trace");
 }
 
-// The client's final connect error: the address it tried, for how long, and what to check.
-std::string connectAdvice(const ToolSpec& spec, const Options& o, const Address& addr, int attempts,
-                          uint64_t elapsedNs, bool notListening) {
-  std::string what = fmt::format(
-      "cannot connect to server {} port {} (tried {}, {} attempt{} in {:.1f} s)", o.host, o.port,
-      addr.toString(), attempts, attempts > 1 ? "s" : "", static_cast<double>(elapsedNs) * 1e-9);
-  if (!notListening) return what;  // the server answered: its reason says what is wrong
-  return fmt::format(
-      "{}; check that the server runs ('{}' without a host, on {}) with the same -p {}, that "
-      "{} is an address of that host reachable from here (the server takes control "
-      "connections on its local addresses), and that no firewall drops TCP port {}",
-      what, spec.name, o.host, o.port, o.host, o.port);
+// The client's final connect error: the address it tried, for how long, the cause, and,
+// when nothing answered there, what to check.
+Status connectFailed(const ToolSpec& spec, const Options& o, const Address& addr,
+                     const Status& cause, int attempts, uint64_t elapsedNs, bool notListening) {
+  std::string text =
+      fmt::format("cannot connect to server {} port {} (tried {}, {} attempt{} in {:.1f} s): {}",
+                  o.host, o.port, addr.toString(), attempts, attempts > 1 ? "s" : "",
+                  static_cast<double>(elapsedNs) * 1e-9, cause.message());
+  // A server that answered and refused said why (token, version): that is the advice.
+  if (notListening) {
+    const char last = text.empty() ? '.' : text.back();
+    text += (last == '.' || last == '?' || last == '!') ? " " : ". ";
+    text += fmt::format(
+        "Check that the server runs ('{}' without a host, on {}) with the same -p {}, that {} "
+        "is an address of that host reachable from here (the server takes control connections "
+        "on its local addresses), and that no firewall drops TCP port {}",
+        spec.name, o.host, o.port, o.host, o.port);
+  }
+  return Status(cause.code(), std::move(text));
 }
 
 }  // namespace
@@ -133,7 +140,7 @@ Result<std::unique_ptr<Session>> Session::open(const ToolSpec& spec, const Optio
     bool notListening = st.code() == Code::kConnectionRefused &&
                         st.message().find("refused the connection") == std::string::npos;
     if (!notListening || nowNs() > retryUntil)
-      return st.withContext(connectAdvice(spec, o, *addr, attempt, nowNs() - t0, notListening));
+      return connectFailed(spec, o, *addr, st, attempt, nowNs() - t0, notListening);
     if (debug)
       std::fprintf(stderr, "%s: [debug] connect to %s: attempt %d refused, retrying in %d ms\n",
                    spec.name, addr->toString().c_str(), attempt, backoffMs);
