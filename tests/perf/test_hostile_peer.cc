@@ -295,6 +295,11 @@ TEST_CASE(
     auto rq = s.peer.ep->irecv(&reply, sizeof reply, kTagReply);
     REQUIRE(rq.isOk());
     s.peer.send(f.bytes.data(), f.bytes.size(), kTagTest);
+    // Data as a client sends it after the test message: a server that believed the forged
+    // size would receive it into a buffer sized from it (an eager message: it goes out
+    // whether or not the server posted a receive).
+    std::vector<uint8_t> data(8192, 0x5a);
+    s.peer.send(data.data(), data.size(), kTagData);
     expectRejected(s, &*rq, &reply, f.expect);
   }
 }
