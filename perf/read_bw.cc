@@ -42,8 +42,8 @@ Status runReads(Session& s, const TestMsg& t, const ClientRound& round, const Ke
   // Registered once per size: no registration per read.
   BRAID_ASSIGN_OR_RETURN(MemoryRegion mr, s.registerMemory(buf.data(), buf.size(), "reads"));
   std::vector<Request> reqs(w);
-  std::vector<uint64_t> marks;
-  marks.reserve(t.iters + 1);
+  PipelineTimes times;
+  times.done.reserve(t.iters);
   auto post = [&](uint64_t i) -> Status {
     const uint64_t slot = i % slots;
     BRAID_ASSIGN_OR_RETURN(
@@ -59,15 +59,18 @@ Status runReads(Session& s, const TestMsg& t, const ClientRound& round, const Ke
     }
     return Status::ok();
   };
-  BRAID_RETURN_IF_ERROR(runPipeline(s, "read", total, t.warmup, reqs, marks, post, check));
-  row = computeBw(size, marks, marks.back(), w);
+  BRAID_RETURN_IF_ERROR(runPipeline(s, "read", total, t.warmup, reqs, times, post, check));
+  // A finished read's bytes are here: each completion is a landing.
+  row = computeBwLanded(size, times.warmupEndNs, times.done, times.done.back(), w, Side::kReceiver);
   // Reads are requests this side sends; the bytes come back on the rails they used.
   row.bytesPerRail = railBytesSince(s, railsBefore);
   return Status::ok();
 }
 
 Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict& verdict) {
-  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s));
+  // The reads come from slots 0..slots-1 of the server's buffer.
+  const uint64_t w = std::min<uint64_t>(t.txDepth, t.warmup + t.iters);
+  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s, slotCount(t, w) * t.size));
   BwRow row;
   Status st = runReads(s, t, round, key, verdict, row);
   if (!key.valid) st = explainMissingKey(st, key);
@@ -92,8 +95,8 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   BRAID_RETURN_IF_ERROR(sendReady(s));
   BRAID_RETURN_IF_ERROR(sendKey(s, mr));
   // The reads are served by the NIC while this side only drives progress.
-  BRAID_RETURN_IF_ERROR(end.wait(s));
-  report.addBw(end.row(size));
+  BRAID_RETURN_IF_ERROR(end.wait(s, t, true, 0));
+  report.addBw(end.row(size, Side::kReceiver));
   done.bytes = t.iters * size;
   return Status::ok();
 }

@@ -4,11 +4,15 @@
 //   client:  braid_send_bw [options] SERVER
 //
 // The client keeps --tx-depth isends in flight; the server keeps as many irecvs posted and
-// reports what it received. The client's figures end when the server's end-of-size
-// message arrives, so they count only data the receiver has.
+// reports what it received. The first tx-depth messages are the warm-up. The server times
+// from the arrival of the last warm-up message to that of the last message, and
+// acknowledges the warm-up; the client times from that acknowledgement's arrival to the
+// server's end of size, so both count the same bytes, only data the receiver has, and
+// print the receiver's figures next to the sender's.
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "perf_common.h"
 
@@ -25,7 +29,7 @@ const ToolSpec kSpec{ToolKind::kSendBw,
                      true,
                      false};
 
-// Peak window: one tx-depth window of completions (computeBw also requires 1% of the run).
+// Peak intervals hold at least one tx-depth window of messages (stats.h).
 size_t peakWindow(const TestMsg& t) {
   return t.txDepth;
 }
@@ -40,8 +44,10 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, 
   BRAID_ASSIGN_OR_RETURN(MemoryRegion mr, s.registerMemory(buf.data(), buf.size(), "sends"));
   if (!validate) fillPattern(buf.data(), size, 0, size);
   std::vector<Request> reqs(w);
-  std::vector<uint64_t> marks;
-  marks.reserve(t.iters + 1);
+  PipelineTimes times;
+  times.wantPosted = true;
+  times.posted.reserve(t.iters);
+  times.done.reserve(t.iters);
   auto post = [&](uint64_t i) -> Status {
     uint8_t* p = buf.data() + (i % slots) * size;
     if (validate) {
@@ -52,10 +58,25 @@ Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, 
     return Status::ok();
   };
   const std::vector<uint64_t> railsBefore = s.endpoint().stats().bytesSentPerRail;
-  BRAID_RETURN_IF_ERROR(runPipeline(s, "send", total, t.warmup, reqs, marks, post,
-                                    [](uint64_t) { return Status::ok(); }));
+  // A send finishing says little about when its bytes land (TCP: the kernel took them;
+  // eager: copied out), so the sender times between two events of the receiver: its
+  // acknowledgement of the warm-up (watched while sending) and its end of size.
+  BRAID_RETURN_IF_ERROR(runPipeline(
+      s, "send", total, t.warmup, reqs, times, post, [](uint64_t) { return Status::ok(); },
+      &round.warmedReq, &round.warmedNs));
+  BRAID_RETURN_IF_ERROR(round.waitWarmedUp());
   BRAID_RETURN_IF_ERROR(round.waitDone());
-  BwRow row = computeBw(size, marks, nowNs(), peakWindow(t));
+  const uint64_t endNs = nowNs();
+  BwRow row = computeBwSent(size, round.warmedNs, times.posted, endNs, peakWindow(t));
+  // The receiver's figures of the same messages, next to the sender's.
+  const ReplyMsg& d = round.done;
+  if (d.elapsedNs > 0) {
+    BwRow::Other other;
+    other.side = Side::kReceiver;
+    other.avgBps = static_cast<double>(d.bytes) * 1e9 / static_cast<double>(d.elapsedNs);
+    other.peakBps = std::max(static_cast<double>(d.peakBps), other.avgBps);
+    row.other = other;
+  }
   // Striping: what each rail carried (warmup included; eager messages go on the control
   // socket and count on no rail).
   row.bytesPerRail = railBytesSince(s, railsBefore);
@@ -76,14 +97,15 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
         reqs[i], s.irecv(buf.data() + (i % slots) * size, size, kTagData, "a receive", &mr));
   }
   BRAID_RETURN_IF_ERROR(sendReady(s));
-  std::vector<uint64_t> marks;
-  marks.reserve(t.iters + 1);
-  if (t.warmup == 0) marks.push_back(nowNs());
+  uint64_t startNs = nowNs();  // the end of the warm-up (checkTestParams: warmup >= 1)
+  std::vector<uint64_t> landed;
+  landed.reserve(t.iters);
   for (uint64_t i = 0; i < total; ++i) {
     Request& r = reqs[i % w];
     Status st = s.wait(r, "receive");
     if (!st.isOk()) return st.withContext(fmt::format("message {} of {}", i, total));
-    if (i + 1 >= t.warmup) marks.push_back(nowNs());
+    const uint64_t now = nowNs();
+    if (i >= t.warmup) landed.push_back(now);
     if (r.size() != size)
       return Status(Code::kProtocolError,
                     fmt::format("message {} has {} bytes, {} expected", i, r.size(), size));
@@ -92,11 +114,18 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
     if (i + w < total) {
       BRAID_ASSIGN_OR_RETURN(r, s.irecv(p, size, kTagData, "a receive", &mr));
     }
+    if (i + 1 == t.warmup) {
+      // The receiver's interval starts here; the sender's when this acknowledgement lands.
+      startNs = now;
+      BRAID_RETURN_IF_ERROR(sendWarmedUp(s));
+    }
   }
-  BwRow row = computeBw(size, marks, marks.back(), peakWindow(t));
+  const uint64_t endNs = landed.empty() ? startNs : landed.back();
+  BwRow row = computeBwLanded(size, startNs, landed, endNs, peakWindow(t), Side::kReceiver);
   report.addBw(row);
-  done.elapsedNs = marks.back() - marks.front();
+  done.elapsedNs = row.elapsedNs;
   done.bytes = t.iters * size;
+  done.peakBps = static_cast<uint64_t>(std::llround(row.peakBps));
   return Status::ok();
 }
 

@@ -44,8 +44,8 @@ Status runWrites(Session& s, const TestMsg& t, const ClientRound& round, const K
   if (!validate) fillPattern(buf.data(), size, 0, size);
   lastWriter.assign(validate ? slots : 0, UINT64_MAX);
   std::vector<Request> reqs(w);
-  std::vector<uint64_t> marks;
-  marks.reserve(t.iters + 1);
+  PipelineTimes times;
+  times.done.reserve(t.iters);
   auto post = [&](uint64_t i) -> Status {
     const uint64_t slot = i % slots;
     uint8_t* p = buf.data() + slot * size;
@@ -58,16 +58,19 @@ Status runWrites(Session& s, const TestMsg& t, const ClientRound& round, const K
     return Status::ok();
   };
   const std::vector<uint64_t> railsBefore = s.endpoint().stats().bytesSentPerRail;
-  BRAID_RETURN_IF_ERROR(runPipeline(s, "write", total, t.warmup, reqs, marks, post,
+  BRAID_RETURN_IF_ERROR(runPipeline(s, "write", total, t.warmup, reqs, times, post,
                                     [](uint64_t) { return Status::ok(); }));
-  // Acknowledged writes have landed: the interval ends with the last completion.
-  row = computeBw(size, marks, marks.back(), w);
+  // An acknowledged write has landed: each completion is a landing, and the interval ends
+  // with the last one.
+  row = computeBwLanded(size, times.warmupEndNs, times.done, times.done.back(), w, Side::kSender);
   row.bytesPerRail = railBytesSince(s, railsBefore);
   return Status::ok();
 }
 
 Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict&) {
-  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s));
+  // The writes go to slots 0..slots-1 of the server's buffer.
+  const uint64_t w = std::min<uint64_t>(t.txDepth, t.warmup + t.iters);
+  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s, slotCount(t, w) * t.size));
   BwRow row;
   std::vector<uint64_t> lastWriter;
   Status st = runWrites(s, t, round, key, row, lastWriter);
@@ -92,7 +95,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   BRAID_RETURN_IF_ERROR(sendKey(s, mr));
   // The writes land while this side only drives progress; the client's end message
   // follows its last acknowledged write.
-  BRAID_RETURN_IF_ERROR(end.wait(s));
+  BRAID_RETURN_IF_ERROR(end.wait(s, t, true, verdict.enabled ? static_cast<uint32_t>(slots) : 0));
   if (verdict.enabled) {
     std::vector<uint64_t> last = end.slots();
     if (last.size() != slots)
@@ -106,7 +109,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
       verdict.check(buf.data() + k * size, size, last[k], size);
     }
   }
-  report.addBw(end.row(size));
+  report.addBw(end.row(size, Side::kSender));
   done.bytes = t.iters * size;
   return Status::ok();
 }

@@ -131,7 +131,7 @@ Status pingPong(Session& s, const TestMsg& t, const ClientRound& round, const Bu
 Status client(Session& s, const TestMsg& t, ClientRound& round, Report& report, Verdict& verdict) {
   const uint64_t size = t.size, total = t.warmup + t.iters;
   BRAID_ASSIGN_OR_RETURN(Buffers b, makeBuffers(s, t));
-  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s));
+  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s, slotCount(t) * t.size));
   BRAID_RETURN_IF_ERROR(sendKey(s, b.mr));
   std::vector<double> samples;
   samples.reserve(t.iters);
@@ -155,7 +155,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   BRAID_RETURN_IF_ERROR(end.post(s));
   BRAID_RETURN_IF_ERROR(sendReady(s));
   BRAID_RETURN_IF_ERROR(sendKey(s, b.mr));
-  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s));
+  BRAID_ASSIGN_OR_RETURN(KeyMsg key, recvKey(s, slotCount(t) * t.size));
   // perftest's server view: the period between two pongs is one round trip.
   std::vector<uint64_t> sent;
   sent.reserve(total);
@@ -164,7 +164,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
     Status st = awaitMarker(s, b, i, &end.req);
     if (!st.isOk()) {
       // The client's error, when it sent one, says more than a timeout here.
-      if (end.req.valid() && end.req.test().isOk()) BRAID_RETURN_IF_ERROR(end.wait(s));
+      if (end.req.valid() && end.req.test().isOk()) BRAID_RETURN_IF_ERROR(end.wait(s, t, false, 0));
       return st.withContext(fmt::format("ping {} of {}", i, total));
     }
     sent.push_back(nowNs());
@@ -175,7 +175,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
     if (validate && i > 0) verdict.checkMarked(b.slot(i - 1), size, i - 1, size);
   }
   // The client's end message follows the completion of its last ping.
-  BRAID_RETURN_IF_ERROR(end.wait(s));
+  BRAID_RETURN_IF_ERROR(end.wait(s, t, false, 0));
   if (validate && total > 0) verdict.checkMarked(b.slot(total - 1), size, total - 1, size);
   reportServerLat(t, sent, report, done);
   return Status::ok();

@@ -1,5 +1,6 @@
 # Installs braid into a scratch prefix and builds examples/consumer against it, once with
-# find_package(braid) and once with pkg-config, then runs the result.
+# find_package(braid) and once with pkg-config, then runs the result; and runs the
+# installed tools from the prefix with no LD_LIBRARY_PATH (they find libbraid by RPATH).
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
@@ -36,4 +37,33 @@ separate_arguments(flags UNIX_COMMAND "${flags}")
 run(c++ -std=c++20 ${BRAID_SOURCE_DIR}/examples/consumer/consumer.cc ${flags}
     -o ${WORK_DIR}/pc_consumer)
 run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${pcdir}/.. BRAID_SOCKET_IFNAME=lo ${WORK_DIR}/pc_consumer)
+# Installed tools, as a user runs them: no LD_LIBRARY_PATH, from another directory.
+if(EXISTS ${prefix}/bin/braid_send_bw)
+  foreach(tool braid_send_bw braid_send_lat braid_write_bw braid_read_bw braid_write_lat)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH
+                            ${prefix}/bin/${tool} --help
+                    WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                    ERROR_VARIABLE err)
+    if(NOT rc EQUAL 0 OR NOT out MATCHES "--validate")
+      message(FATAL_ERROR "installed ${tool} --help failed (${rc}): ${err}${out}")
+    endif()
+  endforeach()
+  # A real run of the installed tool: server and client over loopback.
+  execute_process(
+    COMMAND ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH BRAID_SOCKET_IFNAME=lo
+            BRAID_LOG_LEVEL=error sh -c "p=$((20000 + $$ % 20000)); \
+              timeout -k 2 30 '${prefix}/bin/braid_send_lat' -p $p >/dev/null & \
+              timeout -k 2 30 '${prefix}/bin/braid_send_lat' 127.0.0.1 -p $p -n 100 && wait $!"
+    WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "installed braid_send_lat server + client failed (${rc}): ${err}${out}")
+  endif()
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -E env --unset=LD_LIBRARY_PATH
+                        ${prefix}/bin/braid_info --params
+                WORKING_DIRECTORY ${WORK_DIR} RESULT_VARIABLE rc OUTPUT_VARIABLE out
+                ERROR_VARIABLE err)
+if(EXISTS ${prefix}/bin/braid_info AND NOT rc EQUAL 0)
+  message(FATAL_ERROR "installed braid_info --params failed (${rc}): ${err}${out}")
+endif()
 message(STATUS "install check passed: ${prefix}")

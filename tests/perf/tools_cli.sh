@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The perf tools on the host, no RDMA needed: bad command lines print the usage and exit 2
-# for every tool; --help documents the verbs flags; the one-sided tools over TCP fail on
-# both sides with the API's kUnsupported error and exit 1 (never a crash, never a hang).
+# for every tool (a plan beyond the control messages' limits included); --help documents the
+# verbs flags; the one-sided tools over TCP fail on both sides with the API's kUnsupported
+# error and exit 1 (never a crash, never a hang); a client with no server retries quietly
+# (debug level only) and then names the address it tried and what to check.
 #
 #   tests/perf/tools_cli.sh PERF_DIR
 set -uo pipefail
@@ -45,8 +47,12 @@ for tool in "${all[@]}"; do
   usage_exit "$tool" -e --yield
   usage_exit "$tool" --busy --yield
   usage_exit "$tool" a.example b.example
+  usage_exit "$tool" -s 4G            # above the largest message (2 GiB)
+  usage_exit "$tool" -n 100000001
   case "$tool" in
-    *_bw) usage_exit "$tool" -t 0; usage_exit "$tool" -t 5000 ;;
+    # 4096 buffers of 1 GiB with --validate: above the 16 GiB per side.
+    *_bw) usage_exit "$tool" -t 0; usage_exit "$tool" -t 5000
+          usage_exit "$tool" -s 1G -t 4096 --validate ;;
     *) usage_exit "$tool" -t 4 ;;  # latency tools have no tx depth
   esac
   timeout -k 2 10 "$perf/$tool" --help >"$out/help" 2>&1
@@ -79,6 +85,31 @@ for tool in braid_write_bw braid_read_bw braid_write_lat; do
     grep -q "error: unsupported: .*one-sided writes and reads need verbs rails on both sides" "$out/$f.txt" ||
       { fail "$tool over TCP ($f): no kUnsupported message"; cat "$out/$f.txt"; }
   done
+done
+
+# A client with nothing listening: retries for about 5 s, says nothing about each attempt
+# unless BRAID_LOG_LEVEL=debug, then exits 1 naming the address and what to check.
+port=$((port + 1))
+for level in error debug; do
+  BRAID_LOG_LEVEL=$level timeout -k 2 30 "$perf/braid_send_bw" 127.0.0.1 -p "$port" \
+    >"$out/noserver.out" 2>"$out/noserver.err"
+  rc=$?
+  checks=$((checks + 1))
+  if [[ $rc != 1 ]]; then
+    fail "client without a server (log level $level): exit $rc, 1 expected"; cat "$out/noserver.err"
+    continue
+  fi
+  grep -q "error: .*cannot connect to server 127.0.0.1 port $port (tried braid://127.0.0.1:$port" \
+    "$out/noserver.err" || { fail "no final error naming the address tried"; cat "$out/noserver.err"; }
+  grep -q "Check that the server runs ('braid_send_bw' without a host" "$out/noserver.err" ||
+    { fail "the final error does not say what to check"; cat "$out/noserver.err"; }
+  grep -qi "retry" "$out/noserver.out" && fail "the client reports its retries on stdout"
+  n=$(grep -c "\[debug\] connect to braid://127.0.0.1:$port.*refused, retrying" "$out/noserver.err")
+  if [[ $level == debug && $n -lt 2 ]]; then
+    fail "BRAID_LOG_LEVEL=debug: $n retry lines, 2 or more expected"; cat "$out/noserver.err"
+  elif [[ $level != debug && $n != 0 ]]; then
+    fail "BRAID_LOG_LEVEL=$level: the retries are logged"
+  fi
 done
 
 echo "== $checks checks, $failures failed"

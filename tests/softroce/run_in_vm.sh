@@ -24,7 +24,9 @@
 # the boot bound): callers must treat 77 as SKIPPED, never as a pass.
 #
 # Inside the VM: host root read-only (9p), tmpfs on /tmp /run /var/tmp /dev/shm, the current
-# directory and every --share writable at the same path; eth0 10.77.0.N/24 + rxe0, eth1
+# directory and every --share writable at the same path, and so is every tree the command
+# needs that lies under /tmp, /var/tmp, /run or /dev/shm on the host (this harness's
+# checkout, each argument naming an existing path, each LD_LIBRARY_PATH entry); eth0 10.77.0.N/24 + rxe0, eth1
 # 10.78.0.N/24 + rxe1 (N = 1, or 2 for the second VM). The command gets PATH, LD_LIBRARY_PATH,
 # HOME, USER, LOGNAME, LANG, LC_ALL, TZ, TERM, every BRAID_*, RDMAV_*, IBV_*, GTEST_* variable,
 # and BRAID_IN_VM=1 BRAID_VM_INDEX BRAID_VM_IP0/1 BRAID_VM_PEER_IP0/1.
@@ -137,6 +139,34 @@ add_share() {
 }
 add_share "$CWD_PHYS"
 for s in "${SHARES[@]}"; do add_share "$s"; done
+# The VM mounts fresh tmpfs on /tmp, /var/tmp, /run and /dev/shm, hiding what the host has
+# there: a checkout or build tree under /tmp would be missing inside ("gid_index.sh: not
+# found"). So every tree below one of them that the command needs is shared at its real
+# path: the checkout this harness belongs to (scripts call its other scripts), each
+# command argument naming an existing file or directory (build trees, binaries, scripts),
+# and each LD_LIBRARY_PATH entry. A tree is the directory right below the masked one
+# (/tmp/x for /tmp/x/build/perf/tool), so source and build trees inside it come along.
+masked_tree() {   # PATH -> prints the directory to share; fails when none is needed
+    local p m rest
+    p=$(realpath -e -- "$1" 2>/dev/null) || return 1
+    for m in /tmp /var/tmp /run /dev/shm; do
+        case "$p" in
+            "$m"/*) rest=${p#"$m"/}
+                    if [ -d "$m/${rest%%/*}" ]; then echo "$m/${rest%%/*}"; return 0; fi
+                    msg "cannot share $p inside the VM (a file directly in $m): move it into a directory"
+                    return 1;;
+        esac
+    done
+    return 1
+}
+share_if_masked() { local t; t=$(masked_tree "$1") && add_share "$t"; return 0; }
+share_if_masked "$HERE/../.."
+for a in "$@"; do
+    case "$a" in ""|-*|*$'\n'*) continue;; esac
+    [ -e "$a" ] && share_if_masked "$a"
+done
+IFS=: read -r -a LD_DIRS <<<"${LD_LIBRARY_PATH:-}"
+for a in "${LD_DIRS[@]}"; do [ -n "$a" ] && [ -e "$a" ] && share_if_masked "$a"; done
 # parents before children, so nested shares stack correctly
 mapfile -t SHARE_PATHS < <(for p in "${SHARE_PATHS[@]}"; do printf '%d\t%s\n' "${#p}" "$p"; done | sort -n | cut -f2-)
 
