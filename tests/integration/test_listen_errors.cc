@@ -12,6 +12,7 @@
 using namespace braid;
 using namespace braid::test;
 
+// The control port listens on every local address (ListenOptions::controlOnAnyAddress).
 TEST_CASE("a second listener on a port in use fails with system-error naming port and host") {
   auto ctx = makeContext();
   auto worker = makeWorker(ctx);
@@ -27,7 +28,7 @@ TEST_CASE("a second listener on a port in use fails with system-error naming por
   INFO(st.toString());
   CHECK(st.code() == Code::kSystemError);
   CHECK_THAT(st.message(),
-             Catch::Contains(fmt::format("port {} on 127.0.0.1 is already in use (another braid_* "
+             Catch::Contains(fmt::format("port {} on 0.0.0.0 is already in use (another braid_* "
                                          "server?): pick another port or stop that process",
                                          port)));
   CHECK_THAT(st.message(), Catch::Contains("errno 98"));
@@ -45,7 +46,7 @@ TEST_CASE("tcp::listenOn maps EADDRINUSE to system-error, whoever holds the port
   REQUIRE_FALSE(again.isOk());
   CHECK(again.status().code() == Code::kSystemError);
   CHECK_THAT(again.status().message(),
-             Catch::Contains(fmt::format("port {} on 127.0.0.1 is already in use", bound->port())));
+             Catch::Contains(fmt::format("port {} on 0.0.0.0 is already in use", bound->port())));
 }
 
 TEST_CASE("tcp::listenOn on an address this host does not have says so") {
