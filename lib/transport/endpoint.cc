@@ -3,6 +3,8 @@
 // Request in request.cc.
 #include <algorithm>
 #include <cstring>
+#include <optional>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -141,9 +143,16 @@ Endpoint::Endpoint(std::shared_ptr<EndpointImpl> impl) : impl_(std::move(impl)) 
 
 Endpoint::~Endpoint() {
   if (!impl_) return;
-  // A destructor cannot refuse: a misuse is logged (misuse()) and the close goes on.
-  WorkerEntry entry(impl_->worker, "~Endpoint");
-  if (!entry.ok()) (void)entry.misuse();
+  // A destructor cannot refuse: on a misuse it says so and waits for the other thread to
+  // leave the worker.
+  std::optional<WorkerEntry> entry;
+  for (bool told = false;; told = true) {
+    entry.emplace(impl_->worker, "~Endpoint");
+    if (entry->ok()) break;
+    if (!told) (void)entry->misuse();
+    entry.reset();
+    std::this_thread::yield();
+  }
   if (impl_->state != EpState::kFailed && impl_->outstanding > 0)
     BRAID_LOG_WARN(kTransport, "{} closed with {} requests outstanding: they are canceled",
                    impl_->describe(), impl_->outstanding);

@@ -1,6 +1,7 @@
 // Request: a handle on one operation of an endpoint; test() and wait() drive the worker.
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -16,7 +17,22 @@ namespace braid {
 Request::Request(std::shared_ptr<EndpointImpl> ep, OpState* op) : ep_(std::move(ep)), op_(op) {}
 
 void Request::release() noexcept {
-  ep_->dropHandle(op_);
+  WorkerImpl* w = ep_->worker;
+  if (w->threadChecks) {
+    // A destructor cannot refuse: it waits for the other thread to leave the worker.
+    for (bool told = false;;) {
+      WorkerEntry entry(w, "~Request");
+      if (entry.ok()) {
+        ep_->dropHandle(op_);
+        break;
+      }
+      if (!told) (void)entry.misuse();
+      told = true;
+      std::this_thread::yield();
+    }
+  } else {
+    ep_->dropHandle(op_);
+  }
   op_ = nullptr;
   ep_.reset();
 }

@@ -4,6 +4,7 @@
 // failure, never a skip.
 #include <signal.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -722,4 +723,54 @@ TEST_CASE("a port that goes down fails the endpoints on it with rail-failed nami
   // Later calls on the endpoint return the same error at once.
   CHECK(p.ep->isend(&v, 1, 4).status().code() == Code::kEndpointFailed);
   CHECK(child->wait() == 0);
+}
+
+TEST_CASE("cancel over verbs: a withdrawn receive (eager-only, or with its CTS in the sender's "
+          "ring) gives its place to the next one, and a send waiting for its CTS ends both "
+          "sides canceled") {
+  auto p = connectLocal(verbsOptions());
+  REQUIRE(p.client->transport() == Transport::kVerbs);
+  // An eager-only receive: no CTS went out, the sender skips its seq.
+  uint64_t a = 0, b = 0, v = 0xabc;
+  auto r1 = p.server->irecv(&a, 8, 1);
+  CHECK(r1->wait(30ms).code() == Code::kTimedOut);
+  CHECK(r1->cancel().code() == Code::kInProgress);
+  Status st = r1->wait(5s);
+  INFO(st.toString());
+  CHECK(st.code() == Code::kCanceled);
+  std::vector<Request> q;
+  q.push_back(std::move(*p.client->isend(&v, 8, 1)));
+  q.push_back(std::move(*p.server->irecv(&b, 8, 1)));
+  CHECK(waitAll(q, 5s).isOk());
+  CHECK(b == 0xabc);
+  CHECK(a == 0);
+  // A rendezvous-capable receive: its CTS (address, rkeys) sits in the sender's ring.
+  std::vector<uint8_t> out(1 << 20), in1(1 << 20, 0), in2(1 << 20, 0);
+  fillPattern(out.data(), out.size(), 5);
+  auto big = p.server->irecv(in1.data(), in1.size(), 2);
+  CHECK(big->wait(30ms).code() == Code::kTimedOut);
+  CHECK(big->cancel().code() == Code::kInProgress);
+  st = big->wait(5s);
+  INFO(st.toString());
+  CHECK(st.code() == Code::kCanceled);
+  q.clear();
+  q.push_back(std::move(*p.client->isend(out.data(), out.size(), 2)));
+  q.push_back(std::move(*p.server->irecv(in2.data(), in2.size(), 2)));
+  st = waitAll(q, 10s);
+  INFO(st.toString());
+  CHECK(st.isOk());
+  CHECK(checkPattern(in2.data(), in2.size(), 5) == in2.size());
+  CHECK(std::all_of(in1.begin(), in1.end(), [](uint8_t x) { return x == 0; }));
+  // A rendezvous send whose receive is not posted: it announced itself (RTS) and waits.
+  auto s = p.client->isend(out.data(), out.size(), 3);
+  CHECK(s->wait(30ms).code() == Code::kTimedOut);
+  CHECK(s->cancel().isOk());
+  CHECK(s->test().code() == Code::kCanceled);
+  for (int i = 0; i < 50; ++i) (void)p.worker->progress();
+  auto r3 = p.server->irecv(in1.data(), in1.size(), 3);
+  st = r3->wait(5s);
+  INFO(st.toString());
+  CHECK(st.code() == Code::kCanceled);
+  CHECK(p.client->error().isOk());
+  CHECK(p.server->error().isOk());
 }
