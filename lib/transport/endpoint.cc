@@ -78,6 +78,7 @@ void EndpointImpl::fail(Status st, bool orderly) {
       orderly = false;
     }
   }
+  const bool wasConnecting = state != EpState::kConnected;
   state = EpState::kFailed;
   error = st.code() == Code::kConnectionReset || st.code() == Code::kTimedOut ||
                   st.code() == Code::kConnectionRefused || st.code() == Code::kProtocolError
@@ -86,6 +87,10 @@ void EndpointImpl::fail(Status st, bool orderly) {
   // A peer's orderly close with nothing outstanding is news, not an error.
   if (orderly && outstanding == 0)
     BRAID_LOG_INFO(kTransport, "{}: {}", describe(), error.message());
+  else if (wasConnecting && !isServer)
+    // connectProgress()/waitConnected() return it to the caller, who may retry (a tool
+    // started before its server): not an error of its own.
+    BRAID_LOG_DEBUG(kTransport, "{} failed: {}", describe(), error.toString());
   else
     BRAID_LOG_ERROR(kTransport, "{} failed: {}", describe(), error.toString());
   if (control) control->closeFd();
@@ -149,7 +154,7 @@ Endpoint::~Endpoint() {
   for (bool told = false;; told = true) {
     entry.emplace(impl_->worker, "~Endpoint");
     if (entry->ok()) break;
-    if (!told) (void)entry->misuse();
+    if (!told) BRAID_LOG_ERROR(kTransport, "{}", entry->misuse().message());
     entry.reset();
     std::this_thread::yield();
   }

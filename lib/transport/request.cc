@@ -26,7 +26,7 @@ void Request::release() noexcept {
         ep_->dropHandle(op_);
         break;
       }
-      if (!told) (void)entry.misuse();
+      if (!told) BRAID_LOG_ERROR(kTransport, "{}", entry.misuse().message());
       told = true;
       std::this_thread::yield();
     }

@@ -159,7 +159,8 @@ Status WorkerEntry::misuse() const {
                         "time (include/braid/transport.h); the call was refused and changed "
                         "nothing",
                         call_, threadNumber(), other_));
-  BRAID_LOG_ERROR(kTransport, "{}", st.message());
+  // Returned to the caller (destructors, which cannot return it, log it themselves).
+  BRAID_LOG_DEBUG(kTransport, "{}", st.message());
   return st;
 }
 
