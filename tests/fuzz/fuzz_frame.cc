@@ -13,8 +13,6 @@ using namespace braid::fuzz;
 
 namespace {
 
-constexpr uint64_t kMaxEager = 1u << 20;  // BRAID_EAGER_MAX's upper bound
-
 const std::vector<Bytes>& seeds() {
   static const std::vector<Bytes> all = [] {
     using wire::FrameType;
@@ -94,7 +92,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   uint64_t eagerMax;
   if (size < sizeof eagerMax) return 0;
   std::memcpy(&eagerMax, data, sizeof eagerMax);
-  eagerMax = std::min(eagerMax, kMaxEager);
+  eagerMax = std::min(eagerMax, kMaxEagerLimit);
   data += sizeof eagerMax;
   size -= sizeof eagerMax;
   // The control socket: header after header, each payload taken whole once it is in.

@@ -55,9 +55,10 @@ bool headerAccepted(const wire::HsHeader& h) {
     return true;
   }
   BRAID_FUZZ_CHECK_ERROR(chk.status, Code::kProtocolError);
-  const wire::RejectReason expected = h.magic != wire::kMagic     ? wire::RejectReason::kBadMagic
-                                      : h.version != wire::kVersion ? wire::RejectReason::kBadVersion
-                                                                    : wire::RejectReason::kMalformed;
+  const wire::RejectReason expected = h.magic != wire::kMagic ? wire::RejectReason::kBadMagic
+                                      : h.version != wire::kVersion
+                                          ? wire::RejectReason::kBadVersion
+                                          : wire::RejectReason::kMalformed;
   BRAID_FUZZ_CHECK(chk.reason == expected);
   checkRefusalReachesPeer(chk.reason, chk.status.message());
   return false;
@@ -71,7 +72,7 @@ void asListener(const uint8_t* data, size_t size) {
   if (!headerAccepted(h)) return;
   if (h.type != static_cast<uint16_t>(wire::HsType::kHello) &&
       h.type != static_cast<uint16_t>(wire::HsType::kJoin))
-    return;  // refused as malformed, before any body is read
+    return;                                // refused as malformed, before any body is read
   if (size - sizeof h < h.length) return;  // it waits for the rest of the body
   // Exactly `length` bytes, read into a buffer of header + length bytes like the
   // listener's (so ASan sees a read past the body); what follows is the data phase.

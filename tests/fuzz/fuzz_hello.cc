@@ -34,11 +34,12 @@ BRAID_FUZZ_SEEDS(seeds)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto r = wire::decodeHello(data, size);
-  checkRailsMessage(r, data, size, wire::HsType::kHello,
-                    [](const wire::HelloBody& b, const std::vector<wire::RailDesc>& rails,
-                       const std::vector<wire::VerbsRailDesc>& verbs) {
-                      return wire::encodeHello(b, rails, verbs);
-                    },
-                    wire::decodeHello);
+  checkRailsMessage(
+      r, data, size, wire::HsType::kHello,
+      [](const wire::HelloBody& b, const std::vector<wire::RailDesc>& rails,
+         const std::vector<wire::VerbsRailDesc>& verbs) {
+        return wire::encodeHello(b, rails, verbs);
+      },
+      wire::decodeHello);
   return 0;
 }

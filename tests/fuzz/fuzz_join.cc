@@ -12,8 +12,8 @@ const std::vector<Bytes>& seeds() {
     std::vector<Bytes> s;
     s.push_back(bodyOf(wire::encodeJoin({0x1234, 0xabcdef, 0, 0})));
     s.push_back(bodyOf(wire::encodeJoin({0x1234, 0xabcdef, 1, 3})));
-    s.push_back(bodyOf(wire::encodeJoin(
-        {~0ull, ~0ull, wire::kMaxRails - 1, wire::kMaxSocketsPerRail - 1})));
+    s.push_back(bodyOf(
+        wire::encodeJoin({~0ull, ~0ull, wire::kMaxRails - 1, wire::kMaxSocketsPerRail - 1})));
     return s;
   }();
   return all;

@@ -37,8 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string text(b.message, strnlen(b.message, sizeof b.message - 1));
     // An unknown reason reads as "unknown reason".
     BRAID_FUZZ_CHECK_MSG(
-        st.message() == rejectText(static_cast<wire::RejectReason>(b.reason), text),
-        st.message());
+        st.message() == rejectText(static_cast<wire::RejectReason>(b.reason), text), st.message());
   } else {
     BRAID_FUZZ_CHECK_MSG(st.message().size() < 200, st.message());
   }

@@ -22,6 +22,19 @@ namespace braid::fuzz {
 
 using Bytes = std::vector<uint8_t>;
 
+/// BRAID_EAGER_MAX's upper bound (lib/core/params.cc): no side offers a larger limit.
+constexpr uint64_t kMaxEagerLimit = 1u << 20;
+
+/// BRAID_FUZZ_STRICT=1 also checks the properties braid does not meet yet, each with a
+/// reproducer under tests/fuzz/regressions/ (docs/fuzzing.md, "Known gaps"). Off in CI.
+inline bool strict() {
+  static const bool on = [] {
+    const char* v = std::getenv("BRAID_FUZZ_STRICT");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
 [[noreturn]] inline void violated(const char* what, const char* file, int line,
                                   const std::string& detail) {
   std::fprintf(stderr, "braid fuzz: property violated at %s:%d: %s%s%s\n", file, line, what,
@@ -38,14 +51,14 @@ using Bytes = std::vector<uint8_t>;
   ((cond) ? (void)0 : ::braid::fuzz::violated(#cond, __FILE__, __LINE__, (detail)))
 
 /// A refusal as braid must report it: the expected code and a message that says why.
-#define BRAID_FUZZ_CHECK_ERROR(st, expectedCode)                                    \
-  do {                                                                              \
-    const ::braid::Status& fuzzSt_ = (st);                                          \
-    BRAID_FUZZ_CHECK_MSG(!fuzzSt_.isOk(), "accepted");                              \
-    BRAID_FUZZ_CHECK_MSG(fuzzSt_.code() == (expectedCode), fuzzSt_.toString());     \
-    BRAID_FUZZ_CHECK_MSG(!fuzzSt_.message().empty(), fuzzSt_.toString());           \
-    BRAID_FUZZ_CHECK_MSG(fuzzSt_.message().find('\0') == std::string::npos,         \
-                         "NUL inside the message");                                 \
+#define BRAID_FUZZ_CHECK_ERROR(st, expectedCode)                                \
+  do {                                                                          \
+    const ::braid::Status& fuzzSt_ = (st);                                      \
+    BRAID_FUZZ_CHECK_MSG(!fuzzSt_.isOk(), "accepted");                          \
+    BRAID_FUZZ_CHECK_MSG(fuzzSt_.code() == (expectedCode), fuzzSt_.toString()); \
+    BRAID_FUZZ_CHECK_MSG(!fuzzSt_.message().empty(), fuzzSt_.toString());       \
+    BRAID_FUZZ_CHECK_MSG(fuzzSt_.message().find('\0') == std::string::npos,     \
+                         "NUL inside the message");                             \
   } while (0)
 
 template <typename T>
@@ -130,8 +143,8 @@ inline std::vector<wire::VerbsRailDesc> sampleVerbsRails(uint32_t n) {
 /// (the interface and device names NUL-terminated: the one change a decode makes), which
 /// decodes to the same message again.
 template <typename Msg, typename Encode, typename Decode>
-void checkRailsMessage(const Result<Msg>& r, const uint8_t* data, size_t size,
-                       wire::HsType type, Encode encode, Decode decode) {
+void checkRailsMessage(const Result<Msg>& r, const uint8_t* data, size_t size, wire::HsType type,
+                       Encode encode, Decode decode) {
   if (!r.isOk()) {
     BRAID_FUZZ_CHECK_ERROR(r.status(), Code::kProtocolError);
     BRAID_FUZZ_CHECK_MSG(r.status().message().rfind("malformed handshake: ", 0) == 0,
@@ -143,8 +156,7 @@ void checkRailsMessage(const Result<Msg>& r, const uint8_t* data, size_t size,
   BRAID_FUZZ_CHECK(m.rails.size() == m.body.railCount);
   BRAID_FUZZ_CHECK(m.body.verbsRailCount <= wire::kMaxRails);
   BRAID_FUZZ_CHECK(m.verbsRails.size() == m.body.verbsRailCount);
-  BRAID_FUZZ_CHECK(m.body.socketsPerRail >= 1 &&
-                   m.body.socketsPerRail <= wire::kMaxSocketsPerRail);
+  BRAID_FUZZ_CHECK(m.body.socketsPerRail >= 1 && m.body.socketsPerRail <= wire::kMaxSocketsPerRail);
   for (const wire::RailDesc& d : m.rails) {
     BRAID_FUZZ_CHECK(d.family == AF_INET || d.family == AF_INET6);
     BRAID_FUZZ_CHECK(d.ifname[sizeof d.ifname - 1] == '\0');
@@ -191,8 +203,8 @@ void checkRailsMessage(const Result<Msg>& r, const uint8_t* data, size_t size,
 
 /// The text decodeReject gives for a peer's reason and message (what a user reads).
 inline std::string rejectText(wire::RejectReason reason, const std::string& message) {
-  return std::string("the peer refused the connection: ") + wire::rejectReasonName(reason) +
-         ": " + message;
+  return std::string("the peer refused the connection: ") + wire::rejectReasonName(reason) + ": " +
+         message;
 }
 /// What of a message survives encodeReject: up to its first NUL, at most 119 bytes
 /// (RejectBody::message is 120 bytes, NUL-terminated).
@@ -240,7 +252,7 @@ inline int writeSeedsIfAsked(int* argc, char*** argv, const std::vector<Bytes>& 
 }  // namespace braid::fuzz
 
 /// Defines LLVMFuzzerInitialize for a target whose seeds `fn()` returns.
-#define BRAID_FUZZ_SEEDS(fn)                                      \
-  extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {  \
-    return ::braid::fuzz::writeSeedsIfAsked(argc, argv, &(fn));   \
+#define BRAID_FUZZ_SEEDS(fn)                                     \
+  extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) { \
+    return ::braid::fuzz::writeSeedsIfAsked(argc, argv, &(fn));  \
   }

@@ -60,8 +60,8 @@ void parseAs(const uint8_t* data, size_t size, uint64_t eagerMax, size_t lane) {
   Status st = parseSend(data, size, eagerMax, lane, &s);
   if (!st.isOk()) {
     BRAID_FUZZ_CHECK_ERROR(st, Code::kProtocolError);
-    BRAID_FUZZ_CHECK_MSG(!isFast, "the fast path took a SEND the full path refuses: " +
-                                      st.message());
+    BRAID_FUZZ_CHECK_MSG(!isFast,
+                         "the fast path took a SEND the full path refuses: " + st.message());
     return;
   }
   const wire::FrameHeader& h = s.hdr;

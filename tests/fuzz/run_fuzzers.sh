@@ -24,7 +24,9 @@ fi
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:halt_on_error=1"
 
+# A fresh work directory per run (replays use their own, so ctest can run beside a fuzz run).
 work="$build/fuzz-work"
+[ "$secs" -eq 0 ] && work="$build/fuzz-replay"
 rm -rf "$work"
 failed=()
 while read -r t; do
@@ -60,7 +62,8 @@ while read -r t; do
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
-    summary="${runs:-?} runs in ${secs} s (${rate:-?} exec/s), ${cov:-cov: ?}, corpus $(find "$dir/corpus" -type f | wc -l) new inputs"
+    summary="${runs:-?} runs (${rate:-?} exec/s), ${cov:-cov: ?}, $(find "$dir/corpus" -type f | wc -l) new corpus inputs"
+    [ $rc -eq 0 ] && summary="$summary in $secs s"
   fi
   if [ $rc -eq 0 ]; then
     echo "fuzz: $t: ok: $summary"
