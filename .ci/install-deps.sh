@@ -3,7 +3,7 @@
 # Idempotent: only missing packages are installed. Run as root (or with sudo).
 set -euo pipefail
 pkgs=(
-  cmake ninja-build g++ pkg-config
+  cmake ninja-build g++ pkg-config clang libclang-rt-dev
   libibverbs-dev librdmacm-dev libhwloc-dev libspdlog-dev libfmt-dev catch2
   libcli11-dev nlohmann-json3-dev
   iperf3 iproute2 procps

@@ -52,6 +52,78 @@ Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k) {
   return d;
 }
 
+namespace {
+// parseEagerSend, always inlined into onRecv's fast path.
+[[gnu::always_inline]] inline bool parseEagerSendInline(const uint8_t* p, size_t bytes,
+                                                        uint64_t eagerMax, size_t lane,
+                                                        ReceivedSend* out) {
+  if (bytes < wire::kEagerHeaderBytes) return false;
+  wire::FrameHeader& h = out->hdr;
+  std::memcpy(&h, p, wire::kEagerHeaderBytes);
+  const uint32_t piggy = h.flags & wire::kPiggyCountMask;
+  const bool full = (h.flags & wire::kPiggyFull) != 0;
+  const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
+  if (!(h.type == static_cast<uint8_t>(wire::FrameType::kEager) &&
+        h.magic == wire::kFrameMagic && h.length <= eagerMax &&
+        (piggy == 0 || (piggy <= kMaxPiggyback && lane == 0)) &&
+        wire::kEagerHeaderBytes + h.length + piggy * entryBytes == bytes))
+    return false;
+  h.flags = 0;
+  h.offset = 0;
+  h.total = h.length;
+  out->headerBytes = wire::kEagerHeaderBytes;
+  out->riding = piggy;
+  out->ridingFull = full;
+  return true;
+}
+}  // namespace
+
+bool parseEagerSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
+                    ReceivedSend* out) {
+  return parseEagerSendInline(p, bytes, eagerMax, lane, out);
+}
+
+Status parseSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
+                 ReceivedSend* out) {
+  wire::FrameHeader& h = out->hdr;
+  h = {};
+  if (bytes < wire::kEagerHeaderBytes)
+    return Status(Code::kProtocolError,
+                  fmt::format("{}-byte message: shorter than a frame header", bytes));
+  std::memcpy(&h, p, wire::kEagerHeaderBytes);
+  size_t hdrBytes = wire::kEagerHeaderBytes;
+  if (h.type == static_cast<uint8_t>(wire::FrameType::kEager)) {
+    h.offset = 0;
+    h.total = h.length;
+  } else {
+    hdrBytes = sizeof h;
+    if (bytes < hdrBytes)
+      return Status(Code::kProtocolError,
+                    fmt::format("{}-byte message of type {}: shorter than its header", bytes,
+                                h.type));
+    std::memcpy(&h, p, sizeof h);
+  }
+  // CTS entries riding after the payload: how many, and in which form.
+  const uint32_t piggy = h.flags & wire::kPiggyCountMask;
+  const bool full = (h.flags & wire::kPiggyFull) != 0;
+  const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
+  h.flags = 0;
+  BRAID_RETURN_IF_ERROR(wire::checkFrame(h, eagerMax, wire::Path::kVerbsSend));
+  if (piggy > kMaxPiggyback || (piggy > 0 && lane != 0))
+    return Status(Code::kProtocolError,
+                  fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",
+                              piggy, kMaxPiggyback));
+  if (hdrBytes + h.length + piggy * entryBytes != bytes)
+    return Status(Code::kProtocolError,
+                  fmt::format("frame says {} payload bytes and {} CTS entries, the SEND carried "
+                              "{} bytes",
+                              h.length, piggy, bytes));
+  out->headerBytes = static_cast<uint32_t>(hdrBytes);
+  out->riding = piggy;
+  out->ridingFull = full;
+  return Status::ok();
+}
+
 #if BRAID_HAVE_VERBS
 
 
@@ -65,7 +137,6 @@ constexpr uint32_t kSignalEvery = 16;   // an unsignaled RDMA WRITE run is at mo
 constexpr uint64_t kRecvWrFlag = 1ull << 63;
 constexpr int kPollBatch = 32;
 constexpr uint32_t kRepostBatch = 16;  // receive slots re-posted with one ibv_post_recv
-constexpr uint32_t kMaxPiggyback = 4;   // CTS entries a SEND on lane 0 may carry
 constexpr uint32_t kWantInline = 256;   // inline SEND size asked of the device
 
 enum WrKind : uint8_t { kWrEager, kWrFin, kWrNotice, kWrCts, kWrFlow, kWrChunk, kWrRmaLast };
@@ -948,24 +1019,15 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
   const uint8_t* p = l.recvSlot(slot);
   // Fast path: a well-formed eager frame, maybe with CTS riding along (the common case).
   // Anything else, or anything off, takes the full path below, which names what is wrong.
-  if (bytes >= wire::kEagerHeaderBytes) {
-    wire::FrameHeader h;
-    std::memcpy(&h, p, wire::kEagerHeaderBytes);
-    const uint32_t piggy = h.flags & wire::kPiggyCountMask;
-    const bool full = (h.flags & wire::kPiggyFull) != 0;
-    const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
-    if (h.type == static_cast<uint8_t>(wire::FrameType::kEager) &&
-        h.magic == wire::kFrameMagic && h.length <= eagerMax_ &&
-        (piggy == 0 || (piggy <= kMaxPiggyback && l.index == 0)) &&
-        wire::kEagerHeaderBytes + h.length + piggy * entryBytes == bytes) {
-      const uint8_t* payload = p + wire::kEagerHeaderBytes;
-      if (piggy > 0 && !takeRidingCts(payload + h.length, piggy, full)) return;
-      ep_->onEager(h.tag, h.seq, payload, h.length);
-      if (ep_->state == EpState::kFailed) return;
-      Status rs = repostRecv(l, slot);
-      if (!rs.isOk()) ep_->fail(rs);
-      return;
-    }
+  ReceivedSend s;
+  if (parseEagerSendInline(p, bytes, eagerMax_, l.index, &s)) {
+    const uint8_t* payload = p + wire::kEagerHeaderBytes;
+    if (s.riding > 0 && !takeRidingCts(payload + s.hdr.length, s.riding, s.ridingFull)) return;
+    ep_->onEager(s.hdr.tag, s.hdr.seq, payload, s.hdr.length);
+    if (ep_->state == EpState::kFailed) return;
+    Status rs = repostRecv(l, slot);
+    if (!rs.isOk()) ep_->fail(rs);
+    return;
   }
   onRecvFrame(l, slot, bytes);
 }
@@ -993,45 +1055,12 @@ bool VerbsPath::takeRidingCts(const uint8_t* src, uint32_t count, bool full) {
 
 void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
   const uint8_t* p = l.recvSlot(slot);
-  wire::FrameHeader h{};
-  if (bytes < wire::kEagerHeaderBytes) {
-    ep_->fail(Status(Code::kProtocolError,
-                     fmt::format("{}-byte message on {}: shorter than a frame header", bytes,
-                                 laneName(l.index))));
-    return;
-  }
-  std::memcpy(&h, p, wire::kEagerHeaderBytes);
-  size_t hdrBytes = wire::kEagerHeaderBytes;
-  if (h.type == static_cast<uint8_t>(wire::FrameType::kEager)) {
-    h.offset = 0;
-    h.total = h.length;
-  } else {
-    hdrBytes = sizeof h;
-    if (bytes < hdrBytes) {
-      ep_->fail(Status(Code::kProtocolError,
-                       fmt::format("{}-byte message of type {} on {}: shorter than its header",
-                                   bytes, h.type, laneName(l.index))));
-      return;
-    }
-    std::memcpy(&h, p, sizeof h);
-  }
-  // CTS entries riding after the payload: how many, and in which form.
-  const uint32_t piggy = h.flags & wire::kPiggyCountMask;
-  const bool full = (h.flags & wire::kPiggyFull) != 0;
-  const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
-  h.flags = 0;
-  Status st = wire::checkFrame(h, eagerMax_, wire::Path::kVerbsSend);
-  if (st.isOk() && (piggy > kMaxPiggyback || (piggy > 0 && l.index != 0)))
-    st = Status(Code::kProtocolError,
-                fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",
-                            piggy, kMaxPiggyback));
-  if (st.isOk() && hdrBytes + h.length + piggy * entryBytes != bytes)
-    st = Status(Code::kProtocolError,
-                fmt::format("frame says {} payload bytes and {} CTS entries, the SEND carried {} "
-                            "bytes",
-                            h.length, piggy, bytes));
+  ReceivedSend s;
+  Status st = parseSend(p, bytes, eagerMax_, l.index, &s);
   if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
-  if (piggy > 0 && !takeRidingCts(p + hdrBytes + h.length, piggy, full)) return;
+  const wire::FrameHeader& h = s.hdr;
+  const size_t hdrBytes = s.headerBytes;
+  if (s.riding > 0 && !takeRidingCts(p + hdrBytes + h.length, s.riding, s.ridingFull)) return;
   switch (static_cast<wire::FrameType>(h.type)) {
     case wire::FrameType::kEager:
     case wire::FrameType::kTruncated:

@@ -81,6 +81,30 @@ struct DecodedRemoteKey {
 };
 Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k);
 
+/// CTS entries a SEND on lane 0 may carry after its payload.
+constexpr uint32_t kMaxPiggyback = 4;
+
+/// A SEND received on a verbs lane, parsed (docs/protocol.md, "Messages"). Set by a
+/// successful parse only (left uninitialized: it lives on the receive path).
+struct ReceivedSend {
+  wire::FrameHeader hdr;  ///< flags cleared; EAGER: offset 0 and total = length (implied)
+  uint32_t headerBytes;   ///< header bytes on the wire: wire::kEagerHeaderBytes for EAGER,
+                          ///< else sizeof(wire::FrameHeader); `hdr.length` payload bytes
+                          ///< follow, then the riding CTS
+  uint32_t riding;        ///< CTS entries riding after the payload (at most kMaxPiggyback)
+  bool ridingFull;        ///< they are wire::CtsEntry, else wire::CompactCts
+};
+/// onRecv's fast path (pure): true when the `bytes` at `p` are a well-formed EAGER frame,
+/// with or without riding CTS, for a receiver whose eager limit is `eagerMax`, received on
+/// lane `lane`. False says nothing more: parseSend then names what is wrong, if anything.
+bool parseEagerSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
+                    ReceivedSend* out);
+/// Every check of a received SEND of any frame type (pure): the header (wire::checkFrame),
+/// the riding CTS (count, lane 0 only) and that header, payload and riding entries add up
+/// to `bytes`. Whether the verbs path takes that frame type is its caller's business.
+Status parseSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
+                 ReceivedSend* out);
+
 /// Registers [base, base+len) on every rail. Explicit ones go through the cache (a buffer
 /// registered twice while alive shares one MR); implicit ones (a request without a
 /// MemoryRegion) are registered for the request only.
