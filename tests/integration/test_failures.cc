@@ -134,9 +134,12 @@ TEST_CASE("a peer that computes for longer than the timeout without calling brai
     auto end = std::chrono::steady_clock::now() + 3s;
     volatile uint64_t x = 0;
     while (std::chrono::steady_clock::now() < end) x = x + 1;
-    uint64_t v = 99;
+    uint64_t v = 99, ack = 0;
     auto s = ep->isend(&v, 8, 1);  // eager: finishes when handed over
-    return s && s->wait(10s).isOk() ? 0 : 12;
+    if (!s || !s->wait(10s).isOk()) return 12;
+    // Stay until the parent has looked at its endpoint (exiting closes this one).
+    auto a = ep->irecv(&ack, 8, 2);
+    return a && a->wait(10s).isOk() ? 0 : 13;
   });
   ContextOptions o;
   o.timeoutMs = 300;
@@ -150,6 +153,10 @@ TEST_CASE("a peer that computes for longer than the timeout without calling brai
   CHECK(st.isOk());
   CHECK(v == 99);
   CHECK(ep->error().isOk());
+  uint64_t ack = 1;
+  auto s = ep->isend(&ack, 8, 2);
+  REQUIRE(s.isOk());
+  CHECK(s->wait(5s).isOk());
   CHECK(child->wait() == 0);
 }
 
