@@ -59,6 +59,11 @@ class Ring {
     head_ = (head_ + 1) & (buf_.size() - 1);
     --size_;
   }
+  /// Removes element i, keeping the order of the others (O(size): rare paths only).
+  void erase(size_t i) {
+    for (; i + 1 < size_; ++i) (*this)[i] = std::move((*this)[i + 1]);
+    --size_;
+  }
   void clear() {
     while (!empty()) pop_front();
   }

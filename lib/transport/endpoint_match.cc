@@ -625,11 +625,7 @@ Status EndpointImpl::cancel(OpState* op) {
     TagState& ts = tagState(op->tag);
     for (size_t i = 0; i < ts.unmatchedSends.size(); ++i) {
       if (ts.unmatchedSends[i] != op) continue;
-      // Later unmatched sends keep their order: rebuild the queue without this one.
-      core::Ring<OpState*> rest;
-      for (size_t k = 0; k < ts.unmatchedSends.size(); ++k)
-        if (k != i) rest.push_back(ts.unmatchedSends[k]);
-      std::swap(ts.unmatchedSends, rest);
+      ts.unmatchedSends.erase(i);  // later unmatched sends keep their order
       break;
     }
     --awaitingCts;
@@ -672,10 +668,7 @@ void EndpointImpl::onCancelRecv(const wire::FrameHeader& f) {
     for (size_t i = 0; i < ts.unmatchedSends.size(); ++i) {
       OpState* op = ts.unmatchedSends[i];
       if (op->seq != f.seq) continue;
-      core::Ring<OpState*> rest;
-      for (size_t k = 0; k < ts.unmatchedSends.size(); ++k)
-        if (k != i) rest.push_back(ts.unmatchedSends[k]);
-      std::swap(ts.unmatchedSends, rest);
+      ts.unmatchedSends.erase(i);
       --awaitingCts;
       op->matched = true;
       finish(op, Status(Code::kCanceled,
@@ -689,10 +682,7 @@ void EndpointImpl::onCancelRecv(const wire::FrameHeader& f) {
   // A CTS already here for that seq will never be used.
   for (size_t i = 0; withdrawn && i < ts.cts.size(); ++i) {
     if (ts.cts[i].seq != f.seq) continue;
-    core::Ring<wire::CtsEntry> rest;
-    for (size_t k = 0; k < ts.cts.size(); ++k)
-      if (k != i) rest.push_back(ts.cts[k]);
-    std::swap(ts.cts, rest);
+    ts.cts.erase(i);
     break;
   }
   sendNotice(wire::makeFrame(wire::FrameType::kCancelReply, f.tag, f.seq, 0, 0, withdrawn ? 1 : 0));

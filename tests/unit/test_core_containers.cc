@@ -67,3 +67,20 @@ TEST_CASE("Freelist hands back what was put, then new objects") {
   CHECK(f.get() != b);
   CHECK(f.allocated() == 3);
 }
+
+TEST_CASE("a ring erases one element in the middle and keeps the others in order") {
+  Ring<int> r;
+  for (int i = 0; i < 6; ++i) r.push_back(i);
+  r.pop_front();
+  r.pop_front();  // head away from slot 0, so indices wrap
+  for (int i = 6; i < 9; ++i) r.push_back(i);
+  r.erase(2);  // removes 4
+  REQUIRE(r.size() == 6);
+  std::vector<int> got;
+  for (size_t i = 0; i < r.size(); ++i) got.push_back(r[i]);
+  CHECK(got == std::vector<int>{2, 3, 5, 6, 7, 8});
+  r.erase(r.size() - 1);
+  CHECK(r.back() == 7);
+  r.erase(0);
+  CHECK(r.front() == 3);
+}
