@@ -457,10 +457,7 @@ void EndpointImpl::onTruncated(const wire::FrameHeader& f) {
   // The sender decides a truncation before any byte moves, and only after this side's
   // CTS: the receive is posted, its message not started, and too small for `total`.
   TagState* ts = findTagState(f.tag);
-  OpState* op = nullptr;
-  if (ts != nullptr && !ts->recvs.empty() && f.seq >= ts->recvs.front()->seq &&
-      f.seq - ts->recvs.front()->seq < ts->recvs.size())
-    op = ts->recvs[f.seq - ts->recvs.front()->seq];
+  OpState* op = ts != nullptr ? recvAt(*ts, f.seq) : nullptr;
   if (op == nullptr) {
     if (ts != nullptr && f.seq < ts->nextRecvSeq) return;  // finished (canceled) already
     return fail(Status(Code::kProtocolError,
@@ -483,14 +480,9 @@ void EndpointImpl::onTruncated(const wire::FrameHeader& f) {
 }
 
 OpState* EndpointImpl::findRecv(uint64_t tag, uint64_t seq) {
-  TagState* found = findTagState(tag);
-  if (found == nullptr) return nullptr;
-  TagState& ts = *found;
-  if (ts.recvs.empty() || seq < ts.recvs.front()->seq ||
-      seq - ts.recvs.front()->seq >= ts.recvs.size())
-    return nullptr;
-  OpState* op = ts.recvs[seq - ts.recvs.front()->seq];
-  return op->finished ? nullptr : op;
+  TagState* ts = findTagState(tag);
+  OpState* op = ts != nullptr ? recvAt(*ts, seq) : nullptr;
+  return op != nullptr && !op->finished ? op : nullptr;
 }
 
 void EndpointImpl::onFin(const wire::FrameHeader& f) {

@@ -245,11 +245,7 @@ struct EndpointImpl {
   /// receive is posted and it fits; everything else in onEagerSlow.
   void onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length) {
     TagState& ts = tagState(tag);
-    OpState* op = nullptr;
-    if (!ts.recvs.empty()) {
-      const uint64_t first = ts.recvs.front()->seq;
-      if (seq >= first && seq - first < ts.recvs.size()) op = ts.recvs[seq - first];
-    }
+    OpState* op = recvAt(ts, seq);
     // A receive whose message is known already (a chunk, an earlier frame) is a protocol
     // error for the slow path to report.
     if (op == nullptr || length > op->len || op->matched)
@@ -292,6 +288,12 @@ struct EndpointImpl {
   /// False (and the endpoint failed) when a CTS for (tag, seq) duplicates one held or
   /// exceeds kMaxPendingCts.
   bool admitCts(TagState& ts, uint64_t tag, uint64_t seq);
+  /// The posted, not yet released receive `seq` of `ts` (finished or not), or nullptr.
+  static OpState* recvAt(TagState& ts, uint64_t seq) {
+    if (ts.recvs.empty()) return nullptr;
+    const uint64_t first = ts.recvs.front()->seq;
+    return seq >= first && seq - first < ts.recvs.size() ? ts.recvs[seq - first] : nullptr;
+  }
   /// The receive op (tag, seq) still waiting for data, or nullptr.
   OpState* findRecv(uint64_t tag, uint64_t seq);
   /// Data channel: where the payload of chunk `f` goes (nullptr: discard). Sets *op.
