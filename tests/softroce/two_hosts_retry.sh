@@ -43,7 +43,7 @@ line=$(grep -m1 "rail_peer: send:" "$log" || true)
 [ -n "$line" ] || { echo "FAIL: the client did not report a failed send"; exit 1; }
 echo "client error: $line"
 for want in "completion-error" "retry" "rxe1:1" "qpn" "10.77.0.1"; do
-  echo "$line" | grep -q -- "$want" || { echo "FAIL: the error does not mention '$want'"; exit 1; }
+  grep -q -- "$want" <<<"$line" || { echo "FAIL: the error does not mention '$want'"; exit 1; }
 done
 secs=$(grep -m1 "vm2: client exit" "$log" | awk '{print $7}')
 grep -q "vm2: client exit 1 " "$log" || { echo "FAIL: the client did not exit 1"; exit 1; }
