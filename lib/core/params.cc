@@ -75,6 +75,10 @@ const Def kDefs[] = {
     {"BRAID_CHUNK_SIZE", Kind::kSize, "512K", 4096, 1LL << 30, nullptr,
      "large messages are cut into chunks of about this size and striped over rails and sockets",
      [](Params& p, const std::string&, int64_t n) { p.chunkSize = n; }},
+    {"BRAID_UNEXPECTED_MAX", Kind::kSize, "256M", 1LL << 20, 1LL << 40, nullptr,
+     "bytes of eager messages an endpoint holds for receives not posted yet (each is a "
+     "copy); a peer that sends more fails the endpoint with an error naming the limit",
+     [](Params& p, const std::string&, int64_t n) { p.unexpectedMax = n; }},
     {"BRAID_SPIN_US", Kind::kInt, "50", 0, 10'000'000, nullptr,
      "Request::wait busy-polls this long before it sleeps in epoll_wait",
      [](Params& p, const std::string&, int64_t n) { p.spinUs = n; }},

@@ -124,11 +124,16 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
   if (impl->timeoutMs <= 0)
     return Status(Code::kInvalidArgument, fmt::format("timeoutMs={} must be > 0", impl->timeoutMs));
   impl->eagerMax = o.eagerMax ? *o.eagerMax : static_cast<uint64_t>(p.eagerMax);
-  if (impl->eagerMax > (1u << 20))
+  if (impl->eagerMax > wire::kMaxEagerLimit)
     return Status(Code::kInvalidArgument, "eagerMax above 1 MiB");
   impl->chunkSize = o.chunkSize ? *o.chunkSize : static_cast<uint64_t>(p.chunkSize);
   if (impl->chunkSize < 4096 || impl->chunkSize > wire::kMaxFrameLength)
     return Status(Code::kInvalidArgument, "chunkSize outside 4 KiB..1 GiB");
+  impl->unexpectedMax = o.unexpectedMax ? *o.unexpectedMax : static_cast<uint64_t>(p.unexpectedMax);
+  if (impl->unexpectedMax < (1u << 20))
+    return Status(Code::kInvalidArgument,
+                  fmt::format("unexpectedMax={} below 1 MiB (the largest eager message)",
+                              impl->unexpectedMax));
   impl->spinUs = static_cast<int>(p.spinUs);
 #ifndef BRAID_THREAD_CHECKS_DEFAULT
 #define BRAID_THREAD_CHECKS_DEFAULT 0

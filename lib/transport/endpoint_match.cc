@@ -431,12 +431,13 @@ void EndpointImpl::onEagerSlow(TagState& ts, OpState* op, uint64_t tag, uint64_t
                               tag, seq, ts.unexpected.back().seq)));
       return;
     }
-    if (unexpectedBytes + length > kMaxUnexpectedBytes) {
+    if (unexpectedBytes + length > ctx->unexpectedMax) {
       fail(Status(Code::kProtocolError,
                   fmt::format("the peer sent {} bytes of eager messages no receive was posted "
-                              "for (limit {}): post receives before the peer sends, or the peer "
-                              "is sending on tags this side never receives",
-                              unexpectedBytes + length, kMaxUnexpectedBytes)));
+                              "for (BRAID_UNEXPECTED_MAX {}): post receives before the peer "
+                              "sends, raise the limit, or the peer is sending on tags this side "
+                              "never receives",
+                              unexpectedBytes + length, ctx->unexpectedMax)));
       return;
     }
     unexpectedBytes += length;

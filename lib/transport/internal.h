@@ -45,6 +45,7 @@ struct Context::Impl {
   int timeoutMs = 30000;
   uint64_t eagerMax = 16384;
   uint64_t chunkSize = 512 * 1024;
+  uint64_t unexpectedMax = 256ull << 20;  ///< BRAID_UNEXPECTED_MAX
   int spinUs = 50;
   /// Verbs rails (device ports) in use; empty: TCP only. Pointers into this vector stay
   /// valid for the Context's life (it never changes after create()).
@@ -415,9 +416,9 @@ struct EndpointImpl {
   std::vector<size_t> joinSent;
   std::vector<bool> dataConnecting;
 
-  /// Eager messages held for receives not posted yet, bytes (bounded: each is a copy).
+  /// Eager messages held for receives not posted yet, bytes (bounded by
+  /// BRAID_UNEXPECTED_MAX: each is a copy).
   uint64_t unexpectedBytes = 0;
-  static constexpr uint64_t kMaxUnexpectedBytes = 256ull << 20;
   /// CTS held per tag for sends not posted yet (each is 128 bytes).
   static constexpr size_t kMaxPendingCts = 65536;
   std::unordered_map<uint64_t, TagState> tags;

@@ -49,6 +49,11 @@ Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k) {
                   fmt::format("not a braid remote key ({} rails, address 0x{:x}): pass the bytes "
                               "of the peer's MemoryRegion::remoteKey()",
                               d.rails, d.addr));
+  if (d.length == 0 || d.addr + d.length < d.addr)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("not a braid remote key (a region of {} bytes at 0x{:x}): pass the "
+                              "bytes of the peer's MemoryRegion::remoteKey()",
+                              d.length, d.addr));
   return d;
 }
 
@@ -63,9 +68,9 @@ namespace {
   const uint32_t piggy = h.flags & wire::kPiggyCountMask;
   const bool full = (h.flags & wire::kPiggyFull) != 0;
   const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
-  if (!(h.type == static_cast<uint8_t>(wire::FrameType::kEager) &&
+  if (!(lane == 0 && h.type == static_cast<uint8_t>(wire::FrameType::kEager) &&
         h.magic == wire::kFrameMagic && h.length <= eagerMax &&
-        (piggy == 0 || (piggy <= kMaxPiggyback && lane == 0)) &&
+        (piggy == 0 || piggy <= kMaxPiggyback) &&
         wire::kEagerHeaderBytes + h.length + piggy * entryBytes == bytes))
     return false;
   h.flags = 0;
@@ -109,6 +114,13 @@ Status parseSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
   const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
   h.flags = 0;
   BRAID_RETURN_IF_ERROR(wire::checkFrame(h, eagerMax, wire::Path::kVerbsSend));
+  // Lane 0 carries everything that is ordered per tag (EAGER, RTS, TRUNCATED, cancel
+  // frames); a chunk's FIN travels on the lane its RDMA writes took.
+  if (lane != 0 && h.type != static_cast<uint8_t>(wire::FrameType::kFin))
+    return Status(Code::kProtocolError,
+                  fmt::format("a SEND of type {} on lane {}: only FIN travels on lanes other "
+                              "than 0",
+                              h.type, lane));
   if (piggy > kMaxPiggyback || (piggy > 0 && lane != 0))
     return Status(Code::kProtocolError,
                   fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",

@@ -163,6 +163,9 @@ Result<Msg> decodeWithRails(const char* what, const uint8_t* body, size_t len) {
   if (m.body.socketsPerRail == 0 || m.body.socketsPerRail > kMaxSocketsPerRail)
     return malformed(fmt::format("{} sockets per rail outside 1..{}", m.body.socketsPerRail,
                                  kMaxSocketsPerRail));
+  if (m.body.eagerMax > kMaxEagerLimit)
+    return malformed(fmt::format("{} with eager limit {} above {}", what, m.body.eagerMax,
+                                 kMaxEagerLimit));
   if (m.body.verbsRailCount > kMaxRails)
     return malformed(fmt::format("verbs rail count {} above {}", m.body.verbsRailCount, kMaxRails));
   const size_t verbsBytes = m.body.verbsRailCount * sizeof(VerbsRailDesc);

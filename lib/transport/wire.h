@@ -23,6 +23,7 @@ constexpr uint32_t kMagic = 0x44494152;  // "RAID" read as bytes 'R','A','I','D'
 constexpr uint16_t kVersion = 4;
 constexpr uint32_t kMaxRails = 16;        // per endpoint
 constexpr uint32_t kMaxSocketsPerRail = 64;
+constexpr uint64_t kMaxEagerLimit = 1u << 20;  // BRAID_EAGER_MAX's bound; a hello offering more is malformed
 constexpr uint32_t kMaxHandshakeBody = 4096;  // anything longer is refused as absurd
 
 /// Handshake frame types (control socket before it carries data frames).

@@ -1,6 +1,7 @@
-// libFuzzer target: wire::checkFrame, the data-phase frame header, on a TCP control socket
-// (Channel::handleControlBuffer: a stream of headers and their payloads) and on a data
-// socket (Channel::readData: chunks only). docs/fuzzing.md.
+// libFuzzer target: wire::checkFrame, the data-phase frame header, on each path: the TCP
+// control socket (Channel::handleControlBuffer: a stream of headers and their payloads),
+// a TCP data socket (Channel::readData: one header at a time) and a verbs SEND (the
+// header alone; the SEND around it: fuzz_verbs_send). docs/fuzzing.md.
 //
 // Input: the agreed eager limit (8 bytes, at most BRAID_EAGER_MAX's 1 MiB), then the bytes
 // of the stream.
@@ -10,12 +11,13 @@
 
 using namespace braid;
 using namespace braid::fuzz;
+using wire::FrameType;
+using wire::Path;
 
 namespace {
 
 const std::vector<Bytes>& seeds() {
   static const std::vector<Bytes> all = [] {
-    using wire::FrameType;
     std::vector<Bytes> s;
     auto stream = [](uint64_t eagerMax, std::initializer_list<wire::FrameHeader> frames) {
       Bytes b = bytesOf(eagerMax);
@@ -30,6 +32,9 @@ const std::vector<Bytes>& seeds() {
                                wire::makeFrame(FrameType::kEager, 7, 1, 100, 100),
                                wire::makeFrame(FrameType::kHeartbeat, 0, 0, 0),
                                wire::makeFrame(FrameType::kTruncated, 7, 2, 1 << 21),
+                               wire::makeFrame(FrameType::kCancelRecv, 7, 3, 0),
+                               wire::makeFrame(FrameType::kCancelReply, 7, 3, 0, 0, 1),
+                               wire::makeFrame(FrameType::kCancelSend, 7, 4, 0),
                                wire::makeFrame(FrameType::kClose, 0, 0, 0)}));
     s.push_back(stream(16384, {wire::makeFrame(FrameType::kChunk, 7, 3, 1 << 20, 65536, 65536),
                                wire::makeFrame(FrameType::kChunk, 7, 3, 1 << 20, 65536, 0)}));
@@ -41,52 +46,65 @@ const std::vector<Bytes>& seeds() {
   return all;
 }
 
-/// What an accepted header promises to the code that acts on it.
-void checkAccepted(const wire::FrameHeader& f, uint64_t eagerMax) {
+/// The frame types each path carries (docs/protocol.md, "Data phase" and "Messages").
+bool belongs(Path path, uint8_t type) {
+  switch (static_cast<FrameType>(type)) {
+    case FrameType::kCts:
+    case FrameType::kHeartbeat:  // accepted and ignored (version 4 sends none)
+    case FrameType::kClose:
+      return path == Path::kControlSocket;
+    case FrameType::kEager:
+    case FrameType::kTruncated:
+    case FrameType::kCancelRecv:
+    case FrameType::kCancelReply:
+    case FrameType::kCancelSend:
+      return path == Path::kControlSocket || path == Path::kVerbsSend;
+    case FrameType::kChunk:
+      return path == Path::kDataSocket;
+    case FrameType::kFin:
+    case FrameType::kRts:
+      return path == Path::kVerbsSend;
+  }
+  return false;
+}
+
+/// checkFrame on `path`: an accepted header belongs there and promises what the code
+/// acting on it relies on; a refused one is a protocol error that says why.
+bool accepted(const wire::FrameHeader& f, uint64_t eagerMax, Path path) {
+  Status st = wire::checkFrame(f, eagerMax, path);
+  if (!st.isOk()) {
+    BRAID_FUZZ_CHECK_ERROR(st, Code::kProtocolError);
+    return false;
+  }
   BRAID_FUZZ_CHECK(f.magic == wire::kFrameMagic);
-  switch (static_cast<wire::FrameType>(f.type)) {
-    case wire::FrameType::kEager:
+  BRAID_FUZZ_CHECK_MSG(belongs(path, f.type),
+                       "type " + std::to_string(f.type) + " on " + wire::pathName(path));
+  switch (static_cast<FrameType>(f.type)) {
+    case FrameType::kEager:
       // onEager copies `length` bytes: the whole message, within the agreed limit.
       BRAID_FUZZ_CHECK(f.length <= eagerMax && f.total == f.length && f.offset == 0);
-      return;
-    case wire::FrameType::kChunk: {
-      // chunkDest writes [offset, offset + length) of a `total`-byte message.
+      break;
+    case FrameType::kChunk: {
+      // The receive writes [offset, offset + length) of a `total`-byte message.
       BRAID_FUZZ_CHECK(f.length >= 1 && f.length <= wire::kMaxFrameLength);
       const unsigned __int128 end = static_cast<unsigned __int128>(f.offset) + f.length;
       BRAID_FUZZ_CHECK(end <= f.total);
-      return;
+      break;
     }
-    case wire::FrameType::kFin:
+    case FrameType::kFin:
       BRAID_FUZZ_CHECK(f.length == 0 && f.offset <= f.total);
-      return;
-    case wire::FrameType::kRts:
+      break;
+    case FrameType::kRts:
       BRAID_FUZZ_CHECK(f.length == 0 && f.total > eagerMax);
-      return;
-    case wire::FrameType::kCancelReply:
-      BRAID_FUZZ_CHECK(f.length == 0 && f.offset <= 1);
-      return;
-    case wire::FrameType::kCts:
-    case wire::FrameType::kTruncated:
-    case wire::FrameType::kHeartbeat:
-    case wire::FrameType::kClose:
-    case wire::FrameType::kCancelRecv:
-    case wire::FrameType::kCancelSend:
-      BRAID_FUZZ_CHECK(f.length == 0);
-      return;
+      break;
+    case FrameType::kCancelReply:
+      BRAID_FUZZ_CHECK(f.length == 0 && f.offset <= 1);  // 1 withdrawn, 0 too late
+      break;
+    default:
+      BRAID_FUZZ_CHECK(f.length == 0);  // control frames carry no payload
+      break;
   }
-  BRAID_FUZZ_CHECK_MSG(false, "unknown type " + std::to_string(f.type) + " accepted");
-}
-
-/// A data socket reads one header at a time and takes only chunks.
-void asDataSocket(const wire::FrameHeader& f, uint64_t eagerMax) {
-  Status st = wire::checkFrame(f, eagerMax, wire::Path::kDataSocket);
-  if (!st.isOk()) {
-    BRAID_FUZZ_CHECK_ERROR(st, Code::kProtocolError);
-    return;
-  }
-  checkAccepted(f, eagerMax);
-  if (f.type != static_cast<uint8_t>(wire::FrameType::kChunk)) return;  // refused
-  BRAID_FUZZ_CHECK(f.length > 0);  // the socket then reads exactly `length` payload bytes
+  return true;
 }
 
 }  // namespace
@@ -100,24 +118,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   eagerMax = std::min(eagerMax, kMaxEagerLimit);
   data += sizeof eagerMax;
   size -= sizeof eagerMax;
-  // The control socket: header after header, each payload taken whole once it is in.
+  // The control socket: header after header, each payload taken whole once it is in. Each
+  // header is also checked as a data socket's and a verbs SEND's would be.
   size_t at = 0;
   while (size - at >= sizeof(wire::FrameHeader)) {
     wire::FrameHeader f;
     std::memcpy(&f, data + at, sizeof f);
-    asDataSocket(f, eagerMax);
-    Status st = wire::checkFrame(f, eagerMax, wire::Path::kControlSocket);
-    if (!st.isOk()) {
-      BRAID_FUZZ_CHECK_ERROR(st, Code::kProtocolError);
-      break;  // the endpoint fails
-    }
-    checkAccepted(f, eagerMax);
+    accepted(f, eagerMax, Path::kDataSocket);
+    accepted(f, eagerMax, Path::kVerbsSend);
+    if (!accepted(f, eagerMax, Path::kControlSocket)) break;  // the endpoint fails
+    // The control buffer holds two of the largest frames (tcp_channel.cc): any accepted
+    // frame fits.
+    BRAID_FUZZ_CHECK(sizeof f + f.length <= 2 * (eagerMax + 64));
     if (size - at - sizeof f < f.length) break;  // waits for the rest of the payload
     // The payload as onFrame gets it: exactly `length` bytes (ASan sees a read past it).
     Bytes payload(data + at + sizeof f, data + at + sizeof f + f.length);
-    if (f.type == static_cast<uint8_t>(wire::FrameType::kEager)) {
-      BRAID_FUZZ_CHECK(payload.size() == f.total);
-    }
+    BRAID_FUZZ_CHECK(f.type != static_cast<uint8_t>(FrameType::kEager) ||
+                     payload.size() == f.total);
     at += sizeof f + f.length;
   }
   return 0;

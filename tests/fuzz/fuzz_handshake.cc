@@ -2,7 +2,7 @@
 // braid takes them: the listener on an accepted socket (ListenerImpl::onPending: header,
 // checkHeader, hello or join only, then exactly `length` bytes of body to decodeHello or
 // decodeJoin; a refusal goes back as a Reject), and the connector on its control socket
-// (EndpointImpl::connectProgress: checkHeader, then decodeReject or decodeHelloAck).
+// (EndpointImpl::progressHandshake: checkHeader, then decodeReject or decodeHelloAck).
 // docs/fuzzing.md.
 #include <algorithm>
 

@@ -16,7 +16,12 @@ const std::vector<Bytes>& seeds() {
     s.push_back(bodyOf(wire::encodeReject(wire::RejectReason::kBadToken,
                                           "job token 0x2a does not match this listener's")));
     s.push_back(bodyOf(wire::encodeReject(wire::RejectReason::kMalformed, "")));
-    s.push_back(bodyOf(wire::encodeReject(wire::RejectReason::kNoRails, std::string(300, 'x'))));
+    std::string words;
+    while (words.size() < 2 * wire::kMaxRejectMessage) words += "rail 3 refused ";
+    s.push_back(bodyOf(wire::encodeReject(wire::RejectReason::kNoRails, words)));
+    s.push_back(bodyOf(wire::encodeReject(wire::RejectReason::kInternal,
+                                          std::string(wire::kMaxRejectMessage + 9, 'x'))));
+    s.push_back(bodyOf(wire::encodeReject(wire::RejectReason::kTimeout, "tab\there\x1b[2J")));
     return s;
   }();
   return all;
@@ -28,15 +33,24 @@ BRAID_FUZZ_SEEDS(seeds)
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Whatever the body, the connector reports connection-refused with a message it can
-  // show: the peer's text, bounded, never more than the body holds.
+  // show: printable, bounded, and the peer's text exactly when the body is well formed.
   Status st = wire::decodeReject(data, size);
   BRAID_FUZZ_CHECK_ERROR(st, Code::kConnectionRefused);
-  // A reason is at most kMaxRejectMessage bytes, whatever the frame claims.
-  BRAID_FUZZ_CHECK_MSG(st.message().size() < wire::kMaxRejectMessage + 200, st.message());
-  // The input as a listener's message, with every reason: it reaches the peer intact (cut
-  // to what the body carries).
+  BRAID_FUZZ_CHECK_MSG(allPrintable(st.message()), st.message());
+  BRAID_FUZZ_CHECK_MSG(st.message().size() <= 100 + wire::kMaxRejectMessage, st.message());
+  wire::RejectBody b{};
+  if (size >= sizeof b) std::memcpy(&b, data, sizeof b);
+  if (size >= sizeof b && b.length <= wire::kMaxRejectMessage && size == sizeof b + b.length) {
+    // An unknown reason reads as "unknown reason".
+    std::string text(reinterpret_cast<const char*>(data) + sizeof b, b.length);
+    BRAID_FUZZ_CHECK_MSG(
+        st.message() == rejectText(static_cast<wire::RejectReason>(b.reason), printable(text)),
+        st.message());
+  }
+  // The input as a listener's message, with a reason of its own: it reaches the peer
+  // (printable, cut at a word when too long).
   std::string message(reinterpret_cast<const char*>(data), size);
-  for (uint32_t r = kFirstReason; r <= kLastReason; ++r)
-    checkRefusalReachesPeer(static_cast<wire::RejectReason>(r), message);
+  const uint32_t reason = kFirstReason + static_cast<uint32_t>(size % kLastReason);
+  checkRefusalReachesPeer(static_cast<wire::RejectReason>(reason), message);
   return 0;
 }

@@ -44,6 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // What startRma indexes with a lane's rail: rkeys[0, rails), rails within kMaxRails.
   BRAID_FUZZ_CHECK(d.rails >= 1 && d.rails <= wire::kMaxRails);
   BRAID_FUZZ_CHECK(d.addr != 0);
+  // A region: at least one byte, not wrapping past the end of the address space.
+  BRAID_FUZZ_CHECK(d.length >= 1 && d.addr + d.length > d.addr);
   // Round trip: the key re-encodes to the same address, length, rail count and rkeys; the
   // bytes the format leaves unused come back as zeros.
   std::vector<uint32_t> rkeys(d.rkeys, d.rkeys + d.rails);

@@ -48,6 +48,9 @@ const std::vector<Bytes>& seeds() {
     s.push_back(send(wire::makeFrame(FrameType::kFin, 7, 2, 1 << 20, 0, 65536), 0, {}, false));
     s.push_back(send(wire::makeFrame(FrameType::kRts, 7, 3, 1 << 20), 0, {e, e}, true));
     s.push_back(send(wire::makeFrame(FrameType::kTruncated, 7, 4, 1 << 20), 0, {e}, false));
+    s.push_back(send(wire::makeFrame(FrameType::kCancelRecv, 7, 5, 0), 0, {}, false));
+    s.push_back(send(wire::makeFrame(FrameType::kCancelReply, 7, 5, 0, 0, 1), 0, {e}, true));
+    s.push_back(send(wire::makeFrame(FrameType::kCancelSend, 7, 6, 0), 0, {}, false));
     return s;
   }();
   return all;
@@ -73,9 +76,22 @@ void parseAs(const uint8_t* data, size_t size, uint64_t eagerMax, size_t lane) {
     BRAID_FUZZ_CHECK(fast.headerBytes == s.headerBytes && fast.riding == s.riding &&
                      fast.ridingFull == s.ridingFull);
   }
-  // The header is one checkFrame accepts, as the handlers (onEager, onFin, onRts) read it.
+  // The header is one checkFrame accepts on this path, as the handlers read it, and of a
+  // type VerbsPath::onRecvFrame hands to one (its default case refuses the rest).
   Status chk = wire::checkFrame(h, eagerMax, wire::Path::kVerbsSend);
   BRAID_FUZZ_CHECK_MSG(chk.isOk(), chk.toString());
+  switch (static_cast<wire::FrameType>(h.type)) {
+    case wire::FrameType::kEager:
+    case wire::FrameType::kTruncated:
+    case wire::FrameType::kCancelRecv:
+    case wire::FrameType::kCancelReply:
+    case wire::FrameType::kCancelSend:
+    case wire::FrameType::kFin:
+    case wire::FrameType::kRts:
+      break;
+    default:
+      BRAID_FUZZ_CHECK_MSG(false, "type " + std::to_string(h.type) + " accepted over verbs");
+  }
   BRAID_FUZZ_CHECK(h.flags == 0);
   BRAID_FUZZ_CHECK(s.headerBytes == (eager ? wire::kEagerHeaderBytes : sizeof(wire::FrameHeader)));
   if (eager) BRAID_FUZZ_CHECK(h.offset == 0 && h.total == h.length && h.length <= eagerMax);
@@ -83,6 +99,9 @@ void parseAs(const uint8_t* data, size_t size, uint64_t eagerMax, size_t lane) {
   // exactly the SEND.
   BRAID_FUZZ_CHECK(s.riding <= kMaxPiggyback);
   BRAID_FUZZ_CHECK(s.riding == 0 || lane == 0);
+  // Lanes other than 0 carry FIN only (everything ordered per tag goes on lane 0).
+  BRAID_FUZZ_CHECK_MSG(lane == 0 || h.type == static_cast<uint8_t>(wire::FrameType::kFin),
+                       "type " + std::to_string(h.type) + " accepted on lane " + std::to_string(lane));
   const size_t entry = s.ridingFull ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
   BRAID_FUZZ_CHECK(s.headerBytes + size_t{h.length} + s.riding * entry == size);
   // Read the payload and the entries as onEager and takeRidingCts do (ASan: in bounds).

@@ -46,8 +46,8 @@ TEST_CASE("hostile client: a 1 MiB chunk header on the control socket fails the 
 
 TEST_CASE("hostile client: an eager frame above this side's limit fails the endpoint, whatever "
           "the client offered") {
-  // The client offers a 1 GiB eager limit; the listener's own (16 KiB) is what holds.
-  ScriptedClient p({}, 1ull << 30);
+  // The client offers a 1 MiB eager limit; the listener's own (16 KiB) is what holds.
+  ScriptedClient p({}, 1ull << 20);
   CHECK(p.eagerMax == 16384);
   auto f = frameBytes(frame(wire::FrameType::kEager, 1, 0, 512 * 1024, 512 * 1024),
                       bytesOf(512 * 1024, 1));
@@ -56,6 +56,35 @@ TEST_CASE("hostile client: an eager frame above this side's limit fails the endp
   INFO(st.toString());
   CHECK(st.code() == Code::kProtocolError);
   CHECK_THAT(st.message(), Catch::Contains("eager payload over the agreed limit 16384"));
+}
+
+TEST_CASE("hostile client: eager messages nobody receives are held up to BRAID_UNEXPECTED_MAX, "
+          "then fail the endpoint") {
+  ContextOptions o;
+  o.unexpectedMax = 1u << 20;
+  ScriptedClient p(o);
+  const size_t n = p.eagerMax;  // 16 KiB each
+  auto send = [&](uint64_t seq) {
+    auto f = frameBytes(frame(wire::FrameType::kEager, 5, seq, n, static_cast<uint32_t>(n)),
+                        bytesOf(n, static_cast<uint8_t>(seq)));
+    pump(p.ctrl, f, p.drive());
+  };
+  // 64 x 16 KiB = exactly the limit: held, and every one arrives intact once received.
+  for (uint64_t seq = 0; seq < 64; ++seq) send(seq);
+  std::vector<uint8_t> buf(n);
+  for (uint64_t seq = 0; seq < 64; ++seq) {
+    auto r = p.server->irecv(buf.data(), n, 5);
+    REQUIRE(r.isOk());
+    until([&] { return r->test().code() != Code::kInProgress; }, p.drive());
+    REQUIRE(r->test().isOk());
+    CHECK(buf == bytesOf(n, static_cast<uint8_t>(seq)));
+  }
+  // 65 with no receive: one over the limit fails the endpoint, naming it.
+  for (uint64_t seq = 64; seq < 64 + 65; ++seq) send(seq);
+  Status st = p.waitFailed();
+  INFO(st.toString());
+  CHECK(st.code() == Code::kProtocolError);
+  CHECK_THAT(st.message(), Catch::Contains("no receive was posted for (BRAID_UNEXPECTED_MAX 1048576)"));
 }
 
 TEST_CASE("hostile client: control frames on a data socket and garbage headers fail the "
@@ -75,16 +104,21 @@ TEST_CASE("hostile client: control frames on a data socket and garbage headers f
   CHECK_THAT(st.message(), Catch::Contains("data socket 0 of rail 0"));
 }
 
-TEST_CASE("hostile listener: a hello-ack announcing a 1 GiB eager limit is refused") {
+TEST_CASE("hostile listener: a hello-ack announcing more than the connector offered is refused") {
+  // 512 KiB: a limit braid allows, but above the 16 KiB this connector offered.
+  // 1 GiB: above what any side may offer, malformed (the fuzz finding eager-limit-4GiB).
+  auto [limit, says] = GENERATE(table<uint64_t, std::string>(
+      {{512 * 1024, "eager limit of 524288 bytes, above the 16384 this side offered"},
+       {1ull << 30, "malformed handshake: hello-ack with eager limit 1073741824 above 1048576"}}));
   ScriptedListener p;
   auto body = p.ackBody();
-  body.eagerMax = 1ull << 30;
+  body.eagerMax = limit;
   pump(p.ctrl, p.ackBytes(body), p.drive());
   until([&] { return p.client->connectProgress().code() != Code::kInProgress; }, [] {});
   Status st = p.client->connectProgress();
   INFO(st.toString());
   CHECK(st.code() == Code::kProtocolError);
-  CHECK_THAT(st.message(), Catch::Contains("eager limit of 1073741824 bytes"));
+  CHECK_THAT(st.message(), Catch::Contains(says));
 }
 
 TEST_CASE("hostile listener: a 512 KiB eager frame after an honest ack fails the client's "

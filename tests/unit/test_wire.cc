@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "transport/verbs_path.h"
 #include "transport/wire.h"
 
 using namespace braid;
@@ -79,6 +80,23 @@ TEST_CASE("a hello-ack and a join round-trip") {
   auto jd = decodeJoin(j.data() + sizeof(HsHeader), headerOf(j).length);
   REQUIRE(jd.isOk());
   CHECK(jd->socket == 1);
+}
+
+TEST_CASE("a hello or hello-ack announcing an eager limit above 1 MiB is malformed") {
+  // The fuzz finding hello_ack/eager-limit-4GiB: a listener's 4 GiB limit was adopted.
+  HelloAckBody ab{99, 7, 1, 2, uint64_t{1} << 32, 0, 0};
+  auto f = encodeHelloAck(ab, {rail("127.0.0.1", 5555)});
+  auto a = decodeHelloAck(f.data() + sizeof(HsHeader), headerOf(f).length);
+  REQUIRE_FALSE(a.isOk());
+  CHECK(a.status().code() == Code::kProtocolError);
+  CHECK_THAT(a.status().message(), Catch::Contains("eager limit 4294967296"));
+  ab.eagerMax = kMaxEagerLimit;
+  f = encodeHelloAck(ab, {rail("127.0.0.1", 5555)});
+  CHECK(decodeHelloAck(f.data() + sizeof(HsHeader), headerOf(f).length).isOk());
+  HelloBody hb = helloBody();
+  hb.eagerMax = kMaxEagerLimit + 1;
+  f = encodeHello(hb, {rail("10.0.0.1", 0), rail("10.1.0.1", 0)});
+  CHECK_FALSE(decodeHello(f.data() + sizeof(HsHeader), headerOf(f).length).isOk());
 }
 
 TEST_CASE("a header with the wrong magic is refused as bad magic") {
@@ -356,4 +374,22 @@ TEST_CASE("a long reject reason arrives whole, or cut at a word with an ellipsis
   f = encodeReject(RejectReason::kMalformed, "bad\x1b[2Jthing");
   std::memcpy(&h, f.data(), sizeof h);
   CHECK_THAT(decodeReject(f.data() + sizeof h, h.length).message(), Catch::Contains("bad?[2Jthing"));
+}
+
+TEST_CASE("a remote key of no bytes, or one wrapping past the address space, is refused") {
+  auto key = [](uint64_t addr, uint64_t length, uint32_t rails) {
+    RemoteKey k{};
+    std::memcpy(k.bytes, &addr, 8);
+    std::memcpy(k.bytes + 8, &length, 8);
+    std::memcpy(k.bytes + 80, &rails, 4);
+    return k;
+  };
+  CHECK(decodeRemoteKey(key(0x1000, 4096, 1)).isOk());
+  for (auto k : {key(0x1000, 0, 1), key(~uint64_t{0} - 10, 4096, 1), key(0, 4096, 1),
+                 key(0x1000, 4096, 0), key(0x1000, 4096, kMaxRails + 1)}) {
+    auto d = decodeRemoteKey(k);
+    REQUIRE_FALSE(d.isOk());
+    CHECK(d.status().code() == Code::kInvalidArgument);
+    CHECK_THAT(d.status().message(), Catch::Contains("not a braid remote key"));
+  }
 }
