@@ -284,7 +284,7 @@ void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
   for (uint32_t r = 0; r < railCount; ++r) {
     uint64_t q = 0;
     for (uint32_t k = 0; k < socketsPerRail; ++k) q += data[r * socketsPerRail + k]->queuedBytes();
-    snaps[r] = RailSnapshot{r, socketsPerRail, q, 0.0, true};
+    snaps[r] = RailSnapshot{.rail = r, .lanes = socketsPerRail, .bytesInFlight = q};
   }
   scheduler.plan(op->len, snaps, plan);
   for (const Chunk& c : plan) {

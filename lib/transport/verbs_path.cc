@@ -778,8 +778,11 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
   snaps.resize(lanes_.size());
   for (size_t i = 0; i < lanes_.size(); ++i) {
     const Lane& l = *lanes_[i];
-    snaps[i] = RailSnapshot{static_cast<uint32_t>(i), 1, l.bytesInFlight, 0.0,
-                            l.connected && cts.rkeys[l.peer.railIndex] != 0};
+    snaps[i] = RailSnapshot{.rail = static_cast<uint32_t>(i), .lanes = 1,
+                            .bytesInFlight = l.bytesInFlight,
+                            .health = l.connected && cts.rkeys[l.peer.railIndex] != 0
+                                          ? transport::RailHealth::kUp
+                                          : transport::RailHealth::kDown};
   }
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {
@@ -820,9 +823,13 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
   std::vector<RailSnapshot>& snaps = ep_->snaps;
   snaps.resize(lanes_.size());
   for (size_t i = 0; i < lanes_.size(); ++i)
-    snaps[i] = RailSnapshot{static_cast<uint32_t>(i), 1, lanes_[i]->bytesInFlight, 0.0,
-                            lanes_[i]->connected && lanes_[i]->peer.railIndex < remote.rails &&
-                                remote.rkeys[lanes_[i]->peer.railIndex] != 0};
+    snaps[i] = RailSnapshot{.rail = static_cast<uint32_t>(i), .lanes = 1,
+                            .bytesInFlight = lanes_[i]->bytesInFlight,
+                            .health = lanes_[i]->connected &&
+                                              lanes_[i]->peer.railIndex < remote.rails &&
+                                              remote.rkeys[lanes_[i]->peer.railIndex] != 0
+                                          ? transport::RailHealth::kUp
+                                          : transport::RailHealth::kDown};
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {
     ep_->finish(op, Status(Code::kInvalidArgument,
