@@ -49,6 +49,8 @@ struct ContextOptions {
   std::optional<size_t> eagerMax;         ///< BRAID_EAGER_MAX
   std::optional<size_t> chunkSize;        ///< BRAID_CHUNK_SIZE
   std::optional<uint64_t> unexpectedMax;  ///< BRAID_UNEXPECTED_MAX
+  /// BRAID_STRIPE_POLICY: adaptive (default), weighted, roundrobin or single.
+  std::optional<std::string> stripePolicy;
   std::optional<std::string> ibHca;       ///< BRAID_IB_HCA (NCCL_IB_HCA syntax)
   std::optional<int> ibGidIndex;          ///< BRAID_IB_GID_INDEX (-1: automatic)
   std::optional<int> ibQpsPerRail;        ///< BRAID_IB_QPS_PER_RAIL (perftest -q)

@@ -79,6 +79,11 @@ const Def kDefs[] = {
      "bytes of eager messages an endpoint holds for receives not posted yet (each is a "
      "copy); a peer that sends more fails the endpoint with an error naming the limit",
      [](Params& p, const std::string&, int64_t n) { p.unexpectedMax = n; }},
+    {"BRAID_STRIPE_POLICY", Kind::kEnum, "adaptive", 0, 0, "adaptive|weighted|roundrobin|single",
+     "how a large message is split over rails: adaptive places each chunk where it is "
+     "predicted to land first (measured rates, bytes in flight); weighted by the rails' "
+     "nominal speeds; roundrobin in equal chunks; single: the whole message on the best rail",
+     [](Params& p, const std::string& t, int64_t) { p.stripePolicy = t; }},
     {"BRAID_SPIN_US", Kind::kInt, "50", 0, 10'000'000, nullptr,
      "Request::wait busy-polls this long before it sleeps in epoll_wait",
      [](Params& p, const std::string&, int64_t n) { p.spinUs = n; }},

@@ -29,6 +29,7 @@ struct Params {
   int64_t eagerMax = 0;          // BRAID_EAGER_MAX
   int64_t chunkSize = 0;         // BRAID_CHUNK_SIZE
   int64_t unexpectedMax = 0;     // BRAID_UNEXPECTED_MAX
+  std::string stripePolicy;      // BRAID_STRIPE_POLICY
   int64_t spinUs = 0;            // BRAID_SPIN_US
   std::string threadChecks;      // BRAID_THREAD_CHECKS
   // verbs (issue 3)

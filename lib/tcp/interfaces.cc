@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -89,6 +90,16 @@ Result<std::vector<Interface>> selectRails(const std::string& spec,
                               spec, names.empty() ? "none" : names));
   }
   return out;
+}
+
+int linkSpeedMbps(const std::string& ifname) {
+  if (ifname.empty() || ifname.find('/') != std::string::npos) return 0;
+  std::FILE* f = std::fopen(("/sys/class/net/" + ifname + "/speed").c_str(), "r");
+  if (!f) return 0;
+  int mbps = 0;
+  if (std::fscanf(f, "%d", &mbps) != 1 || mbps < 0) mbps = 0;
+  std::fclose(f);
+  return mbps;
 }
 
 }  // namespace braid::tcp

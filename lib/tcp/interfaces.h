@@ -39,4 +39,8 @@ Result<std::vector<Interface>> listInterfaces();
 Result<std::vector<Interface>> selectRails(const std::string& spec,
                                            const std::vector<Interface>& all);
 
+/// The link speed the kernel reports for `ifname` (/sys/class/net/IF/speed), Mbit/s; 0
+/// when unknown (virtual interfaces, link down).
+int linkSpeedMbps(const std::string& ifname);
+
 }  // namespace braid::tcp

@@ -134,6 +134,11 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
     return Status(Code::kInvalidArgument,
                   fmt::format("unexpectedMax={} below 1 MiB (the largest eager message)",
                               impl->unexpectedMax));
+  const std::string policy = o.stripePolicy ? *o.stripePolicy : p.stripePolicy;
+  if (!transport::parseStripePolicy(policy, &impl->stripePolicy))
+    return Status(Code::kInvalidArgument,
+                  fmt::format("stripePolicy='{}': use adaptive, weighted, roundrobin or single",
+                              policy));
   impl->spinUs = static_cast<int>(p.spinUs);
 #ifndef BRAID_THREAD_CHECKS_DEFAULT
 #define BRAID_THREAD_CHECKS_DEFAULT 0

@@ -21,8 +21,10 @@ EndpointImpl::EndpointImpl(std::shared_ptr<WorkerImpl> w)
     : workerRef(std::move(w)),
       worker(workerRef.get()),
       ctx(worker->ctx),
-      scheduler(SchedulerConfig{ctx->chunkSize, std::min<uint64_t>(64 * 1024, ctx->chunkSize),
-                                128}) {
+      scheduler(SchedulerConfig{.chunkSize = ctx->chunkSize,
+                                .minChunk = std::min<uint64_t>(64 * 1024, ctx->chunkSize),
+                                .align = 128,
+                                .policy = ctx->stripePolicy}) {
   lastRxNs = lastTxNs = core::nowNs();
   worker->addEndpoint(this);
 }
@@ -135,6 +137,9 @@ void EndpointImpl::tick(uint64_t now) {
   if (verbs) {
     verbs->tick(now);
     if (state == EpState::kFailed) return;
+  } else {
+    for (auto& ch : data) ch->pollAcks(now);  // acknowledgements while nothing is sent
+    if (!deferred.empty()) stripeDeferred();
   }
   // No silence timer: a peer that computes for minutes without calling braid is alive.
   // Its kernel still answers TCP, so a killed process is seen at once (EOF/reset), a dead

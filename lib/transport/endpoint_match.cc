@@ -279,28 +279,7 @@ void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
     verbs->startRendezvous(op, cts, op->reg.get());
     return;
   }
-  // Large: stripe over rails, each chunk to the least-loaded socket of its rail.
-  snaps.resize(railCount);
-  for (uint32_t r = 0; r < railCount; ++r) {
-    uint64_t q = 0;
-    for (uint32_t k = 0; k < socketsPerRail; ++k) q += data[r * socketsPerRail + k]->queuedBytes();
-    snaps[r] = RailSnapshot{.rail = r, .lanes = socketsPerRail, .bytesInFlight = q};
-  }
-  scheduler.plan(op->len, snaps, plan);
-  for (const Chunk& c : plan) {
-    Channel* best = nullptr;
-    for (uint32_t k = 0; k < socketsPerRail; ++k) {
-      Channel* ch = data[c.rail * socketsPerRail + k].get();
-      if (!best || ch->queuedBytes() < best->queuedBytes()) best = ch;
-    }
-    OutFrame f;
-    f.hdr = wire::makeFrame(wire::FrameType::kChunk, op->tag, op->seq, op->len,
-                  static_cast<uint32_t>(c.length), c.offset);
-    f.payload = op->buf + c.offset;
-    f.op = op;
-    best->queue(f, true);
-    if (state == EpState::kFailed) return;
-  }
+  stripeTcp(op);
 }
 
 void EndpointImpl::onFrameSent(OutFrame& f) {

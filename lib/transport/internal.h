@@ -25,6 +25,7 @@
 #include "tcp/interfaces.h"
 #include "tcp/poller.h"
 #include "tcp/socket.h"
+#include "transport/rail_monitor.h"
 #include "transport/scheduler.h"
 #include "transport/verbs_path.h"
 #include "transport/wire.h"
@@ -46,6 +47,7 @@ struct Context::Impl {
   uint64_t eagerMax = 16384;
   uint64_t chunkSize = 512 * 1024;
   uint64_t unexpectedMax = 256ull << 20;  ///< BRAID_UNEXPECTED_MAX
+  transport::StripePolicy stripePolicy = transport::StripePolicy::kAdaptive;  ///< BRAID_STRIPE_POLICY
   int spinUs = 50;
   /// Verbs rails (device ports) in use; empty: TCP only. Pointers into this vector stay
   /// valid for the Context's life (it never changes after create()).
@@ -105,6 +107,7 @@ struct OutFrame {
   const uint8_t* payload = nullptr;
   uint64_t sent = 0;  ///< bytes of header+payload written so far
   OpState* op = nullptr;
+  uint64_t postedNs = 0;  ///< chunks: when the planner placed it (RailMonitor)
   uint64_t total() const { return sizeof hdr + hdr.length; }
 };
 
@@ -129,6 +132,11 @@ class Channel final : public tcp::Pollable {
   /// Re-homes the channel's socket in the poller with `events` (after a hand-over).
   Status arm(uint32_t events);
   int rail() const { return rail_; }
+  /// Data sockets: reports to the endpoint's RailMonitor the chunks the peer's kernel has
+  /// acknowledged (bytes written minus what the send queue still holds, SIOCOUTQ). A chunk
+  /// handed to the kernel is not delivered yet: a large socket buffer would make a slow
+  /// rail look fast.
+  void pollAcks(uint64_t nowNs);
   /// "control socket" or "data socket K of rail R", for messages.
   std::string name() const;
 
@@ -148,6 +156,15 @@ class Channel final : public tcp::Pollable {
   bool wantOut_ = false;
   core::Ring<OutFrame> out_;
   uint64_t queuedBytes_ = 0;
+  // Data sockets: bytes written to the socket so far, and the chunks written but not yet
+  // acknowledged by the peer's kernel (their end in that count), oldest first.
+  struct Unacked {
+    uint64_t end;
+    uint64_t bytes;
+    uint64_t postedNs;
+  };
+  uint64_t written_ = 0;
+  core::Ring<Unacked> unacked_;
   // Control inbound: buffered parse.
   std::vector<uint8_t> rx_;
   size_t rxHead_ = 0, rxTail_ = 0;
@@ -302,6 +319,12 @@ struct EndpointImpl {
   /// Data channel: the payload of a chunk (`offset`, `bytes`) chunkDest placed has landed.
   void onChunkLanded(OpState* op, uint64_t offset, uint64_t bytes);
   void onFrameSent(OutFrame& f);
+  // TCP striping (tcp_stripe.cc).
+  void stripeTcp(OpState* op);   ///< now, or deferred while the sockets are full
+  bool holdStripes();            ///< whether a new message must wait to be striped
+  void stripeDeferred();         ///< stripes what waits, as far as the sockets allow
+  void stripeNow(OpState* op);
+  void traceStripe(const OpState* op) const;  // BRAID_LOG_LEVEL=trace: the plan and why
   void matchSends(TagState& ts);
   void startSend(OpState* op, const wire::CtsEntry& cts);
   void finish(OpState* op, Status st);
@@ -430,6 +453,14 @@ struct EndpointImpl {
   uint64_t outstanding = 0;
   uint64_t awaitingCts = 0;  ///< rendezvous sends waiting for their CTS (all tags)
   Scheduler scheduler;
+  /// Per-rail estimates the scheduler plans from: TCP rails (acknowledged chunks), or
+  /// verbs lanes (completed FINs and one-sided writes); indexed like `snaps`.
+  transport::RailMonitor monitor;
+  /// TCP: rendezvous sends that met their CTS and wait to be striped (tcp_stripe.cc).
+  core::Ring<OpState*> deferred;
+  bool stripingDeferred = false;
+  /// Bytes queued in user space over all data sockets above which striping waits.
+  static constexpr uint64_t kStripeWindow = 4ull << 20;
   std::vector<RailSnapshot> snaps;
   std::vector<Chunk> plan;
   bool controlDirty = false;

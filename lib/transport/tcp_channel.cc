@@ -1,5 +1,7 @@
 // One TCP socket of an endpoint: framed writes from user buffers, and reads that land
 // chunk payloads straight in the receive buffer.
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -111,20 +113,41 @@ void Channel::flush() {
     ep_->lastTxNs = core::nowNs();
     uint64_t moved = r->bytes;
     queuedBytes_ -= moved;
+    written_ += moved;
     while (moved > 0) {
       OutFrame& f = out_.front();
       uint64_t take = std::min(moved, f.total() - f.sent);
       f.sent += take;
       moved -= take;
       if (f.sent == f.total()) {
-        if (f.hdr.type == static_cast<uint8_t>(wire::FrameType::kChunk) && rail_ >= 0)
+        if (f.hdr.type == static_cast<uint8_t>(wire::FrameType::kChunk) && rail_ >= 0) {
           ep_->stats.bytesSentPerRail[static_cast<size_t>(rail_)] += f.hdr.length;
+          if (f.postedNs != 0) unacked_.push_back({written_ - moved, f.hdr.length, f.postedNs});
+        }
         ep_->onFrameSent(f);
         out_.pop_front();
       }
     }
   }
   if (out_.empty()) setWantOut(false);
+  if (rail_ < 0) return;
+  if (!unacked_.empty()) pollAcks(core::nowNs());
+  if (!ep_->deferred.empty()) ep_->stripeDeferred();
+}
+
+void Channel::pollAcks(uint64_t nowNs) {
+  if (unacked_.empty() || !fd_.valid()) return;
+  int outq = 0;
+  if (::ioctl(fd_.get(), SIOCOUTQ, &outq) < 0) return;
+  const uint64_t acked = written_ - std::min<uint64_t>(written_, static_cast<uint64_t>(outq));
+  bool any = false;
+  while (!unacked_.empty() && unacked_.front().end <= acked) {
+    const Unacked& u = unacked_.front();
+    ep_->monitor.chunkCompleted(static_cast<uint32_t>(rail_), u.bytes, u.postedNs, nowNs);
+    unacked_.pop_front();
+    any = true;
+  }
+  if (any && !ep_->deferred.empty()) ep_->stripeDeferred();
 }
 
 void Channel::readAll() {

@@ -251,6 +251,13 @@ struct VerbsPath::Lane {
   size_t index = 0;
   size_t railIndex = 0;  // index of `rail` in the Context (and in MemoryRegionImpl::perRail)
   const VerbsRail* rail = nullptr;
+  // What this lane carries of each large message or one-sided op, in post order, for the
+  // RailMonitor: its FIN (or last RDMA write) completes it, and they complete in order.
+  struct Batch {
+    uint64_t postedNs;
+    uint64_t bytes;
+  };
+  core::Ring<Batch> batches;
   uint32_t psn = 0;
   uint32_t slotSize = 0;
   // Declared in creation order; destroyed in reverse (MRs, QP, CQ, its channel, then
@@ -327,6 +334,12 @@ std::string VerbsPath::laneName(size_t i) const {
   const Lane& l = *lanes_[i];
   return fmt::format("{} gid[{}] {} qpn 0x{:x}", l.rail->name(), l.rail->gidIndex,
                      verbs::gidToString(l.rail->gid), l.qpn());
+}
+
+double VerbsPath::laneNominalBps(size_t i) const {
+  const Lane& l = *lanes_[i];
+  const double q = std::max(1, ep_->ctx->qpsPerRail);
+  return l.rail->port.speedMbps * 1e6 / 8 / q;
 }
 
 Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
@@ -765,6 +778,23 @@ void VerbsPath::sendNotice(const wire::FrameHeader& h) {
   post(0, it);
 }
 
+std::vector<RailSnapshot>& VerbsPath::snapshotLanes(const uint32_t* rkeys, uint32_t keyRails) {
+  // The monitor's estimates (rates, completion times, health), with what the lanes know
+  // better: bytes posted and not retired, and which lanes the buffer has an rkey for.
+  std::vector<RailSnapshot>& snaps = ep_->snaps;
+  ep_->monitor.snapshot(snaps);
+  snaps.resize(lanes_.size());
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    const Lane& l = *lanes_[i];
+    RailSnapshot& s = snaps[i];
+    s.rail = static_cast<uint32_t>(i);
+    s.bytesInFlight = l.bytesInFlight;
+    if (!l.connected || l.peer.railIndex >= keyRails || rkeys[l.peer.railIndex] == 0)
+      s.health = transport::RailHealth::kDown;
+  }
+  return snaps;
+}
+
 void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
                                 const MemoryRegionImpl* mr) {
   if (!mr || mr->perRail.size() <= lanes_.back()->railIndex) {
@@ -774,16 +804,7 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
                                  op->seq, op->tag)));
     return;
   }
-  std::vector<RailSnapshot>& snaps = ep_->snaps;
-  snaps.resize(lanes_.size());
-  for (size_t i = 0; i < lanes_.size(); ++i) {
-    const Lane& l = *lanes_[i];
-    snaps[i] = RailSnapshot{.rail = static_cast<uint32_t>(i), .lanes = 1,
-                            .bytesInFlight = l.bytesInFlight,
-                            .health = l.connected && cts.rkeys[l.peer.railIndex] != 0
-                                          ? transport::RailHealth::kUp
-                                          : transport::RailHealth::kDown};
-  }
+  std::vector<RailSnapshot>& snaps = snapshotLanes(cts.rkeys, wire::kMaxRails);
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {
     ep_->fail(Status(Code::kProtocolError,
@@ -804,8 +825,11 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
     laneBytes[c.rail] += c.length;
     post(c.rail, it);
   }
+  const uint64_t now = core::nowNs();
   for (size_t i = 0; i < lanes_.size(); ++i) {
     if (laneBytes[i] == 0) continue;
+    lanes_[i]->batches.push_back({now, laneBytes[i]});
+    ep_->monitor.chunkPosted(static_cast<uint32_t>(i), laneBytes[i], now);
     SendItem fin;
     fin.kind = kWrFin;
     fin.op = op;
@@ -820,16 +844,7 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
     ep_->finish(op, Status(Code::kInvalidArgument, "the local MemoryRegion was deregistered"));
     return;
   }
-  std::vector<RailSnapshot>& snaps = ep_->snaps;
-  snaps.resize(lanes_.size());
-  for (size_t i = 0; i < lanes_.size(); ++i)
-    snaps[i] = RailSnapshot{.rail = static_cast<uint32_t>(i), .lanes = 1,
-                            .bytesInFlight = lanes_[i]->bytesInFlight,
-                            .health = lanes_[i]->connected &&
-                                              lanes_[i]->peer.railIndex < remote.rails &&
-                                              remote.rkeys[lanes_[i]->peer.railIndex] != 0
-                                          ? transport::RailHealth::kUp
-                                          : transport::RailHealth::kDown};
+  std::vector<RailSnapshot>& snaps = snapshotLanes(remote.rkeys, remote.rails);
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {
     ep_->finish(op, Status(Code::kInvalidArgument,
@@ -840,7 +855,17 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
   // in order, so its completion means every chunk before it on that lane is done.
   size_t last[wire::kMaxRails];
   std::fill(std::begin(last), std::end(last), SIZE_MAX);
-  for (size_t k = 0; k < ep_->plan.size(); ++k) last[ep_->plan[k].rail] = k;
+  uint64_t laneBytes[wire::kMaxRails] = {};
+  for (size_t k = 0; k < ep_->plan.size(); ++k) {
+    last[ep_->plan[k].rail] = k;
+    laneBytes[ep_->plan[k].rail] += ep_->plan[k].length;
+  }
+  const uint64_t now = core::nowNs();
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    if (laneBytes[i] == 0) continue;
+    lanes_[i]->batches.push_back({now, laneBytes[i]});
+    ep_->monitor.chunkPosted(static_cast<uint32_t>(i), laneBytes[i], now);
+  }
   for (size_t k = 0; k < ep_->plan.size(); ++k) {
     const Chunk& c = ep_->plan[k];
     SendItem it;
@@ -978,6 +1003,13 @@ std::string VerbsPath::describeWc(const Lane& l, int status, uint32_t vendorErr,
                      vendorErr, hint);
 }
 
+void VerbsPath::batchDone(Lane& l) {
+  if (l.batches.empty()) return;
+  const Lane::Batch b = l.batches.front();
+  l.batches.pop_front();
+  ep_->monitor.chunkCompleted(static_cast<uint32_t>(l.index), b.bytes, b.postedNs, core::nowNs());
+}
+
 void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
   // Retire every work request up to wrId: unsignaled ones before it completed with it.
   while (l.sqRetired <= wrId && l.sqRetired < l.sqPosted) {
@@ -996,6 +1028,7 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
           ep_->stats.bytesSentPerRail[l.index] += info.bytes;
         break;
       case kWrRmaLast: {
+        batchDone(l);
         l.bytesInFlight -= std::min<uint64_t>(l.bytesInFlight, info.bytes);
         l.bytesSent += info.bytes;
         OpState* op = info.op;
@@ -1016,6 +1049,7 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
         flowDirty_ = true;  // more may be owed by now
         break;
       case kWrFin: {  // an eager SEND's request finished when posted: it records no op
+        batchDone(l);
         OpState* op = info.op;
         if (!op) break;
         --op->pendingFrames;
@@ -1235,6 +1269,7 @@ Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>&, size_t, uint6
   return verbs::builtWithoutVerbs("the verbs transport");
 }
 std::string VerbsPath::laneName(size_t) const { return "?"; }
+double VerbsPath::laneNominalBps(size_t) const { return 0; }
 Status VerbsPath::postReceive(OpState*, const MemoryRegionImpl*) {
   return verbs::builtWithoutVerbs("the verbs transport");
 }

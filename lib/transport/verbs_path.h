@@ -28,6 +28,7 @@
 #include "braid/transport.h"
 #include "core/freelist.h"
 #include "tcp/poller.h"
+#include "transport/scheduler.h"
 #include "transport/wire.h"
 #include "verbs/async_events.h"
 #include "verbs/device.h"
@@ -128,6 +129,8 @@ class VerbsPath {
   Status connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n, uint64_t eagerMax);
   size_t laneCount() const { return lanes_.size(); }
   std::string laneName(size_t i) const;
+  /// The lane's share of its port's active speed, bytes/s (0 unknown).
+  double laneNominalBps(size_t i) const;
 
   // --- data path (called by EndpointImpl)
   /// The CTS of a posted receive that can take a rendezvous message (`mr`: its buffer's
@@ -192,6 +195,9 @@ class VerbsPath {
   void drainBacklogs();
   bool pollLane(Lane& l);
   void onSendCompletion(Lane& l, uint64_t wrId);
+  void batchDone(Lane& l);  // a lane finished its oldest batch: tell the RailMonitor
+  /// The scheduler's view of the lanes for a buffer with `rkeys` (indexed by the peer's rail).
+  std::vector<transport::RailSnapshot>& snapshotLanes(const uint32_t* rkeys, uint32_t keyRails);
   void onRecv(Lane& l, uint32_t slot, uint32_t bytes);
   /// onRecv's full path: every frame type, every check with its message.
   void onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes);

@@ -1,0 +1,98 @@
+// TCP striping: a large message's chunks over the rails' data sockets, as the Scheduler
+// plans from the RailMonitor's estimates (fed by the peer's kernel acknowledgements).
+//
+// Placement is made as late as the sockets allow: a message is striped only while the
+// data sockets have less than kStripeWindow bytes queued in user space (what the kernel
+// has not taken yet), and, before any rail has a measured rate, only when nothing is
+// unacknowledged. Later messages wait in `deferred` and are striped as acknowledgements
+// come in (Channel::pollAcks, Channel::flush, the endpoint's tick), each from fresh
+// estimates. Striping many messages at once from stale (or no) estimates would commit a
+// slow rail to far more than it can carry in time.
+#include <fmt/format.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "transport/internal.h"
+
+namespace braid {
+
+void EndpointImpl::stripeTcp(OpState* op) {
+  if (!deferred.empty() || holdStripes()) {
+    ++op->pendingFrames;  // held here: not recycled while deferred
+    deferred.push_back(op);
+    return;
+  }
+  stripeNow(op);
+}
+
+bool EndpointImpl::holdStripes() {
+  uint64_t queued = 0;
+  for (const auto& ch : data) queued += ch->queuedBytes();
+  if (queued >= kStripeWindow) return true;
+  // Cold start: no rate is known yet, so a plan could only split evenly; wait for the
+  // first acknowledgements (a few ms) rather than commit several messages that way.
+  monitor.snapshot(snaps);
+  bool known = false, busy = false;
+  for (const RailSnapshot& r : snaps) {
+    known = known || r.throughputEwma > 0;
+    busy = busy || r.bytesInFlight > 0;
+  }
+  return !known && busy;
+}
+
+void EndpointImpl::stripeDeferred() {
+  if (stripingDeferred || state != EpState::kConnected) return;
+  stripingDeferred = true;
+  while (!deferred.empty() && state == EpState::kConnected && !holdStripes()) {
+    OpState* op = deferred.front();
+    deferred.pop_front();
+    --op->pendingFrames;
+    if (op->finished) {  // failed or closed meanwhile
+      maybeRecycle(op);
+      continue;
+    }
+    stripeNow(op);
+  }
+  stripingDeferred = false;
+}
+
+void EndpointImpl::stripeNow(OpState* op) {
+  const uint64_t now = core::nowNs();
+  for (auto& ch : data) ch->pollAcks(now);
+  monitor.snapshot(snaps);
+  scheduler.plan(op->len, snaps, plan);
+  if (core::logger(core::Subsys::kTransport).should_log(spdlog::level::trace)) traceStripe(op);
+  // Each chunk to the socket of its rail with the least queued.
+  for (const Chunk& c : plan) {
+    Channel* best = nullptr;
+    for (uint32_t k = 0; k < socketsPerRail; ++k) {
+      Channel* ch = data[c.rail * socketsPerRail + k].get();
+      if (!best || ch->queuedBytes() < best->queuedBytes()) best = ch;
+    }
+    OutFrame f;
+    f.hdr = wire::makeFrame(wire::FrameType::kChunk, op->tag, op->seq, op->len,
+                            static_cast<uint32_t>(c.length), c.offset);
+    f.payload = op->buf + c.offset;
+    f.op = op;
+    f.postedNs = now;
+    monitor.chunkPosted(c.rail, c.length, now);
+    best->queue(f, true);
+    if (state == EpState::kFailed) return;
+  }
+}
+
+void EndpointImpl::traceStripe(const OpState* op) const {
+  std::string rails;
+  for (const RailSnapshot& r : snaps) {
+    uint64_t planned = 0;
+    for (const Chunk& c : plan)
+      if (c.rail == r.rail) planned += c.length;
+    rails += fmt::format(" | rail {}: {:.1f} MB/s, {} KiB in flight, health {}, gets {} KiB",
+                         r.rail, r.throughputEwma / 1e6, r.bytesInFlight >> 10,
+                         static_cast<int>(r.health), planned >> 10);
+  }
+  BRAID_LOG_TRACE(kTransport, "{}: tag {} seq {} ({} bytes) striped{}", describe(), op->tag,
+                  op->seq, op->len, rails);
+}
+
+}  // namespace braid
