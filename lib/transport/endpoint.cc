@@ -100,6 +100,10 @@ void EndpointImpl::fail(Status st, bool orderly) {
     if (d) d->closeFd();
   // Nothing more may land in user buffers once their requests have failed.
   if (verbs) verbs->shutdown();
+  while (!deferred.empty()) {  // sends waiting to be striped: finishAll fails them
+    --deferred.front()->pendingFrames;
+    deferred.pop_front();
+  }
   finishAll(error);
 }
 

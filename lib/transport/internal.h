@@ -459,6 +459,10 @@ struct EndpointImpl {
   /// TCP: rendezvous sends that met their CTS and wait to be striped (tcp_stripe.cc).
   core::Ring<OpState*> deferred;
   bool stripingDeferred = false;
+  /// TCP: chunks written and not yet acknowledged by the peer's kernel (all data sockets).
+  /// While there are any, the worker sleeps at most 1 ms so their acknowledgements are
+  /// timed (and deferred messages striped) within a millisecond.
+  uint64_t unackedChunks = 0;
   /// Bytes queued in user space over all data sockets above which striping waits.
   static constexpr uint64_t kStripeWindow = 4ull << 20;
   std::vector<RailSnapshot> snaps;

@@ -122,7 +122,10 @@ void Channel::flush() {
       if (f.sent == f.total()) {
         if (f.hdr.type == static_cast<uint8_t>(wire::FrameType::kChunk) && rail_ >= 0) {
           ep_->stats.bytesSentPerRail[static_cast<size_t>(rail_)] += f.hdr.length;
-          if (f.postedNs != 0) unacked_.push_back({written_ - moved, f.hdr.length, f.postedNs});
+          if (f.postedNs != 0) {
+            unacked_.push_back({written_ - moved, f.hdr.length, f.postedNs});
+            ++ep_->unackedChunks;
+          }
         }
         ep_->onFrameSent(f);
         out_.pop_front();
@@ -145,6 +148,7 @@ void Channel::pollAcks(uint64_t nowNs) {
     const Unacked& u = unacked_.front();
     ep_->monitor.chunkCompleted(static_cast<uint32_t>(rail_), u.bytes, u.postedNs, nowNs);
     unacked_.pop_front();
+    --ep_->unackedChunks;
     any = true;
   }
   if (any && !ep_->deferred.empty()) ep_->stripeDeferred();

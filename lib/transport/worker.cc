@@ -39,7 +39,7 @@ Context& Worker::context() const { return *impl_->context; }
 Result<size_t> WorkerImpl::progress(int timeoutMs) {
   // Control frames (CTS) posted since the last call go out in one write per endpoint.
   size_t verbsEvents = 0;
-  bool anyVerbs = false, allVerbs = !endpoints.empty();
+  bool anyVerbs = false, allVerbs = !endpoints.empty(), awaitingAcks = false;
   for (size_t i = 0; i < endpoints.size(); ++i) {
     EndpointImpl* e = endpoints[i];
     if (e->controlDirty) e->flushControl();
@@ -48,8 +48,12 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
       verbsEvents += e->verbs->progress();
     } else {
       allVerbs = false;
+      awaitingAcks = awaitingAcks || (e->state == EpState::kConnected &&
+                                      (e->unackedChunks > 0 || !e->deferred.empty()));
     }
   }
+  // TCP acknowledgements raise no event: the timers poll them (Channel::pollAcks).
+  if (awaitingAcks && (timeoutMs < 0 || timeoutMs > 1)) timeoutMs = 1;
   // A blocking call over verbs arms the CQs, whose completion channels are in the epoll
   // set, and polls once more (a completion that came before the arming raises no event).
   // It sleeps until an event (100 ms at most) only when nothing waits for what raises no
