@@ -155,6 +155,9 @@ std::optional<int> parseCommandLine(const ToolSpec& spec, int argc, char** argv,
       ->group("");  // hidden
   rep->add_flag("--report_gbits,--report-gbits", o.reportGbits, "bandwidth in Gb/sec, not MB/sec");
   rep->add_option("--json", o.jsonFile, "write the configuration, every row and the verdict here");
+  rep->add_flag("--stats", o.railStats,
+                "after the run, a table per rail: state, bytes and share this side sent, the "
+                "rate and chunk completion time the scheduler measured (also in --json)");
 
   try {
     app.parse(argc, argv);

@@ -264,6 +264,7 @@ int runTool(const ToolSpec& spec, const Options& o, ClientFn client, ServerFn se
     report.finish(verdict, st.toString());
     return kExitFailure;
   }
+  if (o.railStats) report.railTable((*s)->endpoint().stats());
   bool jsonOk = report.finish(verdict, "");
   if (verdict.enabled && !verdict.passed()) return kExitFailure;
   return jsonOk ? kExitOk : kExitFailure;

@@ -44,6 +44,7 @@ struct Options {
   std::string rails;        ///< BRAID_SOCKET_IFNAME syntax; "" = env knob
   int socks = 0;            ///< sockets per rail; 0 = env knob
   bool validate = false;
+  bool railStats = false;   ///< --stats: the per-rail table after the run (and in --json)
   bool reportGbits = false;
   std::string jsonFile;
   int txDepth = 16;
@@ -272,6 +273,9 @@ class Report {
   void addLat(const LatRow& r);
   /// The closing line of the table.
   void endTable();
+  /// --stats: what each rail carried and what the scheduler measured of it (this side's
+  /// sends), as a table and in the JSON ("rails").
+  void railTable(const EndpointStats& stats);
   /// Verdict line (when validation ran) and the JSON file; `error` is empty on success.
   /// Returns false when the JSON file could not be written.
   bool finish(const Verdict& v, const std::string& error);

@@ -39,6 +39,7 @@ std::string transportName(Transport t) {
 struct Report::Rows {
   nlohmann::json config = nlohmann::json::object();
   nlohmann::json rows = nlohmann::json::array();
+  nlohmann::json rails;  ///< --stats
 };
 
 Report::Report(const ToolSpec& spec, const Options& o)
@@ -330,6 +331,30 @@ void Report::endTable() {
   tableOpen_ = false;
 }
 
+void Report::railTable(const EndpointStats& st) {
+  endTable();
+  std::printf(" Rails (this side's sends; rate and completion time as the scheduler measured them):\n");
+  std::printf(" %-4s %-8s %14s %7s %12s %14s  %s\n", "rail", "state", "bytes", "share",
+              "MB/s", "chunk us", "name");
+  nlohmann::json rails = nlohmann::json::array();
+  for (size_t i = 0; i < st.rails.size(); ++i) {
+    const RailStats& r = st.rails[i];
+    std::printf(" %-4zu %-8s %14" PRIu64 " %6.1f%% %12.2f %14.1f  %s\n", i, r.state.c_str(),
+                r.bytesSent, 100 * r.share, r.throughputBps / 1048576.0, r.completionUs,
+                r.name.c_str());
+    rails.push_back({{"rail", i},
+                     {"name", r.name},
+                     {"state", r.state},
+                     {"bytes_sent", r.bytesSent},
+                     {"share", r.share},
+                     {"throughput_mb_per_sec", r.throughputBps / 1048576.0},
+                     {"chunk_completion_us", r.completionUs},
+                     {"latency_us", r.latencyUs}});
+  }
+  std::fflush(stdout);
+  rows_->rails = std::move(rails);
+}
+
 bool Report::finish(const Verdict& v, const std::string& error) {
   endTable();
   if (v.enabled && error.empty()) {
@@ -343,6 +368,7 @@ bool Report::finish(const Verdict& v, const std::string& error) {
   j["role"] = o_.isServer() ? "server" : "client";
   j["config"] = rows_->config;
   j["results"] = rows_->rows;
+  if (!rows_->rails.is_null()) j["rails"] = rows_->rails;
   nlohmann::json val;
   val["enabled"] = v.enabled;
   if (v.enabled) {

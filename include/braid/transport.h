@@ -165,6 +165,18 @@ struct Address {
 };
 
 /// Per-endpoint counters.
+/// What one rail (a TCP rail, or a verbs lane: one QP on a device port) of an endpoint did,
+/// as the striping scheduler sees it (docs/protocol.md, "Striping").
+struct RailStats {
+  std::string name;            ///< "eth0 10.0.0.1 -> 10.0.0.2" or the lane's device, GID, QPN
+  std::string state;           ///< "up", "probing" (recovering: a small share) or "down"
+  uint64_t bytesSent = 0;      ///< payload bytes it carried (as bytesSentPerRail)
+  double share = 0;            ///< its part of all rails' bytesSent, 0..1
+  double throughputBps = 0;    ///< delivered bytes/s while busy (EWMA; 0 not measured yet)
+  double completionUs = 0;     ///< a chunk's post-to-acknowledgement time (EWMA)
+  double latencyUs = 0;        ///< the fixed part of it (0 unknown)
+};
+
 struct EndpointStats {
   uint64_t bytesSent = 0;
   uint64_t bytesReceived = 0;
@@ -173,6 +185,8 @@ struct EndpointStats {
   /// Payload bytes each rail carried: rendezvous sends, and one-sided writes and reads
   /// (eager messages ride the control path and count on no rail).
   std::vector<uint64_t> bytesSentPerRail;
+  /// The same rails with the scheduler's estimates (empty until connected).
+  std::vector<RailStats> rails;
 };
 
 /// An outstanding isend/irecv. Move-only. Destroying an unfinished Request does not

@@ -128,6 +128,31 @@ void EndpointImpl::finishAll(const Status& st) {
 
 // ---------------------------------------------------------------- timers
 
+EndpointStats EndpointImpl::statsWithRails() {
+  EndpointStats s = stats;
+  if (state != EpState::kConnected && state != EpState::kFailed) return s;
+  std::vector<RailSnapshot> snap;
+  monitor.snapshot(snap);
+  uint64_t total = 0;
+  for (uint64_t b : s.bytesSentPerRail) total += b;
+  for (size_t i = 0; i < snap.size() && i < s.bytesSentPerRail.size(); ++i) {
+    RailStats r;
+    if (verbs) r.name = verbs->laneName(i);
+    else if (i < localRails.size() && i < peerRails.size())
+      r.name = wire::railName(localRails[i]) + " -> " + wire::railName(peerRails[i]);
+    r.state = snap[i].health == transport::RailHealth::kUp        ? "up"
+              : snap[i].health == transport::RailHealth::kProbing ? "probing"
+                                                                  : "down";
+    r.bytesSent = s.bytesSentPerRail[i];
+    r.share = total ? static_cast<double>(r.bytesSent) / static_cast<double>(total) : 0;
+    r.throughputBps = snap[i].throughputEwma;
+    r.completionUs = snap[i].completionEwmaUs;
+    r.latencyUs = snap[i].latencyUs;
+    s.rails.push_back(std::move(r));
+  }
+  return s;
+}
+
 void EndpointImpl::tick(uint64_t now) {
   if (state == EpState::kFailed) return;
   if (state != EpState::kConnected) {
@@ -244,7 +269,7 @@ Transport Endpoint::transport() const {
 size_t Endpoint::railCount() const {
   return impl_->verbs ? impl_->verbs->laneCount() : impl_->railCount;
 }
-EndpointStats Endpoint::stats() const { return impl_->stats; }
+EndpointStats Endpoint::stats() const { return impl_->statsWithRails(); }
 Status Endpoint::error() const {
   return impl_->state == EpState::kFailed ? impl_->error : Status();
 }

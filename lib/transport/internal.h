@@ -392,6 +392,8 @@ struct EndpointImpl {
   /// Sends a close frame, lingers the sockets, cancels what is left. Idempotent.
   void close();
   void tick(uint64_t nowNs);
+  /// `stats` with the per-rail view of the scheduler (Endpoint::stats()).
+  EndpointStats statsWithRails();
   void flushControl();
 
   // --- connection ---

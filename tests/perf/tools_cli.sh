@@ -59,7 +59,7 @@ for tool in "${all[@]}"; do
   rc=$?
   checks=$((checks + 1))
   [[ $rc == 0 ]] || fail "$tool --help: exit $rc"
-  for flag in --ib-dev --ib-port --gid-index --qp --transport --yield --validate --json; do
+  for flag in --ib-dev --ib-port --gid-index --qp --transport --yield --validate --json --stats; do
     grep -q -- "$flag" "$out/help" || fail "$tool --help does not mention $flag"
   done
   grep -q "not built" "$out/help" && fail "$tool --help still says verbs is not built"
@@ -86,6 +86,27 @@ for tool in braid_write_bw braid_read_bw braid_write_lat; do
       { fail "$tool over TCP ($f): no kUnsupported message"; cat "$out/$f.txt"; }
   done
 done
+
+# --stats: a table per rail on both sides, and "rails" in the JSON with each rail's bytes.
+port=$((port + 1))
+timeout -k 2 30 "$perf/braid_send_bw" -p "$port" --stats >"$out/srv.txt" 2>&1 &
+sp=$!
+timeout -k 2 30 "$perf/braid_send_bw" 127.0.0.1 -p "$port" -s 1M -n 20 --stats \
+  --json "$out/stats.json" >"$out/cli.txt" 2>&1
+crc=$?
+wait "$sp"
+src=$?
+checks=$((checks + 1))
+if [[ $crc != 0 || $src != 0 ]]; then
+  fail "--stats: exit codes client $crc server $src"; cat "$out/cli.txt" "$out/srv.txt"
+else
+  for f in cli srv; do
+    grep -q "^ Rails (this side's sends" "$out/$f.txt" || fail "--stats ($f): no rail table"
+  done
+  grep -qE "^ 0 +up +[1-9][0-9]* +100.0%" "$out/cli.txt" || { fail "--stats: the client's rail 0 did not carry every byte"; cat "$out/cli.txt"; }
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rails"]; assert r[0]["bytes_sent"] > 0 and r[0]["state"] == "up" and r[0]["throughput_mb_per_sec"] > 0, r' \
+    "$out/stats.json" || fail "--stats: the JSON has no rails with bytes, state and rate"
+fi
 
 # A client with nothing listening: retries for about 5 s, says nothing about each attempt
 # unless BRAID_LOG_LEVEL=debug, then exits 1 naming the address and what to check.
