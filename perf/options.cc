@@ -158,6 +158,13 @@ std::optional<int> parseCommandLine(const ToolSpec& spec, int argc, char** argv,
   rep->add_flag("--stats", o.railStats,
                 "after the run, a table per rail: state, bytes and share this side sent, the "
                 "rate and chunk completion time the scheduler measured (also in --json)");
+  if (spec.isBw)
+    rep->add_option("--timeline", o.timelineFile,
+                    "during the run, every 100 ms one JSON line per sample to FILE (flushed: "
+                    "tail -f works): each rail's state, bytes this side sent in the interval, "
+                    "Mbit/s and the scheduler's measured rate, and a line per rail state "
+                    "change; plot with perf/plot_rails.py")
+        ->type_name("FILE");
 
   try {
     app.parse(argc, argv);

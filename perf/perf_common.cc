@@ -161,6 +161,8 @@ Status runClient(const ToolSpec& spec, const Options& o, Session& s, ClientFn fn
     if (o.validate) verdict.mergeReply(round.done, size);
   }
   report.endTable();
+  // Before kEnd: the server's close that follows is no rail going down.
+  s.timelineFinish();
   TestMsg end;
   end.command = static_cast<uint8_t>(TestCommand::kEnd);
   // The server closes once it has read kEnd; nothing is outstanding on either side then, so
@@ -206,7 +208,10 @@ Status runServer(const ToolSpec& spec, Session& s, ServerFn fn, Report& report, 
       (void)s.send(&refuse, sizeof refuse, kTagReply, "refusing the test");
       return chk.withContext("refused the client's test");
     }
-    if (t.command == static_cast<uint8_t>(TestCommand::kEnd)) break;
+    if (t.command == static_cast<uint8_t>(TestCommand::kEnd)) {
+      s.timelineFinish();
+      break;
+    }
     const TestMsg cur = t;
     // The next test's receive goes out now, so the client never waits for its CTS.
     BRAID_RETURN_IF_ERROR(tq.post(s));
@@ -259,6 +264,7 @@ int runTool(const ToolSpec& spec, const Options& o, ClientFn client, ServerFn se
   Status st = o.isServer() ? runServer(spec, **s, server, report, verdict)
                            : runClient(spec, o, **s, client, report, verdict);
   if (!st.isOk()) {
+    (*s)->timelineFinish();  // the last interval, with the rail events that led here
     report.endTable();
     printError(spec, st.toString());
     report.finish(verdict, st.toString());

@@ -24,6 +24,7 @@
 #include "braid/transport.h"
 #include "control_msgs.h"
 #include "stats.h"
+#include "timeline.h"
 #include "tool_spec.h"
 
 namespace braid::perf {
@@ -47,6 +48,7 @@ struct Options {
   bool railStats = false;   ///< --stats: the per-rail table after the run (and in --json)
   bool reportGbits = false;
   std::string jsonFile;
+  std::string timelineFile;  ///< --timeline (bandwidth tools): per-rail samples, JSON Lines
   int txDepth = 16;
   int timeoutMs = 0;                ///< 0 = BRAID_TIMEOUT_MS
   bool useEvent = false;            ///< -e: sleep in epoll instead of busy polling
@@ -179,6 +181,17 @@ class Session {
   Status send(const void* buf, size_t len, uint64_t tag, std::string_view what);
   /// irecv + wait of a small control message of at most `len` bytes; its size in `got`.
   Status recv(void* buf, size_t len, uint64_t tag, std::string_view what, size_t& got);
+  /// --timeline: sets the time origin (the first timed message; later calls do nothing).
+  /// Free without --timeline.
+  void timelineStart(uint64_t ns);
+  /// --timeline: samples the rails when 100 ms have passed since the last sample. For the
+  /// places that read the clock anyway: one comparison when nothing is due (and always
+  /// without --timeline).
+  void timelineTick(uint64_t ns) {
+    if (ns >= timelineNextNs_) timelineSample(ns);
+  }
+  /// --timeline: the last sample (the interval since the previous one); then no more.
+  void timelineFinish();
   /// Posting with the peer in the error; `mr` as in Endpoint::isend/irecv.
   /// Inline: these are on the tools' timed path; only the error path is out of line.
   Result<Request> isend(const void* buf, size_t len, uint64_t tag, std::string_view what,
@@ -202,6 +215,9 @@ class Session {
   Session() = default;
   void probeDataTransport();
   Status postingFailed(const Status& st, std::string_view what) const;
+  void timelineSample(uint64_t ns);
+  /// Event-mode wait() with --timeline: sleeps in slices that end when a sample is due.
+  Status waitSampling(Request& req);
   // Creation order; members are destroyed bottom-up.
   std::shared_ptr<Context> ctx_;
   std::unique_ptr<Worker> worker_;
@@ -213,6 +229,8 @@ class Session {
   std::string peer_;
   uint64_t token_ = 0;
   int timeoutMs_ = 30000;
+  std::unique_ptr<Timeline> timeline_;
+  uint64_t timelineNextNs_ = UINT64_MAX;  ///< timeline_->nextNs(), UINT64_MAX without one
 };
 
 // ------------------------------------------------------------------ control exchange
@@ -363,6 +381,7 @@ Status runPipeline(Session& s, std::string_view what, uint64_t total, uint64_t w
                    Request* watch = nullptr, uint64_t* watchNs = nullptr) {
   const uint64_t w = reqs.size();
   auto postOne = [&](uint64_t i) -> Status {
+    if (i == warmup) s.timelineStart(nowNs());  // the first timed operation
     if (times.wantPosted && i >= warmup) times.posted.push_back(nowNs());
     return post(i);
   };
@@ -374,6 +393,7 @@ Status runPipeline(Session& s, std::string_view what, uint64_t total, uint64_t w
       return st.withContext(std::string(what) + " " + std::to_string(i) + " of " +
                             std::to_string(total));
     const uint64_t t = nowNs();
+    s.timelineTick(t);
     if (i >= warmup)
       times.done.push_back(t);
     else if (i + 1 == warmup)

@@ -94,6 +94,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   BRAID_RETURN_IF_ERROR(end.post(s));
   BRAID_RETURN_IF_ERROR(sendReady(s));
   BRAID_RETURN_IF_ERROR(sendKey(s, mr));
+  s.timelineStart(nowNs());  // --timeline: about when the client's timed operations start
   // The reads are served by the NIC while this side only drives progress.
   BRAID_RETURN_IF_ERROR(end.wait(s, t, true, 0));
   report.addBw(end.row(size, Side::kReceiver));

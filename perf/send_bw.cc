@@ -105,6 +105,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
     Status st = s.wait(r, "receive");
     if (!st.isOk()) return st.withContext(fmt::format("message {} of {}", i, total));
     const uint64_t now = nowNs();
+    s.timelineTick(now);
     if (i >= t.warmup) landed.push_back(now);
     if (r.size() != size)
       return Status(Code::kProtocolError,
@@ -117,6 +118,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
     if (i + 1 == t.warmup) {
       // The receiver's interval starts here; the sender's when this acknowledgement lands.
       startNs = now;
+      s.timelineStart(now);
       BRAID_RETURN_IF_ERROR(sendWarmedUp(s));
     }
   }

@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -50,6 +51,12 @@ Result<std::unique_ptr<Session>> Session::open(const ToolSpec& spec, const Optio
   std::unique_ptr<Session> s(new Session());
   s->isServer_ = o.isServer();
   s->poll_ = o.poll;
+  if (!o.timelineFile.empty()) {
+    // Created before the connection, so that a path that cannot be written fails at once.
+    auto t = Timeline::open(o.timelineFile, spec.name);
+    if (!t) return t.status();
+    s->timeline_ = std::move(t).value();
+  }
   ContextOptions co;
   if (o.transport == "tcp") co.transport = Transport::kTcp;
   if (o.transport == "auto") co.transport = Transport::kAuto;
@@ -159,7 +166,8 @@ void Session::probeDataTransport() {
 Status Session::wait(Request& req, std::string_view what) {
   Status st;
   if (poll_ == PollMode::kEvent) {
-    st = req.wait(std::chrono::milliseconds(timeoutMs_));
+    st = timelineNextNs_ == UINT64_MAX ? req.wait(std::chrono::milliseconds(timeoutMs_))
+                                       : waitSampling(req);
   } else {
     const bool yield = poll_ == PollMode::kYield;
     const uint64_t limitNs = static_cast<uint64_t>(timeoutMs_) * 1'000'000ull;
@@ -170,6 +178,7 @@ Status Session::wait(Request& req, std::string_view what) {
       if (yield) sched_yield();
       if ((spins & 255) == 255) {  // the clock only now and then: test() is the hot path
         uint64_t now = nowNs();
+        timelineTick(now);
         if (start == 0) {
           start = now;
         } else if (now - start > limitNs) {
@@ -204,7 +213,9 @@ Status Session::waitWatching(Request& req, Request& watch, uint64_t& watchNs,
     if (st.code() != Code::kInProgress && st.code() != Code::kTimedOut)
       return st.withContext(fmt::format("{} (peer {})", what, peer_));
     if (poll_ == PollMode::kYield) sched_yield();
-    if (nowNs() - start > limitNs)
+    const uint64_t now = nowNs();
+    timelineTick(now);
+    if (now - start > limitNs)
       return Status(Code::kTimedOut, fmt::format("not finished within {} ms", timeoutMs_))
           .withContext(fmt::format("{} (peer {})", what, peer_));
   }
@@ -212,7 +223,14 @@ Status Session::waitWatching(Request& req, Request& watch, uint64_t& watchNs,
 
 Status Session::waitIdle(Request& req, std::string_view what) {
   for (;;) {
-    Status st = req.wait(std::chrono::milliseconds(1000));
+    uint64_t sliceMs = 1000;
+    if (timelineNextNs_ != UINT64_MAX) {  // --timeline: woken in time for each sample
+      const uint64_t now = nowNs();
+      timelineTick(now);
+      if (timelineNextNs_ > now)
+        sliceMs = std::min<uint64_t>(sliceMs, (timelineNextNs_ - now) / 1'000'000ull + 1);
+    }
+    Status st = req.wait(std::chrono::milliseconds(sliceMs));
     if (st.code() == Code::kTimedOut) {
       Status e = ep_->error();
       if (e.isOk()) continue;
@@ -221,6 +239,40 @@ Status Session::waitIdle(Request& req, std::string_view what) {
     if (st.isOk()) return st;
     return st.withContext(fmt::format("{} (peer {})", what, peer_));
   }
+}
+
+Status Session::waitSampling(Request& req) {
+  const uint64_t deadline = nowNs() + static_cast<uint64_t>(timeoutMs_) * 1'000'000ull;
+  for (;;) {
+    const uint64_t now = nowNs();
+    timelineTick(now);
+    if (now >= deadline)
+      return Status(Code::kTimedOut, fmt::format("not finished within {} ms", timeoutMs_));
+    // Until the next sample is due (UINT64_MAX once the timeline stopped), at most the rest
+    // of the timeout; a millisecond more so the slice never ends just before it.
+    const uint64_t until = std::min(timelineNextNs_, deadline);
+    const auto ms = std::chrono::milliseconds((until - now) / 1'000'000ull + 1);
+    Status st = req.wait(ms);
+    // kTimedOut of the slice, not of the request (a request's own kTimedOut finished it).
+    if (st.code() != Code::kTimedOut || req.finished()) return st;
+  }
+}
+
+void Session::timelineStart(uint64_t ns) {
+  if (!timeline_ || timeline_->started()) return;
+  timeline_->start(ns, ep_->stats());
+  timelineNextNs_ = timeline_->nextNs();
+}
+
+void Session::timelineSample(uint64_t ns) {
+  timeline_->sample(ns, ep_->stats());
+  timelineNextNs_ = timeline_->nextNs();
+}
+
+void Session::timelineFinish() {
+  if (!timeline_ || !ep_) return;
+  timeline_->finish(nowNs(), ep_->stats());
+  timelineNextNs_ = UINT64_MAX;
 }
 
 Status Session::progress() {

@@ -93,6 +93,7 @@ Status server(Session& s, const TestMsg& t, Report& report, Verdict& verdict, Re
   BRAID_RETURN_IF_ERROR(end.post(s));
   BRAID_RETURN_IF_ERROR(sendReady(s));
   BRAID_RETURN_IF_ERROR(sendKey(s, mr));
+  s.timelineStart(nowNs());  // --timeline: about when the client's timed operations start
   // The writes land while this side only drives progress; the client's end message
   // follows its last acknowledged write.
   BRAID_RETURN_IF_ERROR(end.wait(s, t, true, verdict.enabled ? static_cast<uint32_t>(slots) : 0));

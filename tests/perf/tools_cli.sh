@@ -2,12 +2,14 @@
 # The perf tools on the host, no RDMA needed: bad command lines print the usage and exit 2
 # for every tool (a plan beyond the control messages' limits included); --help documents the
 # verbs flags; the one-sided tools over TCP fail on both sides with the API's kUnsupported
-# error and exit 1 (never a crash, never a hang); a client with no server retries quietly
+# error and exit 1 (never a crash, never a hang); --stats and --timeline describe the rails
+# of a loopback run (plot_rails.py plots the timeline); a client with no server retries quietly
 # (debug level only) and then names the address it tried and what to check.
 #
 #   tests/perf/tools_cli.sh PERF_DIR
 set -uo pipefail
 perf="${1:?usage: tools_cli.sh PERF_DIR}"
+perf_src="$(cd "$(dirname "$0")/../../perf" && pwd)"  # the scripts (plot_rails.py)
 failures=0
 checks=0
 out=$(mktemp -d)
@@ -59,7 +61,9 @@ for tool in "${all[@]}"; do
   rc=$?
   checks=$((checks + 1))
   [[ $rc == 0 ]] || fail "$tool --help: exit $rc"
-  for flag in --ib-dev --ib-port --gid-index --qp --transport --yield --validate --json --stats; do
+  flags=(--ib-dev --ib-port --gid-index --qp --transport --yield --validate --json --stats)
+  [[ $tool == *_bw ]] && flags+=(--timeline)  # the bandwidth tools only
+  for flag in "${flags[@]}"; do
     grep -q -- "$flag" "$out/help" || fail "$tool --help does not mention $flag"
   done
   grep -q "not built" "$out/help" && fail "$tool --help still says verbs is not built"
@@ -106,6 +110,54 @@ else
   grep -qE "^ 0 +up +[1-9][0-9]* +100.0%" "$out/cli.txt" || { fail "--stats: the client's rail 0 did not carry every byte"; cat "$out/cli.txt"; }
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["rails"]; assert r[0]["bytes_sent"] > 0 and r[0]["state"] == "up" and r[0]["throughput_mb_per_sec"] > 0, r' \
     "$out/stats.json" || fail "--stats: the JSON has no rails with bytes, state and rate"
+fi
+
+# --timeline: JSON Lines while the run goes on (1000 MiB, 0.2 s to 1 s on loopback here:
+# one 100 ms sample or more, then the last, shorter one): each sample's t_ms after the
+# previous one's, a rails list with each rail's state, name and figures, and bytes adding up
+# to the 1000 timed messages at least and to those and the 16 of the warm-up at most (the
+# warm-up's may be counted too). The server writes one too (zero bytes: it sends no
+# payload). perf/plot_rails.py draws it, or, without matplotlib, says it skipped, exit 0.
+port=$((port + 1))
+timeout -k 2 30 "$perf/braid_send_bw" -p "$port" --timeline "$out/srv.jsonl" >"$out/srv.txt" 2>&1 &
+sp=$!
+timeout -k 2 30 "$perf/braid_send_bw" 127.0.0.1 -p "$port" -s 1M -n 1000 \
+  --timeline "$out/cli.jsonl" >"$out/cli.txt" 2>&1
+crc=$?
+wait "$sp"
+src=$?
+checks=$((checks + 1))
+if [[ $crc != 0 || $src != 0 ]]; then
+  fail "--timeline: exit codes client $crc server $src"; cat "$out/cli.txt" "$out/srv.txt"
+else
+  python3 - "$out/cli.jsonl" "$out/srv.jsonl" $((1000 << 20)) $((1016 << 20)) <<'PY' ||
+import json, sys
+def samples(path):
+    lines = [json.loads(l) for l in open(path)]
+    s = [l for l in lines if "rails" in l]
+    for a, b in zip(s, s[1:]):
+        assert b["t_ms"] > a["t_ms"], (a["t_ms"], b["t_ms"])
+    for x in s:
+        assert x["rails"] and x["t_ms"] >= 0 and x["interval_ms"] > 0, x
+        for r in x["rails"]:
+            assert r["state"] in ("up", "probing", "down") and r["name"], r
+            assert r["bytes"] >= 0 and r["mbit_per_sec"] >= 0 and r["throughput_mb_per_sec"] >= 0, r
+    return s
+cli, srv = samples(sys.argv[1]), samples(sys.argv[2])
+total = sum(r["bytes"] for x in cli for r in x["rails"])
+assert len(cli) >= 2, f"{len(cli)} client samples, 2 or more expected"
+assert sum(r["bytes"] for r in cli[0]["rails"]) > 0, cli[0]
+assert int(sys.argv[3]) <= total <= int(sys.argv[4]), f"client: {total} bytes in the samples"
+assert srv, "no server samples"
+PY
+    { fail "--timeline: bad timeline files"; head -c 2000 "$out/cli.jsonl"; head -c 600 "$out/srv.jsonl"; }
+  if python3 -c "import matplotlib" 2>/dev/null; then
+    python3 "$perf_src/plot_rails.py" "$out/cli.jsonl" -o "$out/rails.png" >"$out/plot.txt" 2>&1 &&
+      [[ -s "$out/rails.png" ]] || { fail "plot_rails.py wrote no rails.png"; cat "$out/plot.txt"; }
+  else
+    python3 "$perf_src/plot_rails.py" "$out/cli.jsonl" -o "$out/rails.png" >"$out/plot.txt" 2>&1 &&
+      grep -q "skipping the plot" "$out/plot.txt" || { fail "plot_rails.py without matplotlib"; cat "$out/plot.txt"; }
+  fi
 fi
 
 # A client with nothing listening: retries for about 5 s, says nothing about each attempt
