@@ -9,6 +9,7 @@
 #    BRAID_STRIPE_POLICY, at one message in flight (-t 1) and at 16 (-t 16). Prints
 #    adaptive / (sum of the rails alone) and adaptive / roundrobin.
 # 2. two equal rails (FAST and FAST): both (adaptive) / one.
+# 3. an iperf3 flow on the fast rail mid-run: braid's rate against the capacity left.
 # Needs root and iproute2 (tc tbf). Takes about two minutes.
 set -uo pipefail
 build=build
@@ -104,6 +105,61 @@ row equal_both_t16 "rl" adaptive 16
 row equal_one_t1 "=rl0" adaptive 1
 row equal_both_t1 "rl" adaptive 1
 
+# 3. A competing flow: iperf3 on the fast rail from 3 s into an adaptive run (-t 16,
+#    --timeline); the per-rail split before and after, and braid's rate after against the
+#    capacity left to it (both rails minus what iperf3 got, as iperf3 measured it).
+shape 1 "$SLOW"
+if command -v iperf3 >/dev/null; then
+  port=$((port + 1))
+  ip netns exec "$A" iperf3 -s -1 -p $((port + 1000)) >/dev/null 2>&1 &
+  ipid=$!
+  ip netns exec "$A" timeout -k 5 300 "$tool" -p "$port" --rails rl >"$out/comp.server.txt" 2>&1 &
+  spid=$!
+  ip netns exec "$B" timeout -k 5 300 "$tool" 10.241.0.1 -p "$port" --rails rl -s 8M \
+    -n $((iters * 6)) -t 16 --timeline "$out/comp.jsonl" >"$out/comp.client.txt" 2>&1 &
+  cpid=$!
+  sleep 3
+  comp_ms=$(python3 -c 'import json,sys; ls=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(ls[-1]["t_ms"] if ls else 0)' "$out/comp.jsonl")
+  ip netns exec "$B" iperf3 -c 10.241.0.1 -p $((port + 1000)) -t 4 -J >"$out/iperf3.json" 2>/dev/null
+  comp_end=$(python3 -c 'import json,sys; ls=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(ls[-1]["t_ms"] if ls else 0)' "$out/comp.jsonl")
+  wait "$cpid"; wait "$spid"; spid=
+  wait "$ipid" 2>/dev/null
+  read -r comp_line < <(python3 - "$out/comp.jsonl" "$comp_ms" "$comp_end" "$out/iperf3.json" "$FAST" "$SLOW" <<'PY'
+import json, sys
+samples = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+samples = [s for s in samples if "rails" in s]
+t0, t1 = float(sys.argv[2]), float(sys.argv[3])
+fast, slow = float(sys.argv[5]), float(sys.argv[6])
+try:
+    ip = json.load(open(sys.argv[4]))["end"]["sum_received"]["bits_per_second"] / 1e6
+except Exception:
+    ip = 0.0
+def window(lo, hi):
+    b = [0, 0]; ms = 0.0
+    for s in samples:
+        if lo <= s["t_ms"] < hi:
+            for r in s["rails"][:2]:
+                b[r["rail"]] += r["bytes"]
+            ms += s.get("interval_ms", 100)
+    tot = b[0] + b[1]
+    return (b[0] / tot if tot else 0), (tot * 8 / (ms / 1000) / 1e6 if ms else 0)
+s0, r0 = window(0, t0)
+s1, r1 = window(t0 + 1000, t1)
+left = fast + slow - ip
+print("%.1f %.1f %.1f %.1f %.1f %.1f %.2f" % (100 * s0, r0, 100 * s1, r1, ip, left, r1 / left if left > 0 else 0))
+PY
+)
+  read -r sh0 r0 sh1 r1 ipm left rat <<<"$comp_line"
+  echo "bench_rails: iperf3 on the fast rail from 3 s (adaptive, -t 16)"
+  printf '  before: fast rail %s%% of the bytes, braid %s Mbit/s\n' "$sh0" "$r0"
+  printf '  with iperf3 (%s Mbit/s): fast rail %s%%, braid %s Mbit/s of the %s left: %s (target >= 0.85)\n' \
+    "$ipm" "$sh1" "$r1" "$left" "$rat"
+  mbit[competing_before]=$r0
+  mbit[competing_after]=$r1
+  mbit[competing_iperf3]=$ipm
+  competing_ratio=$rat
+fi
+
 ratio() { python3 -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print("%.2f" % (a/b if b > 0 else 0))' "$1" "$2"; }
 sum() { python3 -c 'import sys; print(float(sys.argv[1]) + float(sys.argv[2]))' "$1" "$2"; }
 echo "bench_rails: ratios"
@@ -117,6 +173,7 @@ for t in 1 16; do
     "$t" "${ratios[adaptive_over_sum_t$t]}" "${ratios[adaptive_over_roundrobin_t$t]}" \
     "$([[ $t == 1 ]] && echo ' (target >= 1.6)')" "${ratios[roundrobin_over_sum_t$t]}"
 done
+[[ -n ${competing_ratio:-} ]] && ratios[competing_over_capacity_left]=$competing_ratio
 for t in 1 16; do
   ratios[equal_both_over_one_t$t]=$(ratio "${mbit[equal_both_t$t]}" "${mbit[equal_one_t$t]}")
   printf '  -t %-2s two equal rails / one %s (target >= 1.8)\n' "$t" "${ratios[equal_both_over_one_t$t]}"
