@@ -285,6 +285,9 @@ void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
 void EndpointImpl::onFrameSent(OutFrame& f) {
   OpState* op = f.op;
   if (!op) return;
+  // A TCP chunk counts when acknowledged (onChunkAcked), not when written: written bytes
+  // may still be lost with their rail.
+  if (f.postedNs != 0) return;
   --op->pendingFrames;
   if (!op->finished) {
     op->bytesDone += f.hdr.length;

@@ -137,6 +137,16 @@ class Channel final : public tcp::Pollable {
   /// handed to the kernel is not delivered yet: a large socket buffer would make a slow
   /// rail look fast.
   void pollAcks(uint64_t nowNs);
+  /// A chunk this socket holds (queued, or written and not acknowledged) that a rail
+  /// failure leaves undelivered: its send and byte range (the send keeps its hold).
+  struct Lost {
+    OpState* op;
+    uint64_t offset;
+    uint64_t length;
+  };
+  /// Rail failure: hands over the chunks not known delivered, lets go of a receive this
+  /// socket was writing into, and closes the socket.
+  void abandon(std::vector<Lost>& lost);
   /// "control socket" or "data socket K of rail R", for messages.
   std::string name() const;
 
@@ -162,6 +172,8 @@ class Channel final : public tcp::Pollable {
     uint64_t end;
     uint64_t bytes;
     uint64_t postedNs;
+    OpState* op;      ///< its send (held: pendingFrames) until the chunk is acknowledged
+    uint64_t offset;  ///< of the chunk in the message
   };
   uint64_t written_ = 0;
   core::Ring<Unacked> unacked_;
@@ -319,11 +331,21 @@ struct EndpointImpl {
   /// Data channel: the payload of a chunk (`offset`, `bytes`) chunkDest placed has landed.
   void onChunkLanded(OpState* op, uint64_t offset, uint64_t bytes);
   void onFrameSent(OutFrame& f);
+  /// TCP: the peer's kernel acknowledged `bytes` of a rendezvous send's chunk; the send
+  /// finishes when all of it is acknowledged (a rail failure before then sends the rest
+  /// again from the user's buffer).
+  void onChunkAcked(OpState* op, uint64_t bytes);
+  /// TCP: a data socket of `rail` failed with `cause`. When another rail lives, the rail is
+  /// marked down, its undelivered chunks go again over the others, and true is returned;
+  /// false: the caller fails the endpoint.
+  bool railDown(int rail, const Status& cause);
   // TCP striping (tcp_stripe.cc).
   void stripeTcp(OpState* op);   ///< now, or deferred while the sockets are full
   bool holdStripes();            ///< whether a new message must wait to be striped
   void stripeDeferred();         ///< stripes what waits, as far as the sockets allow
   void stripeNow(OpState* op);
+  /// Plans and queues bytes [offset, offset+length) of `op` over the live rails.
+  void stripeRange(OpState* op, uint64_t offset, uint64_t length, uint64_t now);
   void traceStripe(const OpState* op) const;  // BRAID_LOG_LEVEL=trace: the plan and why
   void matchSends(TagState& ts);
   void startSend(OpState* op, const wire::CtsEntry& cts);
@@ -465,6 +487,8 @@ struct EndpointImpl {
   /// While there are any, the worker sleeps at most 1 ms so their acknowledgements are
   /// timed (and deferred messages striped) within a millisecond.
   uint64_t unackedChunks = 0;
+  /// TCP rails still carrying data (a failed one is down until the endpoint closes).
+  std::vector<bool> railAlive;
   /// Bytes queued in user space over all data sockets above which striping waits.
   static constexpr uint64_t kStripeWindow = 4ull << 20;
   std::vector<RailSnapshot> snaps;
@@ -525,6 +549,7 @@ struct WorkerImpl : std::enable_shared_from_this<WorkerImpl> {
   static constexpr size_t kMaxLingering = 64;
   uint64_t nextTickNs = 0;
   uint64_t lastSocketPollNs = 0;
+  uint64_t lastAckPollNs = 0;  ///< busy polling: TCP acknowledgements read every 20 us
   uint32_t busyPolls = 0;  ///< non-blocking polls of an all-verbs worker (clock every 16th)
   // Owner-thread check (BRAID_THREAD_CHECKS): the thread inside a public call, and how
   // deep (calls nest: wait -> test -> progress).

@@ -40,6 +40,32 @@ void Channel::closeFd() noexcept {
     out_.pop_front();
   }
   queuedBytes_ = 0;
+  while (!unacked_.empty()) {
+    OpState* op = unacked_.front().op;
+    unacked_.pop_front();
+    --ep_->unackedChunks;
+    --op->pendingFrames;
+    ep_->maybeRecycle(op);
+  }
+}
+
+void Channel::abandon(std::vector<Lost>& lost) {
+  for (size_t i = 0; i < unacked_.size(); ++i)
+    lost.push_back({unacked_[i].op, unacked_[i].offset, unacked_[i].bytes});
+  ep_->unackedChunks -= unacked_.size();
+  unacked_.clear();
+  while (!out_.empty()) {
+    const OutFrame& f = out_.front();
+    if (f.op) lost.push_back({f.op, f.hdr.offset, f.hdr.length});
+    out_.pop_front();
+  }
+  queuedBytes_ = 0;
+  if (inPayload_ && rxOp_) {  // the rest of that chunk comes again over another rail
+    OpState* op = std::exchange(rxOp_, nullptr);
+    ep_->onChunkLanded(op, hdr_.offset, 0);
+  }
+  inPayload_ = false;
+  closeFd();
 }
 
 tcp::Fd Channel::detach() {
@@ -103,7 +129,9 @@ void Channel::flush() {
     }
     auto r = tcp::writeSomeV(fd_.get(), iov, n, ep_->peer);
     if (!r) {
-      ep_->fail(r.status().withContext(name()));
+      Status st = r.status().withContext(name());
+      if (rail_ >= 0 && ep_->railDown(rail_, st)) return;
+      ep_->fail(st);
       return;
     }
     if (r->wouldBlock) {
@@ -123,7 +151,7 @@ void Channel::flush() {
         if (f.hdr.type == static_cast<uint8_t>(wire::FrameType::kChunk) && rail_ >= 0) {
           ep_->stats.bytesSentPerRail[static_cast<size_t>(rail_)] += f.hdr.length;
           if (f.postedNs != 0) {
-            unacked_.push_back({written_ - moved, f.hdr.length, f.postedNs});
+            unacked_.push_back({written_ - moved, f.hdr.length, f.postedNs, f.op, f.hdr.offset});
             ++ep_->unackedChunks;
           }
         }
@@ -145,10 +173,12 @@ void Channel::pollAcks(uint64_t nowNs) {
   const uint64_t acked = written_ - std::min<uint64_t>(written_, static_cast<uint64_t>(outq));
   bool any = false;
   while (!unacked_.empty() && unacked_.front().end <= acked) {
-    const Unacked& u = unacked_.front();
-    ep_->monitor.chunkCompleted(static_cast<uint32_t>(rail_), u.bytes, u.postedNs, nowNs);
+    const Unacked u = unacked_.front();
     unacked_.pop_front();
     --ep_->unackedChunks;
+    ep_->monitor.chunkCompleted(static_cast<uint32_t>(rail_), u.bytes, u.postedNs, nowNs);
+    ep_->onChunkAcked(u.op, u.bytes);
+    if (ep_->state == EpState::kFailed) return;
     any = true;
   }
   if (any && !ep_->deferred.empty()) ep_->stripeDeferred();
@@ -229,7 +259,9 @@ void Channel::readData() {
       auto r = tcp::readSome(fd_.get(), reinterpret_cast<uint8_t*>(&hdr_) + hdrGot_,
                              sizeof hdr_ - hdrGot_, ep_->peer);
       if (!r) {
-        ep_->fail(r.status().withContext(name()));
+        Status st = r.status().withContext(name());
+        if (ep_->railDown(rail_, st)) return;
+        ep_->fail(st);
         return;
       }
       if (r->eof) {
@@ -267,7 +299,9 @@ void Channel::readData() {
     }
     auto r = tcp::readSome(fd_.get(), to, want, ep_->peer);
     if (!r) {
-      ep_->fail(r.status().withContext(name()));
+      Status st = r.status().withContext(name());
+      if (ep_->railDown(rail_, st)) return;
+      ep_->fail(st);
       return;
     }
     if (r->eof) {

@@ -59,26 +59,78 @@ void EndpointImpl::stripeDeferred() {
 void EndpointImpl::stripeNow(OpState* op) {
   const uint64_t now = core::nowNs();
   for (auto& ch : data) ch->pollAcks(now);
+  if (state != EpState::kConnected || op->finished) return;
+  stripeRange(op, 0, op->len, now);
+}
+
+void EndpointImpl::stripeRange(OpState* op, uint64_t offset, uint64_t length, uint64_t now) {
   monitor.snapshot(snaps);
-  scheduler.plan(op->len, snaps, plan);
+  scheduler.plan(length, snaps, plan);
   if (core::logger(core::Subsys::kTransport).should_log(spdlog::level::trace)) traceStripe(op);
   // Each chunk to the socket of its rail with the least queued.
   for (const Chunk& c : plan) {
     Channel* best = nullptr;
     for (uint32_t k = 0; k < socketsPerRail; ++k) {
       Channel* ch = data[c.rail * socketsPerRail + k].get();
+      if (ch->fd() < 0) continue;
       if (!best || ch->queuedBytes() < best->queuedBytes()) best = ch;
+    }
+    if (!best) {
+      fail(Status(Code::kInternal, fmt::format("rail {} was planned but has no open socket", c.rail)));
+      return;
     }
     OutFrame f;
     f.hdr = wire::makeFrame(wire::FrameType::kChunk, op->tag, op->seq, op->len,
-                            static_cast<uint32_t>(c.length), c.offset);
-    f.payload = op->buf + c.offset;
+                            static_cast<uint32_t>(c.length), offset + c.offset);
+    f.payload = op->buf + offset + c.offset;
     f.op = op;
     f.postedNs = now;
     monitor.chunkPosted(c.rail, c.length, now);
     best->queue(f, true);
     if (state == EpState::kFailed) return;
   }
+}
+
+void EndpointImpl::onChunkAcked(OpState* op, uint64_t bytes) {
+  --op->pendingFrames;
+  if (op->finished) {
+    maybeRecycle(op);
+    return;
+  }
+  op->bytesDone += bytes;
+  if (op->matched && op->bytesDone == op->len) finish(op, Status::ok());
+}
+
+bool EndpointImpl::railDown(int rail, const Status& cause) {
+  if (state != EpState::kConnected || verbs || rail < 0 ||
+      static_cast<size_t>(rail) >= railAlive.size() || !railAlive[static_cast<size_t>(rail)])
+    return false;
+  size_t alive = 0;
+  for (bool a : railAlive) alive += a ? 1 : 0;
+  if (alive < 2) return false;  // the last rail: the endpoint fails
+  railAlive[static_cast<size_t>(rail)] = false;
+  const uint64_t now = core::nowNs();
+  monitor.railFailed(static_cast<uint32_t>(rail), now);
+  std::vector<Channel::Lost> lost;
+  for (uint32_t k = 0; k < socketsPerRail; ++k) data[rail * socketsPerRail + k]->abandon(lost);
+  if (state != EpState::kConnected) return true;  // a receive it released failed the endpoint
+  uint64_t bytes = 0;
+  for (const Channel::Lost& l : lost) bytes += l.length;
+  BRAID_LOG_WARN(kTransport,
+                 "{}: rail {} ({}) is down: {}; {} chunk(s), {} bytes not known delivered go "
+                 "again over the {} other rail(s)",
+                 describe(), rail,
+                 static_cast<size_t>(rail) < localRails.size()
+                     ? wire::railName(localRails[static_cast<size_t>(rail)])
+                     : std::string("?"),
+                 cause.toString(), lost.size(), bytes, alive - 1);
+  for (const Channel::Lost& l : lost) {
+    if (!l.op->finished) stripeRange(l.op, l.offset, l.length, now);
+    --l.op->pendingFrames;  // the hold of the lost chunk (the new ones hold their own)
+    maybeRecycle(l.op);
+    if (state == EpState::kFailed) return true;
+  }
+  return true;
 }
 
 void EndpointImpl::traceStripe(const OpState* op) const {

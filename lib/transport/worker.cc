@@ -87,6 +87,15 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
     BRAID_ASSIGN_OR_RETURN(n, poller.wait(timeoutMs));
     lastSocketPollNs = now = core::nowNs();
   }
+  // A busy poller sees TCP acknowledgements (which finish rendezvous sends) within 20 us.
+  if (awaitingAcks && now - lastAckPollNs >= 20'000) {
+    lastAckPollNs = now;
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      EndpointImpl* e = endpoints[i];
+      if (e->verbs || e->state != EpState::kConnected || e->unackedChunks == 0) continue;
+      for (auto& ch : e->data) ch->pollAcks(now);
+    }
+  }
   n += static_cast<int>(verbsEvents);
   if (now >= nextTickNs) {
     nextTickNs = now + 1000000;  // timers run at most once per millisecond

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Rail failover over TCP: two namespaces joined by two veth rails (the client's egress
+# shaped to 400 Mbit/s each, so the transfer lasts a few seconds), rail_peer sends 24
+# validated 8 MiB messages one at a time with BRAID_TIMEOUT_MS=2000; 1 s in, rail 1 is cut
+# (the client's end of its veth goes down). The transfer must complete with every byte
+# intact over rail 0, the client must log the rail down once with its cause, and rail 1
+# must have stopped carrying bytes. Usage: rail_cut.sh RAIL_PEER_BINARY. Exits 77 (skipped,
+# never passed) without namespaces or tbf.
+set -uo pipefail
+peer=$1
+[ "$(id -u)" -eq 0 ] || { echo "SKIP: network namespaces need root"; exit 77; }
+command -v ip >/dev/null && command -v tc >/dev/null || { echo "SKIP: iproute2 missing"; exit 77; }
+A=braidCA$$; B=braidCB$$
+out=$(mktemp -d)
+spid=
+cleanup() {
+  [ -n "$spid" ] && kill "$spid" 2>/dev/null
+  ip netns del "$A" 2>/dev/null
+  ip netns del "$B" 2>/dev/null
+  rm -rf "$out"
+}
+trap cleanup EXIT
+ip netns add "$A" || { echo "SKIP: cannot create a network namespace"; exit 77; }
+ip netns add "$B"
+for r in 0 1; do
+  ip link add "rc$r" netns "$A" type veth peer name "rc$r" netns "$B"
+  ip -n "$A" addr add "10.22$((r + 7)).0.1/24" dev "rc$r"
+  ip -n "$B" addr add "10.22$((r + 7)).0.2/24" dev "rc$r"
+  ip -n "$A" link set "rc$r" up
+  ip -n "$B" link set "rc$r" up
+  ip netns exec "$B" tc qdisc add dev "rc$r" root tbf rate 400mbit burst 256kb latency 50ms ||
+    { echo "SKIP: tbf is not available"; exit 77; }
+done
+ip -n "$A" link set lo up
+ip -n "$B" link set lo up
+for _ in $(seq 100); do
+  n=$( (ip -n "$A" -o link show; ip -n "$B" -o link show) | grep -c "rc[01].*state UP" || true)
+  [ "$n" -eq 4 ] && break
+  sleep 0.05
+done
+export BRAID_TIMEOUT_MS=2000 BRAID_SOCKET_IFNAME=rc BRAID_LOG_LEVEL=warn
+port=$((30000 + RANDOM % 20000))
+ip netns exec "$A" "$peer" server "$port" >"$out/server.txt" 2>&1 &
+spid=$!
+ip netns exec "$B" "$peer" client 10.227.0.1 "$port" 24 8 >"$out/client.txt" 2>&1 &
+cpid=$!
+sleep 1
+ip -n "$B" link set rc1 down
+t0=$(date +%s)
+wait "$cpid"; crc=$?
+wait "$spid"; src=$?
+spid=
+echo "--- client"; cat "$out/client.txt"; echo "--- server"; cat "$out/server.txt"
+[ $crc -eq 0 ] && [ $src -eq 0 ] ||
+  { echo "FAIL: the transfer did not survive the cut (client $crc, server $src)"; exit 1; }
+grep -q "server says intact" "$out/client.txt" || { echo "FAIL: no intact verdict"; exit 1; }
+n=$(grep -c "rail 1 (.*) is down" "$out/client.txt")
+[ "$n" -eq 1 ] || { echo "FAIL: the client logged rail 1 down $n times (once expected)"; exit 1; }
+echo "PASS: 24 x 8 MiB intact across a cut of rail 1 ($(( $(date +%s) - t0 )) s after the cut)"
