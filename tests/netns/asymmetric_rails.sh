@@ -8,36 +8,9 @@
 # namespaces or tbf are not available.
 set -uo pipefail
 peer=$1
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: network namespaces need root"; exit 77; }
-command -v ip >/dev/null && command -v tc >/dev/null || { echo "SKIP: iproute2 missing"; exit 77; }
-A=braidSA$$; B=braidSB$$
 spid=
-cleanup() {
-  [ -n "$spid" ] && kill "$spid" 2>/dev/null
-  ip netns del "$A" 2>/dev/null
-  ip netns del "$B" 2>/dev/null
-}
-trap cleanup EXIT
-
-ip netns add "$A" || { echo "SKIP: cannot create a network namespace"; exit 77; }
-ip netns add "$B"
-for r in 0 1; do
-  ip link add "as$r" netns "$A" type veth peer name "as$r" netns "$B"
-  ip -n "$A" addr add "10.23$((r + 5)).0.1/24" dev "as$r"
-  ip -n "$B" addr add "10.23$((r + 5)).0.2/24" dev "as$r"
-  ip -n "$A" link set "as$r" up
-  ip -n "$B" link set "as$r" up
-done
-ip -n "$A" link set lo up
-ip -n "$B" link set lo up
-ip netns exec "$B" tc qdisc add dev as0 root tbf rate 400mbit burst 256kb latency 50ms ||
-  { echo "SKIP: tbf is not available"; exit 77; }
-ip netns exec "$B" tc qdisc add dev as1 root tbf rate 100mbit burst 256kb latency 50ms
-for _ in $(seq 100); do
-  n=$( (ip -n "$A" -o link show; ip -n "$B" -o link show) | grep -c "as[01].*state UP" || true)
-  [ "$n" -eq 4 ] && break
-  sleep 0.05
-done
+. "$(dirname "$0")/rails_lib.sh"
+two_rails braidS as 235 400 100
 
 port=$((30000 + RANDOM % 20000))
 # share POLICY: prints the slow rail's share of the bytes in percent; fails on bad data.

@@ -8,36 +8,10 @@
 # never passed) without namespaces or tbf.
 set -uo pipefail
 peer=$1
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: network namespaces need root"; exit 77; }
-command -v ip >/dev/null && command -v tc >/dev/null || { echo "SKIP: iproute2 missing"; exit 77; }
-A=braidCA$$; B=braidCB$$
 out=$(mktemp -d)
 spid=
-cleanup() {
-  [ -n "$spid" ] && kill "$spid" 2>/dev/null
-  ip netns del "$A" 2>/dev/null
-  ip netns del "$B" 2>/dev/null
-  rm -rf "$out"
-}
-trap cleanup EXIT
-ip netns add "$A" || { echo "SKIP: cannot create a network namespace"; exit 77; }
-ip netns add "$B"
-for r in 0 1; do
-  ip link add "rc$r" netns "$A" type veth peer name "rc$r" netns "$B"
-  ip -n "$A" addr add "10.22$((r + 7)).0.1/24" dev "rc$r"
-  ip -n "$B" addr add "10.22$((r + 7)).0.2/24" dev "rc$r"
-  ip -n "$A" link set "rc$r" up
-  ip -n "$B" link set "rc$r" up
-  ip netns exec "$B" tc qdisc add dev "rc$r" root tbf rate 400mbit burst 256kb latency 50ms ||
-    { echo "SKIP: tbf is not available"; exit 77; }
-done
-ip -n "$A" link set lo up
-ip -n "$B" link set lo up
-for _ in $(seq 100); do
-  n=$( (ip -n "$A" -o link show; ip -n "$B" -o link show) | grep -c "rc[01].*state UP" || true)
-  [ "$n" -eq 4 ] && break
-  sleep 0.05
-done
+. "$(dirname "$0")/rails_lib.sh"
+two_rails braidC rc 227 400 400
 export BRAID_TIMEOUT_MS=2000 BRAID_SOCKET_IFNAME=rc BRAID_LOG_LEVEL=warn
 port=$((30000 + RANDOM % 20000))
 ip netns exec "$A" "$peer" server "$port" >"$out/server.txt" 2>&1 &

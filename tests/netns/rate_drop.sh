@@ -8,38 +8,11 @@
 # Usage: rate_drop.sh PERF_DIR. Exits 77 (skipped, never passed) without namespaces or tbf.
 set -uo pipefail
 perf=$1
-[ "$(id -u)" -eq 0 ] || { echo "SKIP: network namespaces need root"; exit 77; }
-command -v ip >/dev/null && command -v tc >/dev/null || { echo "SKIP: iproute2 missing"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: python3 missing"; exit 77; }
-A=braidDA$$; B=braidDB$$
 out=$(mktemp -d)
 spid=
-cleanup() {
-  [ -n "$spid" ] && kill "$spid" 2>/dev/null
-  ip netns del "$A" 2>/dev/null
-  ip netns del "$B" 2>/dev/null
-  rm -rf "$out"
-}
-trap cleanup EXIT
-ip netns add "$A" || { echo "SKIP: cannot create a network namespace"; exit 77; }
-ip netns add "$B"
-for r in 0 1; do
-  ip link add "rd$r" netns "$A" type veth peer name "rd$r" netns "$B"
-  ip -n "$A" addr add "10.23$((r + 7)).0.1/24" dev "rd$r"
-  ip -n "$B" addr add "10.23$((r + 7)).0.2/24" dev "rd$r"
-  ip -n "$A" link set "rd$r" up
-  ip -n "$B" link set "rd$r" up
-done
-ip -n "$A" link set lo up
-ip -n "$B" link set lo up
-ip netns exec "$B" tc qdisc add dev rd0 root tbf rate 400mbit burst 256kb latency 50ms ||
-  { echo "SKIP: tbf is not available"; exit 77; }
-ip netns exec "$B" tc qdisc add dev rd1 root tbf rate 100mbit burst 256kb latency 50ms
-for _ in $(seq 100); do
-  n=$( (ip -n "$A" -o link show; ip -n "$B" -o link show) | grep -c "rd[01].*state UP" || true)
-  [ "$n" -eq 4 ] && break
-  sleep 0.05
-done
+. "$(dirname "$0")/rails_lib.sh"
+two_rails braidD rd 237 400 100
 export BRAID_LOG_LEVEL=error BRAID_STRIPE_POLICY=adaptive
 port=$((30000 + RANDOM % 20000))
 ip netns exec "$A" timeout -k 5 120 "$perf/braid_send_bw" -p "$port" --rails rd >"$out/server.txt" 2>&1 &
@@ -49,7 +22,7 @@ ip netns exec "$B" timeout -k 5 120 "$perf/braid_send_bw" 10.237.0.1 -p "$port" 
   -s 4M -n 34 -t 16 --timeline "$out/timeline.jsonl" >"$out/client.txt" 2>&1 &
 cpid=$!
 sleep 2.5
-ip netns exec "$B" tc qdisc change dev rd0 root tbf rate 50mbit burst 256kb latency 50ms
+reshape 0 50
 drop_ms=$(python3 -c 'import json,sys; ls=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(ls[-1]["t_ms"] if ls else 0)' "$out/timeline.jsonl")
 wait "$cpid"; crc=$?
 wait "$spid"; src=$?
