@@ -167,7 +167,7 @@ void EndpointImpl::tick(uint64_t now) {
     verbs->tick(now);
     if (state == EpState::kFailed) return;
   } else {
-    for (auto& ch : data) ch->pollAcks(now);  // acknowledgements while nothing is sent
+    pollAcks(now);  // acknowledgements while nothing is sent
     if (!deferred.empty()) stripeDeferred();
   }
   // No silence timer: a peer that computes for minutes without calling braid is alive.

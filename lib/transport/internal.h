@@ -344,6 +344,8 @@ struct EndpointImpl {
   bool holdStripes();            ///< whether a new message must wait to be striped
   void stripeDeferred();         ///< stripes what waits, as far as the sockets allow
   void stripeNow(OpState* op);
+  /// Reads every data socket's acknowledgements (Channel::pollAcks).
+  void pollAcks(uint64_t now);
   /// Plans and queues bytes [offset, offset+length) of `op` over the live rails.
   void stripeRange(OpState* op, uint64_t offset, uint64_t length, uint64_t now);
   void traceStripe(const OpState* op) const;  // BRAID_LOG_LEVEL=trace: the plan and why

@@ -58,9 +58,13 @@ void EndpointImpl::stripeDeferred() {
 
 void EndpointImpl::stripeNow(OpState* op) {
   const uint64_t now = core::nowNs();
-  for (auto& ch : data) ch->pollAcks(now);
+  pollAcks(now);
   if (state != EpState::kConnected || op->finished) return;
   stripeRange(op, 0, op->len, now);
+}
+
+void EndpointImpl::pollAcks(uint64_t now) {
+  for (auto& ch : data) ch->pollAcks(now);
 }
 
 void EndpointImpl::stripeRange(OpState* op, uint64_t offset, uint64_t length, uint64_t now) {

@@ -93,7 +93,7 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
     for (size_t i = 0; i < endpoints.size(); ++i) {
       EndpointImpl* e = endpoints[i];
       if (e->verbs || e->state != EpState::kConnected || e->unackedChunks == 0) continue;
-      for (auto& ch : e->data) ch->pollAcks(now);
+      e->pollAcks(now);
     }
   }
   n += static_cast<int>(verbsEvents);
