@@ -167,10 +167,20 @@ struct Address {
 /// Per-endpoint counters.
 /// What one rail (a TCP rail, or a verbs lane: one QP on a device port) of an endpoint did,
 /// as the striping scheduler sees it (docs/protocol.md, "Striping").
+/// A rail's change of state: "down" (with its cause) or "up" (it rejoined).
+struct RailEvent {
+  int64_t unixMs = 0;  ///< wall-clock time of the change, ms since the Unix epoch
+  std::string state;   ///< the state entered: "down" or "up"
+  std::string cause;   ///< why (down: the error seen, or the peer's report)
+};
+
 struct RailStats {
   std::string name;            ///< "eth0 10.0.0.1 -> 10.0.0.2" or the lane's device, GID, QPN
   std::string state;           ///< "up", "probing" (recovering: a small share) or "down"
   uint64_t bytesSent = 0;      ///< payload bytes it carried (as bytesSentPerRail)
+  uint64_t chunks = 0;         ///< chunks it carried (TCP frames, or verbs chunk writes)
+  uint64_t failures = 0;       ///< times it went down
+  std::vector<RailEvent> events;  ///< its last state changes (at most 32), oldest first
   double share = 0;            ///< its part of all rails' bytesSent, 0..1
   double throughputBps = 0;    ///< delivered bytes/s while busy (EWMA; 0 not measured yet)
   double completionUs = 0;     ///< a chunk's post-to-acknowledgement time (EWMA)

@@ -148,6 +148,11 @@ EndpointStats EndpointImpl::statsWithRails() {
     r.throughputBps = snap[i].throughputEwma;
     r.completionUs = snap[i].completionEwmaUs;
     r.latencyUs = snap[i].latencyUs;
+    if (i < links.size()) {
+      r.chunks = links[i].chunks;
+      r.failures = links[i].failures;
+      r.events = links[i].events;
+    }
     s.rails.push_back(std::move(r));
   }
   return s;
@@ -169,6 +174,7 @@ void EndpointImpl::tick(uint64_t now) {
   } else {
     pollAcks(now);  // acknowledgements while nothing is sent
     if (!deferred.empty()) stripeDeferred();
+    if (railsDown > 0) rejoinTick(now);
   }
   // No silence timer: a peer that computes for minutes without calling braid is alive.
   // Its kernel still answers TCP, so a killed process is seen at once (EOF/reset), a dead

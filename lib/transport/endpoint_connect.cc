@@ -237,7 +237,8 @@ void EndpointImpl::onConnected() {
   stats.bytesSentPerRail.assign(verbs ? verbs->laneCount() : railCount, 0);
   const uint32_t planned = static_cast<uint32_t>(verbs ? verbs->laneCount() : railCount);
   monitor = transport::RailMonitor(planned);
-  railAlive.assign(verbs ? 0 : railCount, true);
+  links.assign(planned, RailLink{});
+  railsDown = 0;
   for (uint32_t r = 0; r < planned; ++r) {
     if (verbs) monitor.describe(r, 1, verbs->laneNominalBps(r));
     else monitor.describe(r, socketsPerRail, tcp::linkSpeedMbps(std::string(localRails[r].ifname, strnlen(localRails[r].ifname, sizeof localRails[r].ifname))) * 1e6 / 8);

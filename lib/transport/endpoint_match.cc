@@ -346,6 +346,10 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
       return;
     case wire::FrameType::kHeartbeat:
       return;
+    case wire::FrameType::kRailDown:
+      return onRailDownFrame(f);
+    case wire::FrameType::kRailUp:
+      return onRailUpFrame(f);
     case wire::FrameType::kCancelRecv:
       return onCancelRecv(f);
     case wire::FrameType::kCancelReply:

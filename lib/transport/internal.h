@@ -147,6 +147,11 @@ class Channel final : public tcp::Pollable {
   /// Rail failure: hands over the chunks not known delivered, lets go of a receive this
   /// socket was writing into, and closes the socket.
   void abandon(std::vector<Lost>& lost);
+  /// Rail rejoin: the channel takes a new socket (its old one is closed), fresh stream
+  /// state. Connector: `preamble` (its kRejoin) is written once the connect completes
+  /// (to `remote`); listener: the socket joined already, `preamble` is empty. The channel
+  /// object stays: the poller may still hold events for it in the batch being dispatched.
+  Status reopen(tcp::Fd fd, std::vector<uint8_t> preamble, const tcp::SockAddr& remote);
   /// "control socket" or "data socket K of rail R", for messages.
   std::string name() const;
 
@@ -155,6 +160,7 @@ class Channel final : public tcp::Pollable {
 
  private:
   void setWantOut(bool want);
+  void progressRejoin();
   bool handleControlBuffer();
   void readData();
 
@@ -166,6 +172,11 @@ class Channel final : public tcp::Pollable {
   bool wantOut_ = false;
   core::Ring<OutFrame> out_;
   uint64_t queuedBytes_ = 0;
+  // Connector rejoin: connecting to remote_, then writing preamble_ (the kRejoin).
+  std::vector<uint8_t> preamble_;
+  size_t preambleSent_ = 0;
+  bool connecting_ = false;
+  tcp::SockAddr remote_;
   // Data sockets: bytes written to the socket so far, and the chunks written but not yet
   // acknowledged by the peer's kernel (their end in that count), oldest first.
   struct Unacked {
@@ -338,7 +349,26 @@ struct EndpointImpl {
   /// TCP: a data socket of `rail` failed with `cause`. When another rail lives, the rail is
   /// marked down, its undelivered chunks go again over the others, and true is returned;
   /// false: the caller fails the endpoint.
-  bool railDown(int rail, const Status& cause);
+  bool railDown(int rail, const Status& cause, bool tellPeer = true);
+  /// An error (or EOF) on a data socket of `rail`: a rejoin attempt fails, a live rail goes
+  /// down (railDown). False: the caller fails the endpoint.
+  bool railError(int rail, const Status& cause);
+  /// kRailDown / kRailUp from the peer.
+  void onRailDownFrame(const wire::FrameHeader& f);
+  void onRailUpFrame(const wire::FrameHeader& f);
+  /// Connector: re-dials the rails that are down, with back-off (from tick()).
+  void rejoinTick(uint64_t now);
+  void dialRail(uint32_t rail, uint64_t now);
+  /// Connector: a rejoin socket wrote its kRejoin.
+  void onRejoinWritten(int rail, int socket);
+  /// Connector: the rejoin of `rail` failed; the next one after the back-off.
+  void rejoinFailed(int rail, const Status& cause);
+  /// Listener: a kRejoin arrived for this endpoint (ListenerImpl::handle).
+  Status acceptRejoin(const wire::RejoinBody& j, tcp::Fd fd);
+  /// The rail works again (both sides): probing, logged, counted.
+  void railUp(uint32_t rail, uint32_t epoch, uint64_t now);
+  void railEvent(uint32_t rail, const char* state, std::string cause);
+  std::string railLabel(uint32_t rail) const;
   // TCP striping (tcp_stripe.cc).
   void stripeTcp(OpState* op);   ///< now, or deferred while the sockets are full
   bool holdStripes();            ///< whether a new message must wait to be striped
@@ -489,8 +519,24 @@ struct EndpointImpl {
   /// While there are any, the worker sleeps at most 1 ms so their acknowledgements are
   /// timed (and deferred messages striped) within a millisecond.
   uint64_t unackedChunks = 0;
-  /// TCP rails still carrying data (a failed one is down until the endpoint closes).
-  std::vector<bool> railAlive;
+  /// Each rail's life after connect (rail_failover.cc): TCP rails, or verbs lanes.
+  struct RailLink {
+    bool alive = true;
+    uint32_t epoch = 0;         ///< generation in use: 0 at connect, one more per rejoin
+    uint32_t pendingEpoch = 0;  ///< a rejoin being made (0: none)
+    uint32_t lastTried = 0;     ///< connector: the highest epoch it has dialed
+    uint64_t joinedMask = 0;    ///< sockets of pendingEpoch written (connector) or arrived
+    uint64_t downNs = 0;        ///< when it failed last
+    uint64_t nextDialNs = 0;    ///< connector: the next rejoin attempt
+    uint64_t dialDeadlineNs = 0;
+    uint32_t backoffMs = 0;
+    uint64_t chunks = 0;
+    uint64_t failures = 0;
+    std::vector<RailEvent> events;  ///< at most kMaxRailEvents, oldest first
+  };
+  static constexpr size_t kMaxRailEvents = 32;
+  std::vector<RailLink> links;
+  uint32_t railsDown = 0;  ///< links not alive
   /// Bytes queued in user space over all data sockets above which striping waits.
   static constexpr uint64_t kStripeWindow = 4ull << 20;
   std::vector<RailSnapshot> snaps;

@@ -176,6 +176,7 @@ struct ListenerImpl {
   void onAcceptable(ListenSock& s);
   void onPending(PendingConn& p);
   Status handle(PendingConn& p, const wire::HsHeader& h, const uint8_t* body);
+  Status handleRejoin(PendingConn& p, const uint8_t* body, size_t len);
   /// Sets up the endpoint's verbs lanes (QPs to RTS) when both sides have verbs rails.
   Status acceptVerbs(EndpointImpl& ep, const wire::Hello& hello);
   void refuse(PendingConn& p, wire::RejectReason why, const Status& detail);
@@ -278,10 +279,12 @@ void ListenerImpl::onPending(PendingConn& p) {
       auto chk = wire::checkHeader(h);
       if (!chk.status.isOk()) return refuse(p, chk.reason, chk.status);
       if (h.type != static_cast<uint16_t>(wire::HsType::kHello) &&
-          h.type != static_cast<uint16_t>(wire::HsType::kJoin))
+          h.type != static_cast<uint16_t>(wire::HsType::kJoin) &&
+          h.type != static_cast<uint16_t>(wire::HsType::kRejoin))
         return refuse(p, wire::RejectReason::kMalformed,
                       Status(Code::kProtocolError,
-                             fmt::format("first frame has type {}, not hello or join", h.type)));
+                             fmt::format("first frame has type {}, not hello, join or rejoin",
+                                         h.type)));
       p.buf.resize(sizeof h + h.length);
       if (h.length > 0) continue;
     }
@@ -369,6 +372,7 @@ Status ListenerImpl::handle(PendingConn& p, const wire::HsHeader& h, const uint8
     joining.push_back(std::move(ep));
     return Status::ok();
   }
+  if (h.type == static_cast<uint16_t>(wire::HsType::kRejoin)) return handleRejoin(p, body, h.length);
   BRAID_ASSIGN_OR_RETURN(wire::JoinBody j, wire::decodeJoin(body, h.length));
   if (j.token != token)
     return Status(Code::kConnectionRefused,
@@ -397,6 +401,29 @@ Status ListenerImpl::handle(PendingConn& p, const wire::HsHeader& h, const uint8
     joining.erase(it);
   }
   return Status::ok();
+}
+
+Status ListenerImpl::handleRejoin(PendingConn& p, const uint8_t* body, size_t len) {
+  BRAID_ASSIGN_OR_RETURN(wire::RejoinBody j, wire::decodeRejoin(body, len));
+  if (j.token != token)
+    return Status(Code::kConnectionRefused,
+                  fmt::format("rejoin with job token 0x{:016x}", j.token));
+  if (static_cast<int>(j.rail) != p.rail)
+    return Status(Code::kProtocolError,
+                  fmt::format("rejoin for rail {} arrived on rail {}'s port", j.rail, p.rail));
+  // The endpoint this listener accepted (it is on the listener's worker until destroyed).
+  EndpointImpl* ep = nullptr;
+  for (EndpointImpl* e : worker->endpoints)
+    if (e->isServer && e->endpointId == j.endpointId && e->token == token) ep = e;
+  if (ep == nullptr)
+    return Status(Code::kNotFound, fmt::format("rejoin for unknown endpoint {:x}", j.endpointId));
+  worker->poller.remove(p.fd.get());  // the endpoint's channel registers it again
+  Status st = ep->acceptRejoin(j, std::move(p.fd));
+  p.done = true;
+  if (!st.isOk())
+    BRAID_LOG_DEBUG(kTransport, "listener {}: rejoin from {} refused: {}", address.toString(),
+                    p.peer.toString(), st.toString());
+  return Status::ok();  // a refused rejoin's socket is closed: the connector tries again
 }
 
 void sweepListener(ListenerImpl* l) { l->sweep(); }

@@ -68,6 +68,50 @@ void Channel::abandon(std::vector<Lost>& lost) {
   closeFd();
 }
 
+Status Channel::reopen(tcp::Fd fd, std::vector<uint8_t> preamble, const tcp::SockAddr& remote) {
+  closeFd();
+  fd_ = std::move(fd);
+  written_ = 0;
+  hdrGot_ = 0;
+  inPayload_ = false;
+  dest_ = nullptr;
+  remaining_ = 0;
+  rxOp_ = nullptr;
+  preamble_ = std::move(preamble);
+  preambleSent_ = 0;
+  connecting_ = !preamble_.empty();
+  remote_ = remote;
+  wantOut_ = connecting_;
+  return ep_->worker->poller.add(fd_.get(), connecting_ ? EPOLLOUT : EPOLLIN, this);
+}
+
+void Channel::progressRejoin() {
+  Status st = Status::ok();
+  if (connecting_) {
+    st = tcp::finishConnect(fd_.get(), remote_);
+    if (st.code() == Code::kInProgress) return;
+    if (st.isOk()) connecting_ = false;
+  }
+  while (st.isOk() && preambleSent_ < preamble_.size()) {
+    iovec iov{preamble_.data() + preambleSent_, preamble_.size() - preambleSent_};
+    auto r = tcp::writeSomeV(fd_.get(), &iov, 1, ep_->peer);
+    if (!r) {
+      st = r.status();
+    } else if (r->wouldBlock) {
+      return;
+    } else {
+      preambleSent_ += r->bytes;
+    }
+  }
+  if (st.isOk()) {
+    preamble_.clear();
+    preamble_.shrink_to_fit();
+    st = arm(EPOLLIN);
+  }
+  if (!st.isOk()) return ep_->rejoinFailed(rail_, st.withContext("rejoin: " + name()));
+  ep_->onRejoinWritten(rail_, index_);
+}
+
 tcp::Fd Channel::detach() {
   if (fd_.valid()) ep_->worker->poller.remove(fd_.get());
   tcp::Fd f = std::move(fd_);
@@ -94,6 +138,7 @@ std::string Channel::name() const {
 
 void Channel::onEvent(uint32_t events) {
   if (!fd_.valid()) return;
+  if (!preamble_.empty()) return progressRejoin();
   if (ep_->state != EpState::kConnected) {
     ep_->onHandshakeEvent(*this, events);
     return;
@@ -130,7 +175,7 @@ void Channel::flush() {
     auto r = tcp::writeSomeV(fd_.get(), iov, n, ep_->peer);
     if (!r) {
       Status st = r.status().withContext(name());
-      if (rail_ >= 0 && ep_->railDown(rail_, st)) return;
+      if (rail_ >= 0 && ep_->railError(rail_, st)) return;
       ep_->fail(st);
       return;
     }
@@ -150,6 +195,7 @@ void Channel::flush() {
       if (f.sent == f.total()) {
         if (f.hdr.type == static_cast<uint8_t>(wire::FrameType::kChunk) && rail_ >= 0) {
           ep_->stats.bytesSentPerRail[static_cast<size_t>(rail_)] += f.hdr.length;
+          ++ep_->links[static_cast<size_t>(rail_)].chunks;
           if (f.postedNs != 0) {
             unacked_.push_back({written_ - moved, f.hdr.length, f.postedNs, f.op, f.hdr.offset});
             ++ep_->unackedChunks;
@@ -260,15 +306,20 @@ void Channel::readData() {
                              sizeof hdr_ - hdrGot_, ep_->peer);
       if (!r) {
         Status st = r.status().withContext(name());
-        if (ep_->railDown(rail_, st)) return;
+        if (ep_->railError(rail_, st)) return;
         ep_->fail(st);
         return;
       }
       if (r->eof) {
         // Between frames this may be the peer's orderly close: its CLOSE frame, and the
         // messages sent before it, may still wait on the control socket. Read them first.
-        if (hdrGot_ == 0 && ep_->control && ep_->control.get() != this) ep_->control->readAll();
-        if (ep_->state == EpState::kFailed) return;
+        // A rail the peer gave up on purpose is reported there too (kRailDown).
+        if (ep_->control && ep_->control.get() != this) ep_->control->readAll();
+        if (ep_->state == EpState::kFailed || !fd_.valid()) return;
+        Status st(Code::kConnectionReset,
+                  fmt::format("peer {} closed data socket {} of rail {}{}", ep_->peer, index_,
+                              rail_, hdrGot_ == 0 ? "" : " in the middle of a frame header"));
+        if (ep_->railError(rail_, st)) return;
         ep_->fail(Status(Code::kConnectionReset,
                          fmt::format("peer {} closed data socket {} of rail {}: the peer process "
                                      "died or exited",
@@ -281,6 +332,12 @@ void Channel::readData() {
       if (hdrGot_ < sizeof hdr_) continue;
       hdrGot_ = 0;
       Status st = wire::checkFrame(hdr_, ep_->eagerMax, wire::Path::kDataSocket);
+      if (!st.isOk() && ep_->links.size() > static_cast<size_t>(rail_) &&
+          ep_->links[static_cast<size_t>(rail_)].pendingEpoch != 0) {
+        // A rejoining socket the listener answered with a reject, not data.
+        return ep_->rejoinFailed(rail_, Status(Code::kConnectionRefused,
+                                               "the listener refused the rejoin"));
+      }
       if (!st.isOk()) {
         ep_->fail(st.withContext(fmt::format("{} from {}", name(), ep_->peer)));
         return;
@@ -300,11 +357,17 @@ void Channel::readData() {
     auto r = tcp::readSome(fd_.get(), to, want, ep_->peer);
     if (!r) {
       Status st = r.status().withContext(name());
-      if (ep_->railDown(rail_, st)) return;
+      if (ep_->railError(rail_, st)) return;
       ep_->fail(st);
       return;
     }
     if (r->eof) {
+      if (ep_->control && ep_->control.get() != this) ep_->control->readAll();
+      if (ep_->state == EpState::kFailed || !fd_.valid()) return;
+      Status st(Code::kConnectionReset,
+                fmt::format("peer {} closed data socket {} of rail {} in the middle of a chunk",
+                            ep_->peer, index_, rail_));
+      if (ep_->railError(rail_, st)) return;
       ep_->fail(Status(Code::kConnectionReset,
                        fmt::format("peer {} closed data socket {} of rail {} in the middle of a "
                                    "chunk: the peer process died",

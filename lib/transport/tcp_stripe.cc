@@ -105,38 +105,6 @@ void EndpointImpl::onChunkAcked(OpState* op, uint64_t bytes) {
   if (op->matched && op->bytesDone == op->len) finish(op, Status::ok());
 }
 
-bool EndpointImpl::railDown(int rail, const Status& cause) {
-  if (state != EpState::kConnected || verbs || rail < 0 ||
-      static_cast<size_t>(rail) >= railAlive.size() || !railAlive[static_cast<size_t>(rail)])
-    return false;
-  size_t alive = 0;
-  for (bool a : railAlive) alive += a ? 1 : 0;
-  if (alive < 2) return false;  // the last rail: the endpoint fails
-  railAlive[static_cast<size_t>(rail)] = false;
-  const uint64_t now = core::nowNs();
-  monitor.railFailed(static_cast<uint32_t>(rail), now);
-  std::vector<Channel::Lost> lost;
-  for (uint32_t k = 0; k < socketsPerRail; ++k) data[rail * socketsPerRail + k]->abandon(lost);
-  if (state != EpState::kConnected) return true;  // a receive it released failed the endpoint
-  uint64_t bytes = 0;
-  for (const Channel::Lost& l : lost) bytes += l.length;
-  BRAID_LOG_WARN(kTransport,
-                 "{}: rail {} ({}) is down: {}; {} chunk(s), {} bytes not known delivered go "
-                 "again over the {} other rail(s)",
-                 describe(), rail,
-                 static_cast<size_t>(rail) < localRails.size()
-                     ? wire::railName(localRails[static_cast<size_t>(rail)])
-                     : std::string("?"),
-                 cause.toString(), lost.size(), bytes, alive - 1);
-  for (const Channel::Lost& l : lost) {
-    if (!l.op->finished) stripeRange(l.op, l.offset, l.length, now);
-    --l.op->pendingFrames;  // the hold of the lost chunk (the new ones hold their own)
-    maybeRecycle(l.op);
-    if (state == EpState::kFailed) return true;
-  }
-  return true;
-}
-
 void EndpointImpl::traceStripe(const OpState* op) const {
   std::string rails;
   for (const RailSnapshot& r : snaps) {

@@ -1021,6 +1021,7 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
       case kWrChunk:
         l.bytesInFlight -= std::min<uint64_t>(l.bytesInFlight, info.bytes);
         l.bytesSent += info.bytes;
+        if (l.index < ep_->links.size()) ++ep_->links[l.index].chunks;
         // A one-sided op's chunks count per rail here (a rendezvous counts at its FIN).
         // The op is alive: its last chunk on this lane retires after this one.
         if (info.op && info.op->kind != OpState::Kind::kSend && !info.op->finished &&
@@ -1031,6 +1032,7 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
         batchDone(l);
         l.bytesInFlight -= std::min<uint64_t>(l.bytesInFlight, info.bytes);
         l.bytesSent += info.bytes;
+        if (l.index < ep_->links.size()) ++ep_->links[l.index].chunks;
         OpState* op = info.op;
         if (!op) break;
         if (!op->finished && l.index < ep_->stats.bytesSentPerRail.size())

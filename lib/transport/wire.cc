@@ -83,6 +83,10 @@ std::vector<uint8_t> encodeJoin(const JoinBody& body) {
   return encodeFrame(HsType::kJoin, &body, sizeof body);
 }
 
+std::vector<uint8_t> encodeRejoin(const RejoinBody& body) {
+  return encodeFrame(HsType::kRejoin, &body, sizeof body);
+}
+
 std::vector<uint8_t> encodeReject(RejectReason reason, const std::string& message) {
   std::string m = message;
   if (m.size() > kMaxRejectMessage) {
@@ -112,7 +116,7 @@ HeaderCheck checkHeader(const HsHeader& h) {
                                h.version, kVersion)),
             RejectReason::kBadVersion};
   if (h.type < static_cast<uint16_t>(HsType::kHello) ||
-      h.type > static_cast<uint16_t>(HsType::kJoin))
+      h.type > static_cast<uint16_t>(HsType::kRejoin))
     return {malformed(fmt::format("unknown frame type {}", h.type)), RejectReason::kMalformed};
   if (h.length > kMaxHandshakeBody)
     return {malformed(fmt::format("absurd length {} (limit {})", h.length, kMaxHandshakeBody)),
@@ -197,6 +201,17 @@ Result<JoinBody> decodeJoin(const uint8_t* body, size_t len) {
   return j;
 }
 
+Result<RejoinBody> decodeRejoin(const uint8_t* body, size_t len) {
+  RejoinBody j{};
+  if (len != sizeof j)
+    return malformed(fmt::format("rejoin of {} bytes (expected {})", len, sizeof j));
+  std::memcpy(&j, body, sizeof j);
+  if (j.rail >= kMaxRails || j.socket >= kMaxSocketsPerRail || j.epoch == 0)
+    return malformed(fmt::format("rejoin for rail {} socket {} epoch {} out of range", j.rail,
+                                 j.socket, j.epoch));
+  return j;
+}
+
 Status decodeReject(const uint8_t* body, size_t len) {
   RejectBody r{};
   if (len < sizeof r)
@@ -241,7 +256,8 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
       allowed = type == FrameType::kCts || type == FrameType::kEager ||
                 type == FrameType::kTruncated || type == FrameType::kHeartbeat ||
                 type == FrameType::kClose || type == FrameType::kCancelRecv ||
-                type == FrameType::kCancelReply || type == FrameType::kCancelSend;
+                type == FrameType::kCancelReply || type == FrameType::kCancelSend ||
+                type == FrameType::kRailDown || type == FrameType::kRailUp;
       break;
     case Path::kDataSocket:
       allowed = type == FrameType::kChunk;
@@ -253,7 +269,7 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
                 type == FrameType::kCancelSend;
       break;
   }
-  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kCancelSend))
+  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kRailUp))
     return bad("this frame type does not belong on this path");
   switch (type) {
     case FrameType::kFin:
@@ -269,6 +285,11 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
     case FrameType::kCancelReply:
       if (f.length != 0) return bad("control frame with a payload");
       if (f.offset > 1) return bad("cancel reply that is neither yes nor no");
+      return Status::ok();
+    case FrameType::kRailDown:
+    case FrameType::kRailUp:
+      if (f.length != 0) return bad("control frame with a payload");
+      if (f.offset >= kMaxRails || f.total > UINT32_MAX) return bad("rail or epoch out of range");
       return Status::ok();
     case FrameType::kCts:
     case FrameType::kTruncated:

@@ -19,8 +19,9 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "braid's wire format is
 
 constexpr uint32_t kMagic = 0x44494152;  // "RAID" read as bytes 'R','A','I','D' — braid
 // 2: verbs rails in Hello/HelloAck; 3: eager receives send no CTS (RTS); 4: frames checked
-// per path, variable-length reject messages, cancel frames, no heartbeats.
-constexpr uint16_t kVersion = 4;
+// per path, variable-length reject messages, cancel frames, no heartbeats; 5: rail down/up
+// frames and rejoins of a failed TCP rail.
+constexpr uint16_t kVersion = 5;
 constexpr uint32_t kMaxRails = 16;        // per endpoint
 constexpr uint32_t kMaxSocketsPerRail = 64;
 constexpr uint64_t kMaxEagerLimit = 1u << 20;  // BRAID_EAGER_MAX's bound; a hello offering more is malformed
@@ -32,6 +33,8 @@ enum class HsType : uint16_t {
   kHelloAck = 2,  ///< listener -> connector: accepted; your endpoint id, my data addresses
   kReject = 3,    ///< either way: refused, with a reason
   kJoin = 4,      ///< connector -> listener, first frame of each data socket
+  kRejoin = 5,    ///< connector -> listener, first frame of a data socket replacing one of
+                  ///< a failed rail of a connected endpoint (RejoinBody)
 };
 
 /// Why a handshake was refused.
@@ -162,6 +165,20 @@ struct JoinBody {
 };
 static_assert(sizeof(JoinBody) == 24);
 
+/// Body of kRejoin: a data socket of a rail the connector brings back after a failure.
+/// Every attempt has a higher `epoch` (the rail's generation: 0 at connect); the
+/// listener's endpoint takes the rail back when all of its sockets of one epoch joined,
+/// and answers with a kRailUp frame on the control socket.
+struct RejoinBody {
+  uint64_t token;       ///< job token
+  uint64_t endpointId;  ///< from the HelloAck
+  uint32_t rail;        ///< rail index
+  uint32_t socket;      ///< socket index within the rail
+  uint32_t epoch;       ///< > the rail's current epoch
+  uint32_t reserved;    ///< 0
+};
+static_assert(sizeof(RejoinBody) == 32);
+
 /// Body of kReject: this header, then `length` bytes of UTF-8 explanation (no NUL).
 struct RejectBody {
   uint32_t reason;  ///< RejectReason
@@ -189,12 +206,16 @@ enum class FrameType : uint8_t {
                      ///< 0: too late (its message is on its way and completes the receive)
   kCancelSend = 11,  ///< sender -> receiver: send (tag, seq) was canceled before it started;
                      ///< the receive it matches ends with kCanceled
+  kRailDown = 12,    ///< either way: this side gave up rail `offset` of epoch `total` (its
+                     ///< sockets are closed; what they carried goes again over the others)
+  kRailUp = 13,      ///< listener -> connector: every socket of rail `offset`'s rejoin of
+                     ///< epoch `total` arrived; the rail carries data again
 };
 
 /// Where a data-phase frame arrived. Each path carries its own frame types, and what may
 /// arrive is bounded by this side's limits, never by what the peer announced.
 enum class Path : uint8_t {
-  kControlSocket,  ///< TCP control socket: CTS, EAGER, TRUNCATED, CLOSE, cancel frames
+  kControlSocket,  ///< TCP control socket: CTS, EAGER, TRUNCATED, CLOSE, cancel and rail frames
   kDataSocket,     ///< TCP data socket: CHUNK only
   kVerbsSend,      ///< a SEND on a verbs lane: EAGER, TRUNCATED, FIN, RTS, cancel frames
 };
@@ -240,6 +261,7 @@ std::vector<uint8_t> encodeHello(const HelloBody& body, const std::vector<RailDe
 std::vector<uint8_t> encodeHelloAck(const HelloAckBody& body, const std::vector<RailDesc>& rails,
                                     const std::vector<VerbsRailDesc>& verbs = {});
 std::vector<uint8_t> encodeJoin(const JoinBody& body);
+std::vector<uint8_t> encodeRejoin(const RejoinBody& body);
 std::vector<uint8_t> encodeReject(RejectReason reason, const std::string& message);
 /// Wraps an arbitrary body (tests use this to forge frames).
 std::vector<uint8_t> encodeFrame(HsType type, const void* body, size_t len,
@@ -266,6 +288,7 @@ struct HelloAck {
 };
 Result<HelloAck> decodeHelloAck(const uint8_t* body, size_t len);
 Result<JoinBody> decodeJoin(const uint8_t* body, size_t len);
+Result<RejoinBody> decodeRejoin(const uint8_t* body, size_t len);
 /// A reject as a Status (kConnectionRefused) with the peer's message.
 Status decodeReject(const uint8_t* body, size_t len);
 

@@ -39,7 +39,7 @@ Context& Worker::context() const { return *impl_->context; }
 Result<size_t> WorkerImpl::progress(int timeoutMs) {
   // Control frames (CTS) posted since the last call go out in one write per endpoint.
   size_t verbsEvents = 0;
-  bool anyVerbs = false, allVerbs = !endpoints.empty(), awaitingAcks = false;
+  bool anyVerbs = false, allVerbs = !endpoints.empty(), awaitingAcks = false, rejoining = false;
   for (size_t i = 0; i < endpoints.size(); ++i) {
     EndpointImpl* e = endpoints[i];
     if (e->controlDirty) e->flushControl();
@@ -50,8 +50,11 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
       allVerbs = false;
       awaitingAcks = awaitingAcks || (e->state == EpState::kConnected &&
                                       (e->unackedChunks > 0 || !e->deferred.empty()));
+      rejoining = rejoining || (e->state == EpState::kConnected && e->railsDown > 0);
     }
   }
+  // A rail to dial again (rejoin back-off, from the timers): wake every 50 ms at least.
+  if (rejoining && (timeoutMs < 0 || timeoutMs > 50)) timeoutMs = 50;
   // TCP acknowledgements raise no event: the timers poll them (Channel::pollAcks).
   if (awaitingAcks && (timeoutMs < 0 || timeoutMs > 1)) timeoutMs = 1;
   // A blocking call over verbs arms the CQs, whose completion channels are in the epoll

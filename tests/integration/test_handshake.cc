@@ -153,6 +153,27 @@ TEST_CASE("the listener refuses malformed handshakes with a reason and keeps ser
                Catch::Contains("unknown endpoint"));
     ::close(fd);
   }
+  SECTION("a rejoin for an endpoint that does not exist") {
+    int fd = rawConnect(port);
+    sendBytes(fd, wire::encodeRejoin({token, 12345, 0, 0, 1, 0}));
+    CHECK_THAT(rejectIn(serveUntilClosed(*p.listener, fd)).message(),
+               Catch::Contains("unknown endpoint"));
+    ::close(fd);
+  }
+  SECTION("a rejoin with another job's token") {
+    int fd = rawConnect(port);
+    sendBytes(fd, wire::encodeRejoin({token + 1, 12345, 0, 0, 1, 0}));
+    CHECK_THAT(rejectIn(serveUntilClosed(*p.listener, fd)).message(),
+               Catch::Contains("wrong job token"));
+    ::close(fd);
+  }
+  SECTION("a rejoin of epoch 0") {
+    int fd = rawConnect(port);
+    sendBytes(fd, wire::encodeRejoin({token, 12345, 0, 0, 0, 0}));
+    CHECK_THAT(rejectIn(serveUntilClosed(*p.listener, fd)).message(),
+               Catch::Contains("out of range"));
+    ::close(fd);
+  }
   SECTION("a truncated frame, then silence, is refused at the timeout") {
     int fd = rawConnect(port);
     auto h = hello(token);
@@ -230,4 +251,67 @@ TEST_CASE("addresses print and parse back") {
   CHECK(std::memcmp(a->bytes, b->bytes, Address::kSize) == 0);
   CHECK_FALSE(Address::parse("http://x").isOk());
   CHECK_FALSE(Address::parse("braid://1.2.3.4:99999?token=1").isOk());
+}
+
+TEST_CASE("forged rejoins at a connected endpoint are refused and leave it working") {
+  // This test is the connector: hello, ack, one join; the listener's endpoint is then
+  // connected with one rail of one socket. Rejoins for that rail (the last one), for a
+  // rail it does not have, or twice, must close the socket and change nothing.
+  ContextOptions o;
+  o.timeoutMs = 2000;
+  auto p = connectLocal(o);
+  const uint16_t port = p.listener->port();
+  const uint64_t token = tokenOf(p.listener->address());
+  int ctl = rawConnect(port);
+  sendBytes(ctl, hello(token));
+  std::vector<uint8_t> got;
+  wire::HsHeader h{};
+  auto end = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    REQUIRE(std::chrono::steady_clock::now() < end);
+    (void)p.listener->accept();
+    uint8_t buf[512];
+    ssize_t n = ::recv(ctl, buf, sizeof buf, MSG_DONTWAIT);
+    if (n > 0) got.insert(got.end(), buf, buf + n);
+    if (got.size() >= sizeof h) {
+      std::memcpy(&h, got.data(), sizeof h);
+      if (got.size() >= sizeof h + h.length) break;
+    }
+  }
+  REQUIRE(h.type == static_cast<uint16_t>(wire::HsType::kHelloAck));
+  auto ack = wire::decodeHelloAck(got.data() + sizeof h, h.length);
+  REQUIRE(ack.isOk());
+  const uint64_t id = ack->body.endpointId;
+  int data = rawConnect(ack->rails[0].port);
+  sendBytes(data, wire::encodeJoin({token, id, 0, 0}));
+  std::unique_ptr<Endpoint> srv;
+  while (!srv) {
+    REQUIRE(std::chrono::steady_clock::now() < end);
+    auto a = p.listener->accept();
+    if (a) srv = std::move(a).value();
+  }
+  auto refusedSilently = [&](const wire::RejoinBody& j) {
+    int fd = rawConnect(ack->rails[0].port);
+    sendBytes(fd, wire::encodeRejoin(j));
+    auto until = std::chrono::steady_clock::now() + 5s;
+    for (;;) {  // closed by the listener, with no frame
+      REQUIRE(std::chrono::steady_clock::now() < until);
+      (void)p.worker->waitAndProgress(1ms);
+      uint8_t b[64];
+      ssize_t n = ::recv(fd, b, sizeof b, MSG_DONTWAIT);
+      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) break;
+    }
+    ::close(fd);
+    CHECK(srv->error().isOk());
+  };
+  refusedSilently({token, id, 0, 0, 1, 0});  // its only rail: refused, the rail stays up
+  refusedSilently({token, id, 0, 5, 1, 0});  // a socket index the rail does not have
+  // The endpoint still works: the raw peer answers... nothing, but a send to it goes out
+  // on the original data socket.
+  std::vector<uint8_t> big(64 * 1024, 0x5a);
+  auto s = srv->isend(big.data(), big.size(), 9);
+  REQUIRE(s.isOk());
+  CHECK(srv->error().isOk());
+  ::close(data);
+  ::close(ctl);
 }

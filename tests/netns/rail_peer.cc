@@ -1,7 +1,9 @@
 // A peer process for the network-namespace tests: `rail_peer server PORT` or
 // `rail_peer client HOST PORT [MESSAGES] [MIB]`. The client sends validated messages; the
 // server checks them and answers a verdict; the client prints bytes sent per rail as
-// "rail <i> <ifname-independent index> bytes <n>" lines and exits 0 only when all arrived.
+// "rail <i> bytes <n>" lines, then "stats rail <i> ..." lines (each rail's state,
+// failures, chunks, bytes since it last rejoined after a failure, "since-rejoin", and its
+// events), and exits 0 only when all arrived.
 #include <braid/transport.h>
 
 #include <cstdio>
@@ -72,12 +74,28 @@ int main(int argc, char** argv) {
   uint64_t hdr[2] = {n, mib << 20};
   auto h = ep->isend(hdr, sizeof hdr, 1);
   std::vector<uint8_t> buf(hdr[1]);
+  // Per rail: the bytes it had sent when it last came back after a failure (-1: never).
+  std::vector<int64_t> atRejoin;
+  std::vector<uint64_t> failures;
   for (uint64_t m = 0; m < n; ++m) {
     for (uint64_t i = 0; i < buf.size(); ++i) buf[i] = pat(i, m);
     auto s = ep->isend(buf.data(), buf.size(), 2);
     if (!s) return fail("isend", s.status());
     braid::Status st = s->wait(120s);
     if (!st.isOk()) return fail("send", st);
+    const braid::EndpointStats es = ep->stats();
+    atRejoin.resize(es.rails.size(), -1);
+    failures.resize(es.rails.size(), 0);
+    for (size_t r = 0; r < es.rails.size(); ++r) {
+      const braid::RailStats& rs = es.rails[r];
+      if (rs.failures > failures[r] && rs.state != "down") {  // it came back
+        failures[r] = rs.failures;
+        atRejoin[r] = static_cast<int64_t>(rs.bytesSent);
+        std::printf("client: message %llu: rail %zu is %s again\n",
+                    static_cast<unsigned long long>(m), r, rs.state.c_str());
+        std::fflush(stdout);
+      }
+    }
   }
   uint8_t ok = 0;
   auto v = ep->irecv(&ok, 1, 3);
@@ -85,6 +103,19 @@ int main(int argc, char** argv) {
   auto stats = ep->stats();
   for (size_t r = 0; r < stats.bytesSentPerRail.size(); ++r)
     std::printf("rail %zu bytes %llu\n", r, static_cast<unsigned long long>(stats.bytesSentPerRail[r]));
+  for (size_t r = 0; r < stats.rails.size(); ++r) {
+    const braid::RailStats& rs = stats.rails[r];
+    std::printf("stats rail %zu state %s failures %llu chunks %llu", r, rs.state.c_str(),
+                static_cast<unsigned long long>(rs.failures),
+                static_cast<unsigned long long>(rs.chunks));
+    if (r < atRejoin.size() && atRejoin[r] >= 0)
+      std::printf(" since-rejoin %llu",
+                  static_cast<unsigned long long>(rs.bytesSent - static_cast<uint64_t>(atRejoin[r])));
+    std::printf("\n");
+    for (const braid::RailEvent& e : rs.events)
+      std::printf("stats rail %zu event %lld %s: %s\n", r, static_cast<long long>(e.unixMs),
+                  e.state.c_str(), e.cause.c_str());
+  }
   std::printf("client: server says %s\n", ok ? "intact" : "CORRUPTED");
   return ok ? 0 : 1;
 }

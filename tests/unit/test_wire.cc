@@ -393,3 +393,38 @@ TEST_CASE("a remote key of no bytes, or one wrapping past the address space, is 
     CHECK_THAT(d.status().message(), Catch::Contains("not a braid remote key"));
   }
 }
+
+TEST_CASE("a rejoin round-trips; one of the wrong size, out of range or epoch 0 is refused") {
+  RejoinBody j{1, 2, 1, 3, 4, 0};
+  auto f = encodeRejoin(j);
+  HsHeader h;
+  std::memcpy(&h, f.data(), sizeof h);
+  REQUIRE(checkHeader(h).status.isOk());
+  CHECK(h.type == static_cast<uint16_t>(HsType::kRejoin));
+  auto d = decodeRejoin(f.data() + sizeof h, h.length);
+  REQUIRE(d.isOk());
+  CHECK((d->endpointId == 2 && d->rail == 1 && d->socket == 3 && d->epoch == 4));
+  CHECK_FALSE(decodeRejoin(f.data() + sizeof h, h.length - 1).isOk());
+  for (auto bad : {RejoinBody{1, 2, kMaxRails, 0, 1, 0}, RejoinBody{1, 2, 0, kMaxSocketsPerRail, 1, 0},
+                   RejoinBody{1, 2, 0, 0, 0, 0}}) {
+    auto r = decodeRejoin(reinterpret_cast<const uint8_t*>(&bad), sizeof bad);
+    CHECK(r.status().code() == Code::kProtocolError);
+    CHECK_THAT(r.status().message(), Catch::Contains("out of range"));
+  }
+}
+
+TEST_CASE("rail down and up frames ride the control socket only, with a rail in range") {
+  FrameHeader d = makeFrame(FrameType::kRailDown, 0, 0, /*epoch*/ 3, 0, /*rail*/ 1);
+  FrameHeader u = makeFrame(FrameType::kRailUp, 0, 0, 3, 0, 1);
+  CHECK(checkFrame(d, 4096, Path::kControlSocket).isOk());
+  CHECK(checkFrame(u, 4096, Path::kControlSocket).isOk());
+  CHECK_FALSE(checkFrame(d, 4096, Path::kDataSocket).isOk());
+  CHECK_FALSE(checkFrame(u, 4096, Path::kVerbsSend).isOk());
+  d.offset = kMaxRails;
+  CHECK_THAT(checkFrame(d, 4096, Path::kControlSocket).message(), Catch::Contains("out of range"));
+  u.total = 1ull << 40;
+  CHECK_FALSE(checkFrame(u, 4096, Path::kControlSocket).isOk());
+  u.total = 3;
+  u.length = 8;
+  CHECK_THAT(checkFrame(u, 4096, Path::kControlSocket).message(), Catch::Contains("payload"));
+}
