@@ -334,15 +334,25 @@ void Report::endTable() {
 void Report::railTable(const EndpointStats& st) {
   endTable();
   std::printf(" Rails (this side's sends; rate and completion time as the scheduler measured them):\n");
-  std::printf(" %-4s %-8s %14s %7s %12s %14s  %s\n", "rail", "state", "bytes", "share",
-              "MB/s", "chunk us", "name");
+  std::printf(" %-4s %-8s %14s %7s %9s %12s %14s %5s  %s\n", "rail", "state", "bytes", "share",
+              "chunks", "MB/s", "chunk us", "downs", "name");
   nlohmann::json rails = nlohmann::json::array();
   for (size_t i = 0; i < st.rails.size(); ++i) {
     const RailStats& r = st.rails[i];
-    std::printf(" %-4zu %-8s %14" PRIu64 " %6.1f%% %12.2f %14.1f  %s\n", i, r.state.c_str(),
-                r.bytesSent, 100 * r.share, r.throughputBps / 1048576.0, r.completionUs,
-                r.name.c_str());
+    std::printf(" %-4zu %-8s %14" PRIu64 " %6.1f%% %9" PRIu64 " %12.2f %14.1f %5" PRIu64
+                "  %s\n",
+                i, r.state.c_str(), r.bytesSent, 100 * r.share, r.chunks,
+                r.throughputBps / 1048576.0, r.completionUs, r.failures, r.name.c_str());
+    for (const RailEvent& e : r.events)
+      std::printf("      %s at %" PRId64 " ms (unix): %s\n", e.state.c_str(), e.unixMs,
+                  e.cause.c_str());
+    nlohmann::json events = nlohmann::json::array();
+    for (const RailEvent& e : r.events)
+      events.push_back({{"unix_ms", e.unixMs}, {"state", e.state}, {"cause", e.cause}});
     rails.push_back({{"rail", i},
+                     {"chunks", r.chunks},
+                     {"failures", r.failures},
+                     {"events", std::move(events)},
                      {"name", r.name},
                      {"state", r.state},
                      {"bytes_sent", r.bytesSent},

@@ -1,6 +1,8 @@
 // perf/timeline.cc — --timeline: per-rail samples as JSON Lines (timeline.h).
 #include "timeline.h"
 
+#include <chrono>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -38,23 +40,44 @@ bool Timeline::writeLine(const std::string& line) {
   return true;
 }
 
-void Timeline::start(uint64_t ns, const EndpointStats& st) {
+void Timeline::start(uint64_t ns, const EndpointStats& st, int64_t wallMs) {
   if (started_ || failed_) return;
   started_ = true;
   t0Ns_ = lastNs_ = ns;
+  t0WallMs_ = wallMs >= 0 ? wallMs
+                          : std::chrono::duration_cast<std::chrono::milliseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
   nextNs_ = ns + kPeriodNs;
   lastBytes_ = st.bytesSentPerRail;
   lastState_.clear();
-  for (const RailStats& r : st.rails) lastState_.push_back(r.state);
+  lastEventMs_.clear();
+  for (const RailStats& r : st.rails) {
+    lastState_.push_back(r.state);
+    lastEventMs_.push_back(r.events.empty() ? INT64_MIN : r.events.back().unixMs);
+  }
 }
 
 void Timeline::sample(uint64_t ns, const EndpointStats& st) {
   if (!started_ || finished_ || failed_) return;
   const double tMs = static_cast<double>(ns - t0Ns_) * 1e-6;
   // Events first, so that a reader meets a rail's new state before the sample showing it.
+  lastEventMs_.resize(std::max(lastEventMs_.size(), st.rails.size()), INT64_MIN);
   for (size_t i = 0; i < st.rails.size(); ++i) {
+    bool told = false;
+    for (const RailEvent& ev : st.rails[i].events) {
+      if (ev.unixMs <= lastEventMs_[i]) continue;
+      lastEventMs_[i] = ev.unixMs;
+      told = true;
+      nlohmann::ordered_json e = {{"t_ms", static_cast<double>(ev.unixMs - t0WallMs_)},
+                                  {"event", fmt::format("rail {} {}: {}", i, ev.state, ev.cause)},
+                                  {"rail", i},
+                                  {"state", ev.state},
+                                  {"cause", ev.cause}};
+      if (!writeLine(e.dump())) return;
+    }
     const std::string& state = st.rails[i].state;
-    if (i < lastState_.size() && lastState_[i] != state) {
+    if (!told && i < lastState_.size() && lastState_[i] != state) {
       nlohmann::ordered_json e = {{"t_ms", tMs},
                                   {"event", fmt::format("rail {} {}", i, state)},
                                   {"rail", i},

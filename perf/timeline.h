@@ -6,12 +6,16 @@
 //    127.0.0.1", "state": "up", "bytes": 123456789, "mbit_per_sec": 9856.1,
 //    "throughput_mb_per_sec": 1180.3}, ...]}
 //   {"t_ms": 412.0, "event": "rail 1 down", "rail": 1, "state": "down", "previous": "up"}
+//   {"t_ms": 398.7, "event": "rail 1 down: system-error: ...", "rail": 1, "state": "down",
+//    "cause": "system-error: ..."}
 //
 // t_ms counts from start() (the first timed message); "bytes" is what the rail carried of
 // this side's sends during the interval that ends at t_ms, "mbit_per_sec" that over the
 // interval, "throughput_mb_per_sec" the scheduler's measured rate (EWMA, MiB/s; 0 until
-// measured). A rail whose state differs from the previous sample's gets an event line
-// first, with the same t_ms. Pure: it is fed EndpointStats snapshots and times (the
+// measured). The rail's own state changes (RailStats::events: down with its cause, up when
+// it rejoined) come first, each at the time it happened; a rail whose sampled state differs
+// from the previous sample's without one (probing over: "up") gets an event line at the
+// sample's t_ms. Pure: it is fed EndpointStats snapshots and times (the
 // Session does that from its waits), so tests can drive it directly. Public API only.
 #pragma once
 
@@ -38,7 +42,9 @@ class Timeline {
 
   /// Sets the time origin and the counters' baseline; later calls change nothing (with
   /// -a, the timeline spans every size).
-  void start(uint64_t ns, const EndpointStats& st);
+  /// `wallMs`: the wall-clock time at `ns` (ms since the Unix epoch, as RailEvent); -1
+  /// reads the clock.
+  void start(uint64_t ns, const EndpointStats& st, int64_t wallMs = -1);
   bool started() const { return started_; }
   /// When the next sample is due: UINT64_MAX before start(), after finish() or after a
   /// failed write, so a waiter's `now >= nextNs()` is its whole cost.
@@ -64,6 +70,8 @@ class Timeline {
   uint64_t t0Ns_ = 0, lastNs_ = 0, nextNs_ = UINT64_MAX, samples_ = 0;
   std::vector<uint64_t> lastBytes_;
   std::vector<std::string> lastState_;
+  int64_t t0WallMs_ = 0;
+  std::vector<int64_t> lastEventMs_;  ///< per rail: the newest RailEvent written
 };
 
 }  // namespace braid::perf

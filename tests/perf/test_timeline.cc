@@ -114,6 +114,43 @@ TEST_CASE("timeline: a rail's state change is an event line before the sample",
   std::remove(path.c_str());
 }
 
+TEST_CASE("timeline: a rail's own events come at their time with their cause, once each",
+          "[perf][timeline]") {
+  const std::string path = tempPath();
+  auto t = Timeline::open(path, "test");
+  REQUIRE(t.isOk());
+  Timeline& tl = **t;
+  const int64_t wall0 = 1'800'000'000'000;
+  EndpointStats st = statsOf({0, 0}, {"up", "up"});
+  st.rails[1].events.push_back({wall0 - 5000, "down", "an old failure, before the run"});
+  st.rails[1].events.push_back({wall0 - 4000, "up", "rejoined (epoch 1)"});
+  tl.start(kT0, st, wall0);
+  // Rail 1 fails at 150 ms and comes back at 180 ms, both between two samples.
+  st = statsOf({10, 10}, {"up", "probing"});
+  st.rails[1].events = {{wall0 - 4000, "up", "rejoined (epoch 1)"},
+                        {wall0 + 150, "down", "system-error: recv: Network is unreachable"},
+                        {wall0 + 180, "up", "rejoined (epoch 2)"}};
+  tl.sample(kT0 + 200 * kMs, st);
+  tl.sample(kT0 + 300 * kMs, st);  // the same events again: not repeated
+  st.rails[1].state = "up";        // probing over: a sampled state change
+  tl.sample(kT0 + 400 * kMs, st);
+  auto lines = readLines(path);
+  std::vector<std::string> events;
+  std::vector<double> times;
+  for (auto& l : lines)
+    if (l.contains("event")) {
+      events.push_back(l["event"].get<std::string>());
+      times.push_back(l["t_ms"].get<double>());
+    }
+  REQUIRE(events.size() == 3);
+  CHECK(events[0] == "rail 1 down: system-error: recv: Network is unreachable");
+  CHECK(events[1] == "rail 1 up: rejoined (epoch 2)");
+  CHECK(events[2] == "rail 1 up");
+  CHECK(times == std::vector<double>{150.0, 180.0, 400.0});
+  CHECK(lines[0]["cause"] == "system-error: recv: Network is unreachable");
+  std::remove(path.c_str());
+}
+
 TEST_CASE("timeline: a file that cannot be created is an error naming it", "[perf][timeline]") {
   auto t = Timeline::open("/nonexistent-dir/x.jsonl", "test");
   REQUIRE(!t.isOk());
