@@ -1,26 +1,39 @@
 #!/usr/bin/env bash
 # Multi-rail striping benchmark (not a test): two network namespaces joined by two veth
-# rails, the client's egress shaped with tbf, braid_send_bw with 8 MiB messages, figures
-# measured by the receiver. Every ratio is against runs of this same session.
+# rails (tests/netns/rails_lib.sh), the client's egress shaped with tbf, braid_send_bw with
+# 8 MiB messages, figures measured by the receiver. Every ratio is against runs of this
+# same session.
 #
-#   perf/bench_rails.sh [BUILD_DIR] [--json FILE] [--iters N]
+#   perf/bench_rails.sh [BUILD_DIR] [--json FILE] [--iters N] [--plot PNG] [--keep DIR]
 #
 # 1. rails shaped FAST and SLOW Mbit/s (400 and 100): each rail alone, then both with each
 #    BRAID_STRIPE_POLICY, at one message in flight (-t 1) and at 16 (-t 16). Prints
 #    adaptive / (sum of the rails alone) and adaptive / roundrobin.
 # 2. two equal rails (FAST and FAST): both (adaptive) / one.
 # 3. an iperf3 flow on the fast rail mid-run: braid's rate against the capacity left.
-# Needs root and iproute2 (tc tbf). Takes about two minutes.
+# 4. a rail cut and its return: two equal rails of FAST Mbit/s, adaptive, -t 4,
+#    BRAID_TIMEOUT_MS=2000, --timeline; rail 1's link goes down 3 s into the run and comes
+#    back 4 s later. Prints the stall (time after the cut with the sender below half of one
+#    rail's rate), the detection time (cut to the rail's "down" event), the rejoin time
+#    (link up to its "up" event) and rail 1's share once back; --plot writes the PNG of
+#    throughput per rail over time (perf/plot_rails.py, matplotlib), --keep keeps the
+#    timeline.
+# Needs root and iproute2 (tc tbf). Takes about three minutes.
 set -uo pipefail
 build=build
 if [[ $# -gt 0 && $1 != --* ]]; then build=$1; shift; fi
 json=""
+plot=""
+keep=""
 iters=16
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --json) json=$2; shift 2 ;;
     --iters) iters=$2; shift 2 ;;
-    *) echo "usage: bench_rails.sh [BUILD_DIR] [--json FILE] [--iters N]" >&2; exit 2 ;;
+    --plot) plot=$2; shift 2 ;;
+    --keep) keep=$2; shift 2 ;;
+    *) echo "usage: bench_rails.sh [BUILD_DIR] [--json FILE] [--iters N] [--plot PNG] [--keep DIR]" >&2
+       exit 2 ;;
   esac
 done
 tool="$build/perf/braid_send_bw"
@@ -28,37 +41,10 @@ tool="$build/perf/braid_send_bw"
 [[ $(id -u) == 0 ]] || { echo "bench_rails: network namespaces need root" >&2; exit 2; }
 FAST=${FAST_MBIT:-400}
 SLOW=${SLOW_MBIT:-100}
-A=brailA$$
-B=brailB$$
 out=$(mktemp -d)
 spid=
-cleanup() {
-  [[ -n $spid ]] && kill "$spid" 2>/dev/null
-  ip netns del "$A" 2>/dev/null
-  ip netns del "$B" 2>/dev/null
-  rm -rf "$out"
-}
-trap cleanup EXIT
-ip netns add "$A" && ip netns add "$B" || exit 2
-for r in 0 1; do
-  ip link add "rl$r" netns "$A" type veth peer name "rl$r" netns "$B"
-  ip -n "$A" addr add "10.24$((r + 1)).0.1/24" dev "rl$r"
-  ip -n "$B" addr add "10.24$((r + 1)).0.2/24" dev "rl$r"
-  ip -n "$A" link set "rl$r" up
-  ip -n "$B" link set "rl$r" up
-done
-ip -n "$A" link set lo up
-ip -n "$B" link set lo up
-shape() {  # shape RAIL MBIT: the client's (B's) egress on that rail
-  ip netns exec "$B" tc qdisc replace dev "rl$1" root tbf rate "$2mbit" burst 256kb latency 50ms
-}
-shape 0 "$FAST"
-shape 1 "$SLOW"
-for _ in $(seq 100); do  # braid uses running interfaces only
-  n=$( (ip -n "$A" -o link show; ip -n "$B" -o link show) | grep -c "rl[01].*state UP" || true)
-  [[ $n -eq 4 ]] && break
-  sleep 0.05
-done
+. "$(dirname "$0")/../tests/netns/rails_lib.sh"
+two_rails brail rl 241 "$FAST" "$SLOW"
 export BRAID_LOG_LEVEL=${BRAID_LOG_LEVEL:-error}
 port=$((30000 + RANDOM % 20000))
 
@@ -97,7 +83,7 @@ for t in 1 16; do
     row "${p}_t$t" "rl" "$p" "$t"
   done
 done
-shape 1 "$FAST"
+reshape 1 "$FAST"
 sleep 0.5
 echo "bench_rails: two equal rails of $FAST Mbit/s"
 row equal_one_t16 "=rl0" adaptive 16
@@ -108,7 +94,7 @@ row equal_both_t1 "rl" adaptive 1
 # 3. A competing flow: iperf3 on the fast rail from 3 s into an adaptive run (-t 16,
 #    --timeline); the per-rail split before and after, and braid's rate after against the
 #    capacity left to it (both rails minus what iperf3 got, as iperf3 measured it).
-shape 1 "$SLOW"
+reshape 1 "$SLOW"
 if command -v iperf3 >/dev/null; then
   port=$((port + 1))
   ip netns exec "$A" iperf3 -s -1 -p $((port + 1000)) >/dev/null 2>&1 &
@@ -178,24 +164,95 @@ for t in 1 16; do
   ratios[equal_both_over_one_t$t]=$(ratio "${mbit[equal_both_t$t]}" "${mbit[equal_one_t$t]}")
   printf '  -t %-2s two equal rails / one %s (target >= 1.8)\n' "$t" "${ratios[equal_both_over_one_t$t]}"
 done
+# 4. A rail cut and its return (see the header).
+declare -A cutfig
+reshape 1 "$FAST"
+sleep 0.5
+port=$((port + 1))
+ip netns exec "$A" env BRAID_TIMEOUT_MS=2000 BRAID_LOG_LEVEL=warn timeout -k 5 300 "$tool" \
+  -p "$port" --rails rl >"$out/cut.server.txt" 2>&1 &
+spid=$!
+ip netns exec "$B" env BRAID_TIMEOUT_MS=2000 BRAID_LOG_LEVEL=warn timeout -k 5 300 "$tool" \
+  10.241.0.1 -p "$port" --rails rl -s 8M -n $((iters * 7)) -t 4 --timeline "$out/cut.jsonl" \
+  >"$out/cut.client.txt" 2>&1 &
+cpid=$!
+for _ in $(seq 100); do [[ -s $out/cut.jsonl ]] && break; sleep 0.1; done
+sleep 3
+cut_ms=$(date +%s%3N)
+ip -n "$B" link set rl1 down
+sleep 4
+up_ms=$(date +%s%3N)
+ip -n "$B" link set rl1 up
+wait "$cpid"; crc=$?
+wait "$spid"; src=$?
+spid=
+if [[ $crc != 0 || $src != 0 ]]; then
+  echo "bench_rails: the cut run failed (client $crc, server $src)" >&2
+  cat "$out/cut.client.txt" "$out/cut.server.txt" >&2
+else
+  read -r cut_line < <(python3 - "$out/cut.jsonl" "$cut_ms" "$up_ms" "$FAST" <<'PY'
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+t0 = next(l["start_unix_ms"] for l in lines if "start_unix_ms" in l)
+cut, up, fast = int(sys.argv[2]) - t0, int(sys.argv[3]) - t0, float(sys.argv[4])
+samples = [l for l in lines if "rails" in l]
+events = [l for l in lines if "event" in l and l.get("rail") == 1]
+def rate(s):
+    return sum(r["bytes"] for r in s["rails"]) * 8 / (s["interval_ms"] / 1000) / 1e6
+down = next((e["t_ms"] for e in events if e["event"].startswith("rail 1 down") and e["t_ms"] >= cut), None)
+back = next((e["t_ms"] for e in events if e["event"].startswith("rail 1 up:") and e["t_ms"] >= up), None)
+# Stall: time between the cut and the link's return in samples below half of one rail.
+stall = sum(s["interval_ms"] for s in samples
+            if s["t_ms"] - s["interval_ms"] >= cut and s["t_ms"] <= up and rate(s) < fast / 2)
+after = [s for s in samples if back is not None and s["t_ms"] - s["interval_ms"] >= back + 1000]
+b1 = sum(s["rails"][1]["bytes"] for s in after)
+tot = sum(r["bytes"] for s in after for r in s["rails"])
+print("%.0f %s %s %.1f %.0f %.0f" % (stall, "%.0f" % (down - cut) if down is not None else "-1",
+      "%.0f" % (back - up) if back is not None else "-1", 100 * b1 / tot if tot else 0, cut, up))
+PY
+)
+  read -r stall detect rejoin share1 cut_t up_t <<<"$cut_line"
+  echo "bench_rails: rail 1 cut 3 s into an adaptive run (two $FAST Mbit/s rails, -t 4, BRAID_TIMEOUT_MS=2000), back 4 s later"
+  printf '  stall %s ms (target <= 4000: 2x the timeout); rail down %s ms after the cut; back %s ms after its link; then %s%% of the bytes\n' \
+    "$stall" "$detect" "$rejoin" "$share1"
+  cutfig[stall_ms]=$stall
+  cutfig[detect_ms]=$detect
+  cutfig[rejoin_ms]=$rejoin
+  cutfig[rail1_share_after_pct]=$share1
+  if [[ -n $plot ]]; then
+    # The link changes as events of their own, then the plot.
+    cp "$out/cut.jsonl" "$out/cut.plot.jsonl"
+    printf '{"t_ms": %s, "event": "ip link set rl1 down"}\n{"t_ms": %s, "event": "ip link set rl1 up"}\n' \
+      "$cut_t" "$up_t" >>"$out/cut.plot.jsonl"
+    py=python3
+    /usr/bin/python3 -c "import matplotlib" 2>/dev/null && py=/usr/bin/python3
+    "$py" "$(dirname "$0")/plot_rails.py" "$out/cut.plot.jsonl" -o "$plot" \
+      --title "braid_send_bw -s 8M -t 4 over two $FAST Mbit/s rails: rail 1 cut, then back"
+  fi
+  [[ -n $keep ]] && mkdir -p "$keep" && cp "$out/cut.jsonl" "$out/cut.client.txt" "$out/cut.server.txt" "$keep/"
+fi
+
 if [[ -n $json ]]; then
+  jsonmap() {  # jsonmap NAME: the associative array NAME as a JSON object
+    local -n m=$1
+    local first=1 k
+    printf '{'
+    for k in "${!m[@]}"; do
+      [[ $first == 1 ]] || printf ','
+      first=0
+      printf '\n  "%s": %s' "$k" "${m[$k]:-0}"
+    done
+    printf '}'
+  }
   {
     echo "{\"fast_mbit\": $FAST, \"slow_mbit\": $SLOW, \"message_bytes\": 8388608, \"iters\": $iters,"
-    echo " \"receiver_mbit_per_sec\": {"
-    first=1
-    for k in "${!mbit[@]}"; do
-      [[ $first == 1 ]] || echo ","
-      first=0
-      printf '  "%s": %s' "$k" "${mbit[$k]:-0}"
-    done
-    echo "}, \"ratios\": {"
-    first=1
-    for k in "${!ratios[@]}"; do
-      [[ $first == 1 ]] || echo ","
-      first=0
-      printf '  "%s": %s' "$k" "${ratios[$k]}"
-    done
-    echo "}}"
+    printf ' "receiver_mbit_per_sec": '
+    jsonmap mbit
+    printf ',\n "ratios": '
+    jsonmap ratios
+    printf ',\n "rail_cut": '
+    jsonmap cutfig
+    echo "}"
   } >"$json"
   echo "bench_rails: wrote $json"
 fi

@@ -87,8 +87,8 @@ std::optional<int> parseCommandLine(const ToolSpec& spec, int argc, char** argv,
   conn->add_option("--socks", o.socks, "TCP data sockets per rail (default: BRAID_SOCKET_NSOCKS)")
       ->check(CLI::Range(1, 64));
   conn->add_option("--timeout", o.timeoutMs,
-                   "ms: a peer or request silent this long fails the run (default: "
-                   "BRAID_TIMEOUT_MS)")
+                   "ms: a peer silent this long fails the run, a request waiting twice "
+                   "this plus 1 s (a rail failover fits) (default: BRAID_TIMEOUT_MS)")
       ->check(CLI::Range(1, 24 * 3600 * 1000));
 
   auto* ib = app.add_option_group("Verbs (perftest's names)");

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plot each rail's throughput over time from the --timeline file of a braid bandwidth tool.
 
-usage: perf/plot_rails.py RUN.jsonl [-o rails.png] [--measured]
+usage: perf/plot_rails.py RUN.jsonl [-o rails.png] [--measured] [--title TEXT]
 
 The file holds one JSON object per line (braid_send_bw/write_bw/read_bw --timeline FILE):
 samples every 100 ms with each rail's bytes of the interval, and rail events ("rail 1
@@ -43,6 +43,7 @@ def main():
     ap.add_argument("-o", "--output", default="rails.png", help="image to write")
     ap.add_argument("--measured", action="store_true",
                     help="also plot the scheduler's measured rate of each rail (dashed)")
+    ap.add_argument("--title", help="the plot's title (default: the file's name)")
     args = ap.parse_args()
 
     try:
@@ -96,12 +97,13 @@ def main():
     for e in events:
         t = e["t_ms"] / 1000.0
         ax.axvline(t, color="red", linestyle=":", alpha=0.8)
-        ax.text(t, 1.0, f" {e['event']}", transform=ax.get_xaxis_transform(), rotation=90,
+        text = e["event"] if len(e["event"]) <= 60 else e["event"][:57] + "..."
+        ax.text(t, 1.0, f" {text}", transform=ax.get_xaxis_transform(), rotation=90,
                 va="top", ha="left", fontsize="small", color="red",
                 bbox=dict(facecolor="white", alpha=0.7, edgecolor="none", pad=1))
     ax.set_xlabel("time since the first timed message [s]")
     ax.set_ylabel("throughput [Mbit/s]")
-    ax.set_title(f"per-rail throughput: {args.timeline}")
+    ax.set_title(args.title or f"per-rail throughput: {args.timeline}")
     ax.set_ylim(bottom=0)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")

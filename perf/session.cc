@@ -89,7 +89,10 @@ Result<std::unique_ptr<Session>> Session::open(const ToolSpec& spec, const Optio
   auto ctx = Context::create(co);
   if (!ctx) return ctx.status().withContext("cannot create the braid context");
   s->ctx_ = std::move(ctx).value();
-  s->timeoutMs_ = s->ctx_->timeoutMs();
+  // A request may wait through a rail failover: the rail's failure takes up to
+  // BRAID_TIMEOUT_MS to show, and its chunks then go again over the others. A run fails
+  // on a request that waited twice that and a second more.
+  s->timeoutMs_ = 2 * s->ctx_->timeoutMs() + 1000;
   auto w = Worker::create(s->ctx_);
   if (!w) return w.status().withContext("cannot create the braid worker");
   s->worker_ = std::move(w).value();

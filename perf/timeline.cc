@@ -56,6 +56,10 @@ void Timeline::start(uint64_t ns, const EndpointStats& st, int64_t wallMs) {
     lastState_.push_back(r.state);
     lastEventMs_.push_back(r.events.empty() ? INT64_MIN : r.events.back().unixMs);
   }
+  // The origin in wall-clock time: logs, RailEvent times and outside actions (a cable
+  // pulled at 12:03:07.250) map onto t_ms with it.
+  nlohmann::ordered_json origin = {{"t_ms", 0.0}, {"start_unix_ms", t0WallMs_}};
+  (void)writeLine(origin.dump());
 }
 
 void Timeline::sample(uint64_t ns, const EndpointStats& st) {

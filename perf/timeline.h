@@ -2,6 +2,7 @@
 // sampled every 100 ms during a run, one JSON object per line (JSON Lines), flushed line by
 // line so that `tail -f FILE` follows a long run.
 //
+//   {"t_ms": 0, "start_unix_ms": 1796318851285}
 //   {"t_ms": 100.2, "interval_ms": 100.2, "rails": [{"rail": 0, "name": "lo 127.0.0.1 ->
 //    127.0.0.1", "state": "up", "bytes": 123456789, "mbit_per_sec": 9856.1,
 //    "throughput_mb_per_sec": 1180.3}, ...]}
@@ -9,7 +10,8 @@
 //   {"t_ms": 398.7, "event": "rail 1 down: system-error: ...", "rail": 1, "state": "down",
 //    "cause": "system-error: ..."}
 //
-// t_ms counts from start() (the first timed message); "bytes" is what the rail carried of
+// t_ms counts from start() (the first timed message; the first line gives its wall-clock
+// time); "bytes" is what the rail carried of
 // this side's sends during the interval that ends at t_ms, "mbit_per_sec" that over the
 // interval, "throughput_mb_per_sec" the scheduler's measured rate (EWMA, MiB/s; 0 until
 // measured). The rail's own state changes (RailStats::events: down with its cause, up when

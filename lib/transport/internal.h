@@ -147,6 +147,14 @@ class Channel final : public tcp::Pollable {
   /// Rail failure: hands over the chunks not known delivered, lets go of a receive this
   /// socket was writing into, and closes the socket.
   void abandon(std::vector<Lost>& lost);
+  /// Rail failure: reads what the kernel holds for this socket before it is closed. The
+  /// peer counts a chunk delivered once this side's kernel acknowledged it, so bytes
+  /// buffered here must reach their receives (a socket's data stays readable after a
+  /// reset).
+  void drain();
+  /// Lets go of the receive this socket is writing a chunk into (its requests are ending):
+  /// the rest of that payload is read and discarded, so the stream stays in step.
+  void dropLanding();
   /// Rail rejoin: the channel takes a new socket (its old one is closed), fresh stream
   /// state. Connector: `preamble` (its kRejoin) is written once the connect completes
   /// (to `remote`); listener: the socket joined already, `preamble` is empty. The channel
@@ -378,6 +386,8 @@ struct EndpointImpl {
   void pollAcks(uint64_t now);
   /// Plans and queues bytes [offset, offset+length) of `op` over the live rails.
   void stripeRange(OpState* op, uint64_t offset, uint64_t length, uint64_t now);
+  /// Queues `chunks` (a plan of bytes from `offset`) on their rails' sockets.
+  void placePlan(OpState* op, uint64_t offset, uint64_t now, const std::vector<Chunk>& chunks);
   void traceStripe(const OpState* op) const;  // BRAID_LOG_LEVEL=trace: the plan and why
   void matchSends(TagState& ts);
   void startSend(OpState* op, const wire::CtsEntry& cts);

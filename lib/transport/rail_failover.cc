@@ -76,6 +76,11 @@ bool EndpointImpl::railDown(int rail, const Status& cause, bool tellPeer) {
   // its own failure (the control socket is read before an EOF on a data socket counts).
   if (tellPeer)
     sendNotice(wire::makeFrame(wire::FrameType::kRailDown, 0, 0, l.epoch, 0, r));
+  // What the peer's chunks left in this side's socket buffers counts as delivered there
+  // (its kernel saw the acknowledgement): read it before the sockets close.
+  for (uint32_t k = 0; k < socketsPerRail && state == EpState::kConnected; ++k)
+    data[r * socketsPerRail + k]->drain();
+  if (state != EpState::kConnected) return true;
   std::vector<Channel::Lost> lost;
   for (uint32_t k = 0; k < socketsPerRail; ++k) data[r * socketsPerRail + k]->abandon(lost);
   if (state != EpState::kConnected) return true;  // a receive it released failed the endpoint
@@ -87,12 +92,16 @@ bool EndpointImpl::railDown(int rail, const Status& cause, bool tellPeer) {
                  describe(), rail, railLabel(r), cause.toString(), lost.size(), bytes, alive - 1,
                  isServer ? "; the connector will try to bring it back"
                           : "; it is tried again with back-off");
+  // The lost chunks go first; messages waiting to be striped after them.
+  const bool outer = !stripingDeferred;
+  stripingDeferred = true;
   for (const Channel::Lost& x : lost) {
-    if (!x.op->finished) stripeRange(x.op, x.offset, x.length, now);
+    if (!x.op->finished && state == EpState::kConnected) stripeRange(x.op, x.offset, x.length, now);
     --x.op->pendingFrames;  // the hold of the lost chunk (the new ones hold their own)
     maybeRecycle(x.op);
-    if (state == EpState::kFailed) return true;
   }
+  stripingDeferred = !outer;
+  if (outer && !deferred.empty()) stripeDeferred();
   return true;
 }
 

@@ -68,6 +68,23 @@ void Channel::abandon(std::vector<Lost>& lost) {
   closeFd();
 }
 
+void Channel::drain() {
+  // readData stops at an empty socket, an error or EOF (all of which close nothing here:
+  // the rail is down already) or its per-call budget.
+  for (int i = 0; i < 16 && fd_.valid() && !control_ && preamble_.empty(); ++i) {
+    int avail = 0;
+    if (::ioctl(fd_.get(), FIONREAD, &avail) < 0 || avail <= 0) return;
+    readData();
+  }
+}
+
+void Channel::dropLanding() {
+  if (!inPayload_ || rxOp_ == nullptr) return;
+  OpState* op = std::exchange(rxOp_, nullptr);
+  dest_ = nullptr;
+  ep_->onChunkLanded(op, hdr_.offset, 0);
+}
+
 Status Channel::reopen(tcp::Fd fd, std::vector<uint8_t> preamble, const tcp::SockAddr& remote) {
   closeFd();
   fd_ = std::move(fd);

@@ -71,8 +71,31 @@ void EndpointImpl::stripeRange(OpState* op, uint64_t offset, uint64_t length, ui
   monitor.snapshot(snaps);
   scheduler.plan(length, snaps, plan);
   if (core::logger(core::Subsys::kTransport).should_log(spdlog::level::trace)) traceStripe(op);
+  // Queueing a chunk flushes its socket. A flush stripes deferred messages: they wait
+  // until this plan is queued. A flush may also find its rail failed, whose chunks are
+  // planned again at once: this plan moves to a vector of its own first.
+  std::vector<Chunk> mine;
+  mine.swap(plan);
+  const bool outer = !stripingDeferred;
+  stripingDeferred = true;
+  placePlan(op, offset, now, mine);
+  stripingDeferred = !outer;
+  if (mine.capacity() > plan.capacity()) {  // keep the larger buffer for the next plan
+    mine.clear();
+    plan.swap(mine);
+  }
+  if (outer && !deferred.empty()) stripeDeferred();
+}
+
+void EndpointImpl::placePlan(OpState* op, uint64_t offset, uint64_t now,
+                             const std::vector<Chunk>& chunks) {
   // Each chunk to the socket of its rail with the least queued.
-  for (const Chunk& c : plan) {
+  for (const Chunk& c : chunks) {
+    if (state != EpState::kConnected || op->finished) return;
+    if (!links[c.rail].alive) {  // it failed under an earlier chunk's flush: plan again
+      stripeRange(op, offset + c.offset, c.length, now);
+      continue;
+    }
     Channel* best = nullptr;
     for (uint32_t k = 0; k < socketsPerRail; ++k) {
       Channel* ch = data[c.rail * socketsPerRail + k].get();
@@ -91,7 +114,6 @@ void EndpointImpl::stripeRange(OpState* op, uint64_t offset, uint64_t length, ui
     f.postedNs = now;
     monitor.chunkPosted(c.rail, c.length, now);
     best->queue(f, true);
-    if (state == EpState::kFailed) return;
   }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rail failover over TCP: two namespaces joined by two veth rails (the client's egress
 # shaped to 400 Mbit/s each, so the transfer lasts a few seconds), rail_peer sends 24
-# validated 8 MiB messages one at a time with BRAID_TIMEOUT_MS=2000; 1 s in, rail 1 is cut
+# validated 8 MiB messages, 4 in flight, with BRAID_TIMEOUT_MS=2000; 1 s in, rail 1 is cut
 # (the client's end of its veth goes down). The transfer must complete with every byte
 # intact over rail 0, the client must log the rail down once with its cause, and rail 1
 # must have stopped carrying bytes. Usage: rail_cut.sh RAIL_PEER_BINARY. Exits 77 (skipped,
@@ -16,7 +16,7 @@ export BRAID_TIMEOUT_MS=2000 BRAID_SOCKET_IFNAME=rc BRAID_LOG_LEVEL=warn
 port=$((30000 + RANDOM % 20000))
 ip netns exec "$A" "$peer" server "$port" >"$out/server.txt" 2>&1 &
 spid=$!
-ip netns exec "$B" "$peer" client 10.227.0.1 "$port" 24 8 >"$out/client.txt" 2>&1 &
+ip netns exec "$B" "$peer" client 10.227.0.1 "$port" 24 8 4 >"$out/client.txt" 2>&1 &
 cpid=$!
 sleep 1
 ip -n "$B" link set rc1 down

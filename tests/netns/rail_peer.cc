@@ -1,11 +1,13 @@
 // A peer process for the network-namespace tests: `rail_peer server PORT` or
-// `rail_peer client HOST PORT [MESSAGES] [MIB]`. The client sends validated messages; the
+// `rail_peer client HOST PORT [MESSAGES] [MIB] [DEPTH]`. The client sends validated messages
+// (DEPTH of them in flight, 1 by default); the
 // server checks them and answers a verdict; the client prints bytes sent per rail as
 // "rail <i> bytes <n>" lines, then "stats rail <i> ..." lines (each rail's state,
 // failures, chunks, bytes since it last rejoined after a failure, "since-rejoin", and its
 // events), and exits 0 only when all arrived.
 #include <braid/transport.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,7 +27,8 @@ int fail(const char* what, const braid::Status& st) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) return std::fprintf(stderr, "usage: rail_peer server PORT | client HOST PORT [N] [MIB]\n"), 2;
+  if (argc < 3)
+    return std::fprintf(stderr, "usage: rail_peer server PORT | client HOST PORT [N] [MIB] [DEPTH]\n"), 2;
   bool server = std::strcmp(argv[1], "server") == 0;
   auto ctx = braid::Context::create();
   if (!ctx) return fail("context", ctx.status());
@@ -40,18 +43,27 @@ int main(int argc, char** argv) {
     if (!l) return fail("listen", l.status());
     auto ep = (*l)->waitAccept(60s);
     if (!ep) return fail("accept", ep.status());
-    uint64_t hdr[2];
+    uint64_t hdr[3];
     auto h = (*ep)->irecv(hdr, sizeof hdr, 1);
     if (!h || !h->wait(60s).isOk()) return fail("header", h ? h->wait(0ms) : h.status());
-    std::vector<uint8_t> buf(hdr[1]);
+    const uint64_t depth = hdr[2];
+    std::vector<std::vector<uint8_t>> bufs(depth, std::vector<uint8_t>(hdr[1]));
+    std::vector<braid::Request> reqs(depth);
     uint8_t ok = 1;
-    for (uint64_t m = 0; m < hdr[0]; ++m) {
+    // Up to `depth` receives posted; message m lands in buffer m % depth.
+    for (uint64_t m = 0; m < hdr[0] + depth; ++m) {
+      std::vector<uint8_t>& buf = bufs[m % depth];
+      if (m >= depth) {
+        const uint64_t done = m - depth;
+        braid::Status st = reqs[m % depth].wait(30s);
+        if (!st.isOk()) return fail("receive", st);
+        for (uint64_t i = 0; i < buf.size(); ++i)
+          if (buf[i] != pat(i, done)) { ok = 0; break; }
+      }
+      if (m >= hdr[0]) continue;
       auto r = (*ep)->irecv(buf.data(), buf.size(), 2);
       if (!r) return fail("irecv", r.status());
-      braid::Status st = r->wait(120s);
-      if (!st.isOk()) return fail("receive", st);
-      for (uint64_t i = 0; i < buf.size(); ++i)
-        if (buf[i] != pat(i, m)) { ok = 0; break; }
+      reqs[m % depth] = std::move(r).value();
     }
     auto v = (*ep)->isend(&ok, 1, 3);
     if (!v || !v->wait(60s).isOk()) return fail("verdict", v ? v->wait(0ms) : v.status());
@@ -61,6 +73,7 @@ int main(int argc, char** argv) {
   if (argc < 4) return 2;
   uint64_t n = argc > 4 ? std::strtoull(argv[4], nullptr, 10) : 8;
   uint64_t mib = argc > 5 ? std::strtoull(argv[5], nullptr, 10) : 16;
+  uint64_t depth = argc > 6 ? std::max<uint64_t>(1, std::strtoull(argv[6], nullptr, 10)) : 1;
   auto a = braid::Address::fromHostPort(argv[2], static_cast<uint16_t>(std::atoi(argv[3])), token);
   if (!a) return fail("address", a.status());
   std::unique_ptr<braid::Endpoint> ep;
@@ -71,18 +84,26 @@ int main(int argc, char** argv) {
   }
   if (!ep) return std::fprintf(stderr, "rail_peer: could not connect\n"), 1;
   std::printf("client: %zu rails\n", ep->railCount());
-  uint64_t hdr[2] = {n, mib << 20};
+  uint64_t hdr[3] = {n, mib << 20, depth};
   auto h = ep->isend(hdr, sizeof hdr, 1);
-  std::vector<uint8_t> buf(hdr[1]);
+  std::vector<std::vector<uint8_t>> bufs(depth, std::vector<uint8_t>(hdr[1]));
+  std::vector<braid::Request> sends(depth);
   // Per rail: the bytes it had sent when it last came back after a failure (-1: never).
   std::vector<int64_t> atRejoin;
   std::vector<uint64_t> failures;
-  for (uint64_t m = 0; m < n; ++m) {
-    for (uint64_t i = 0; i < buf.size(); ++i) buf[i] = pat(i, m);
-    auto s = ep->isend(buf.data(), buf.size(), 2);
-    if (!s) return fail("isend", s.status());
-    braid::Status st = s->wait(120s);
-    if (!st.isOk()) return fail("send", st);
+  // Up to `depth` sends in flight; message m goes from buffer m % depth.
+  for (uint64_t m = 0; m < n + depth; ++m) {
+    if (m >= depth) {
+      braid::Status st = sends[m % depth].wait(30s);
+      if (!st.isOk()) return fail("send", st);
+    }
+    if (m < n) {
+      std::vector<uint8_t>& buf = bufs[m % depth];
+      for (uint64_t i = 0; i < buf.size(); ++i) buf[i] = pat(i, m);
+      auto s = ep->isend(buf.data(), buf.size(), 2);
+      if (!s) return fail("isend", s.status());
+      sends[m % depth] = std::move(s).value();
+    }
     const braid::EndpointStats es = ep->stats();
     atRejoin.resize(es.rails.size(), -1);
     failures.resize(es.rails.size(), 0);

@@ -35,10 +35,15 @@ std::string tempPath() {
   return "/tmp/braid_timeline_test_" + std::to_string(::getpid()) + ".jsonl";
 }
 
+/// The lines after the origin line (which start() writes first, checked here).
 std::vector<nlohmann::json> readLines(const std::string& path) {
   std::vector<nlohmann::json> v;
   std::ifstream f(path);
   for (std::string line; std::getline(f, line);) v.push_back(nlohmann::json::parse(line));
+  REQUIRE_FALSE(v.empty());
+  CHECK(v.front()["t_ms"].get<double>() == 0.0);
+  CHECK(v.front()["start_unix_ms"].get<int64_t>() > 0);
+  v.erase(v.begin());
   return v;
 }
 
