@@ -343,6 +343,11 @@ void Report::railTable(const EndpointStats& st) {
                 "  %s\n",
                 i, r.state.c_str(), r.bytesSent, 100 * r.share, r.chunks,
                 r.throughputBps / 1048576.0, r.completionUs, r.failures, r.name.c_str());
+    if (!r.counters.empty()) {
+      std::string c;
+      for (const auto& [name, value] : r.counters) c += fmt::format(" {}={}", name, value);
+      std::printf("      congestion %.2f:%s\n", r.congestion, c.c_str());
+    }
     for (const RailEvent& e : r.events)
       std::printf("      %s at %" PRId64 " ms (unix): %s\n", e.state.c_str(), e.unixMs,
                   e.cause.c_str());
@@ -353,6 +358,8 @@ void Report::railTable(const EndpointStats& st) {
                      {"chunks", r.chunks},
                      {"failures", r.failures},
                      {"events", std::move(events)},
+                     {"congestion", r.congestion},
+                     {"counters", r.counters},
                      {"name", r.name},
                      {"state", r.state},
                      {"bytes_sent", r.bytesSent},

@@ -108,7 +108,8 @@ void Timeline::sample(uint64_t ns, const EndpointStats& st) {
                      {"state", r ? r->state : std::string("up")},
                      {"bytes", bytes},
                      {"mbit_per_sec", mbit},
-                     {"throughput_mb_per_sec", r ? r->throughputBps / 1048576.0 : 0.0}});
+                     {"throughput_mb_per_sec", r ? r->throughputBps / 1048576.0 : 0.0},
+                     {"congestion", r ? r->congestion : 0.0}});
   }
   nlohmann::ordered_json line = {{"t_ms", tMs},
                                  {"interval_ms", static_cast<double>(intervalNs) * 1e-6},

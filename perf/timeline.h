@@ -5,20 +5,21 @@
 //   {"t_ms": 0, "start_unix_ms": 1796318851285}
 //   {"t_ms": 100.2, "interval_ms": 100.2, "rails": [{"rail": 0, "name": "lo 127.0.0.1 ->
 //    127.0.0.1", "state": "up", "bytes": 123456789, "mbit_per_sec": 9856.1,
-//    "throughput_mb_per_sec": 1180.3}, ...]}
+//    "throughput_mb_per_sec": 1180.3, "congestion": 0.0}, ...]}
 //   {"t_ms": 412.0, "event": "rail 1 down", "rail": 1, "state": "down", "previous": "up"}
 //   {"t_ms": 398.7, "event": "rail 1 down: system-error: ...", "rail": 1, "state": "down",
 //    "cause": "system-error: ..."}
 //
 // t_ms counts from start() (the first timed message; the first line gives its wall-clock
-// time); "bytes" is what the rail carried of
-// this side's sends during the interval that ends at t_ms, "mbit_per_sec" that over the
-// interval, "throughput_mb_per_sec" the scheduler's measured rate (EWMA, MiB/s; 0 until
-// measured). The rail's own state changes (RailStats::events: down with its cause, up when
-// it rejoined) come first, each at the time it happened; a rail whose sampled state differs
-// from the previous sample's without one (probing over: "up") gets an event line at the
-// sample's t_ms. Pure: it is fed EndpointStats snapshots and times (the
-// Session does that from its waits), so tests can drive it directly. Public API only.
+// time); "bytes" is what the rail carried of this side's sends during the interval that
+// ends at t_ms, "mbit_per_sec" that over the interval, "throughput_mb_per_sec" the
+// scheduler's measured rate (EWMA, MiB/s; 0 until measured), "congestion" the rail's
+// congestion signal (RailStats::congestion). The rail's own state changes
+// (RailStats::events: down with its cause, up when it rejoined) come first, each at the
+// time it happened; a rail whose sampled state differs from the previous sample's without
+// one (probing over: "up") gets an event line at the sample's t_ms. Pure: it is fed
+// EndpointStats snapshots and times (the Session does that from its waits), so tests can
+// drive it directly. Public API only.
 #pragma once
 
 #include <cstdint>

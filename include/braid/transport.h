@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -181,6 +182,15 @@ struct RailStats {
   uint64_t chunks = 0;         ///< chunks it carried (TCP frames, or verbs chunk writes)
   uint64_t failures = 0;       ///< times it went down
   std::vector<RailEvent> events;  ///< its last state changes (at most 32), oldest first
+  /// The congestion signal the scheduler sees, 0 (none) .. 1 (heavy): TCP retransmits per
+  /// segment, or a RoCE port's CNPs, ECN marks and retries per packet (lib/transport/
+  /// congestion.h), sampled every 100 ms.
+  double congestion = 0;
+  /// The counters behind it, since the endpoint connected: TCP "retransmits", "rtt_us",
+  /// "min_rtt_us", "cwnd" (segments, all sockets of the rail); RoCE the port's congestion
+  /// and retry hw_counters that rose (e.g. "np_cnp_sent", "out_of_sequence"; the port's,
+  /// shared by every endpoint on it). Empty where the host has none.
+  std::map<std::string, uint64_t> counters;
   double share = 0;            ///< its part of all rails' bytesSent, 0..1
   double throughputBps = 0;    ///< delivered bytes/s while busy (EWMA; 0 not measured yet)
   double completionUs = 0;     ///< a chunk's post-to-acknowledgement time (EWMA)

@@ -156,6 +156,8 @@ EndpointStats EndpointImpl::statsWithRails() {
       r.chunks = links[i].chunks;
       r.failures = links[i].failures;
       r.events = links[i].events;
+      r.congestion = links[i].congestion;
+      r.counters = links[i].counters;
     }
     s.rails.push_back(std::move(r));
   }
@@ -172,6 +174,7 @@ void EndpointImpl::tick(uint64_t now) {
                               peer, ctx->timeoutMs, static_cast<int>(state))));
     return;
   }
+  sampleSignals(now);
   if (verbs) {
     verbs->tick(now);
     if (state == EpState::kFailed) return;

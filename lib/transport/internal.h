@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -25,6 +26,7 @@
 #include "tcp/interfaces.h"
 #include "tcp/poller.h"
 #include "tcp/socket.h"
+#include "transport/congestion.h"
 #include "transport/rail_monitor.h"
 #include "transport/scheduler.h"
 #include "transport/verbs_path.h"
@@ -376,6 +378,10 @@ struct EndpointImpl {
   /// The rail works again (both sides): probing, logged, counted.
   void railUp(uint32_t rail, uint32_t epoch, uint64_t now);
   void railEvent(uint32_t rail, const char* state, std::string cause);
+  /// Every 100 ms (tick): each rail's congestion signal into the monitor, its counters
+  /// into the stats (rail_signals.cc).
+  void sampleSignals(uint64_t now);
+  uint64_t nextSignalNs = 0;
   std::string railLabel(uint32_t rail) const;
   // TCP striping (tcp_stripe.cc).
   void stripeTcp(OpState* op);   ///< now, or deferred while the sockets are full
@@ -543,6 +549,12 @@ struct EndpointImpl {
     uint64_t chunks = 0;
     uint64_t failures = 0;
     std::vector<RailEvent> events;  ///< at most kMaxRailEvents, oldest first
+    // Congestion (rail_signals.cc): the last signal, its counters, the last TCP sample.
+    double congestion = 0;
+    std::map<std::string, uint64_t> counters;
+    transport::TcpSample tcpPrev;
+    bool tcpSampled = false;
+    uint64_t retransTotal = 0;
   };
   static constexpr size_t kMaxRailEvents = 32;
   std::vector<RailLink> links;

@@ -336,6 +336,8 @@ std::string VerbsPath::laneName(size_t i) const {
                      verbs::gidToString(l.rail->gid), l.qpn());
 }
 
+const VerbsRail* VerbsPath::laneRail(size_t i) const { return lanes_[i]->rail; }
+
 double VerbsPath::laneNominalBps(size_t i) const {
   const Lane& l = *lanes_[i];
   const double q = std::max(1, ep_->ctx->qpsPerRail);
@@ -1272,6 +1274,7 @@ Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>&, size_t, uint6
 }
 std::string VerbsPath::laneName(size_t) const { return "?"; }
 double VerbsPath::laneNominalBps(size_t) const { return 0; }
+const VerbsRail* VerbsPath::laneRail(size_t) const { return nullptr; }
 Status VerbsPath::postReceive(OpState*, const MemoryRegionImpl*) {
   return verbs::builtWithoutVerbs("the verbs transport");
 }

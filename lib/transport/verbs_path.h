@@ -131,6 +131,8 @@ class VerbsPath {
   std::string laneName(size_t i) const;
   /// The lane's share of its port's active speed, bytes/s (0 unknown).
   double laneNominalBps(size_t i) const;
+  /// The verbs rail (device port) lane `i` runs on.
+  const VerbsRail* laneRail(size_t i) const;
 
   // --- data path (called by EndpointImpl)
   /// The CTS of a posted receive that can take a rendezvous message (`mr`: its buffer's

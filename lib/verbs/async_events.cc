@@ -5,6 +5,8 @@
 #include <poll.h>
 
 #include <cerrno>
+#include <chrono>
+#include <vector>
 #include <system_error>
 
 #include "core/log.h"
@@ -70,6 +72,32 @@ void AsyncWatcher::forgetQp(uint32_t qpn) {
   qpsFailed_.erase(qpn);
 }
 
+AsyncWatcher::CounterSamples AsyncWatcher::counterSamples(int port) {
+  std::lock_guard<std::mutex> lk(mu_);
+  return counters_[port].s;
+}
+
+void AsyncWatcher::sampleCounters() noexcept {
+  try {
+    std::vector<int> ports;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      for (const auto& [port, x] : counters_) ports.push_back(port);
+    }
+    for (int port : ports) {
+      auto c = readPortCounters(device_, port);  // sysfs reads: outside the lock
+      if (!c) continue;
+      std::lock_guard<std::mutex> lk(mu_);
+      Sampled& x = counters_[port];
+      if (x.taken++ == 0) x.s.first = x.s.cur = *c;
+      x.s.prev = std::move(x.s.cur);
+      x.s.cur = std::move(c).value();
+      x.s.valid = x.taken >= 2;
+    }
+  } catch (...) {  // an allocation failure costs a sample, never the thread
+  }
+}
+
 AsyncWatcher::~AsyncWatcher() {
   stop_.store(true, std::memory_order_release);
   if (thread_.joinable()) thread_.join();
@@ -83,6 +111,14 @@ static_assert(IBV_EVENT_CQ_ERR == 0 && IBV_EVENT_DEVICE_FATAL == 8 && IBV_EVENT_
 
 void AsyncWatcher::run() noexcept {
   while (!stop_.load(std::memory_order_acquire)) {
+    const uint64_t now = static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now().time_since_epoch())
+            .count());
+    if (now - lastSampleNs_ >= 100'000'000ull) {
+      lastSampleNs_ = now;
+      sampleCounters();
+    }
     pollfd pfd{fd_, POLLIN, 0};
     int rc = ::poll(&pfd, 1, 100);  // bounded, so the destructor's stop is seen promptly
     if (rc < 0) {

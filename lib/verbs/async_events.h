@@ -18,6 +18,7 @@
 
 #include "braid/status.h"
 #include "verbs/handles.h"
+#include "verbs/hw_counters.h"
 #include "verbs/lib.h"
 
 namespace braid::verbs {
@@ -50,6 +51,15 @@ class AsyncWatcher {
   /// Forgets a QP's failure (call when the QP is destroyed: its number may be reused).
   void forgetQp(uint32_t qpn);
 
+  /// A port's counters (hw_counters and packet counts, verbs/hw_counters.h) as the thread
+  /// samples them every 100 ms once asked for: the first sample and the last two.
+  struct CounterSamples {
+    CounterMap first, prev, cur;
+    bool valid = false;  ///< two samples taken at least (prev and cur are meaningful)
+  };
+  /// The samples of `port` so far; the first call starts sampling it. Thread-safe.
+  CounterSamples counterSamples(int port);
+
   /// Events read and acknowledged so far (lets a caller notice that something happened
   /// without taking the lock).
   uint64_t eventCount() const { return events_.load(std::memory_order_acquire); }
@@ -59,6 +69,7 @@ class AsyncWatcher {
       : lib_(&lib), context_(context), device_(std::move(device)), fd_(fd) {}
   void run() noexcept;
   void handle(ibv_async_event& event);
+  void sampleCounters() noexcept;  ///< the thread, every 100 ms
 
   const Lib* lib_;
   ibv_context* context_;
@@ -69,6 +80,12 @@ class AsyncWatcher {
   std::map<int, Status> portsFailed_;          // guarded by mu_
   std::map<uint32_t, Status> qpsFailed_;       // guarded by mu_
   std::map<const ibv_cq*, Status> cqsFailed_;  // guarded by mu_
+  struct Sampled {
+    CounterSamples s;
+    int taken = 0;
+  };
+  std::map<int, Sampled> counters_;  // guarded by mu_
+  uint64_t lastSampleNs_ = 0;        // the thread's
   std::atomic<uint64_t> events_{0};
   std::atomic<bool> stop_{false};
   std::thread thread_;  // last: started after every member above exists
