@@ -13,18 +13,11 @@ spid=
 . "$(dirname "$0")/rails_lib.sh"
 two_rails braidC rc 227 400 400
 export BRAID_TIMEOUT_MS=2000 BRAID_SOCKET_IFNAME=rc BRAID_LOG_LEVEL=warn
-port=$((30000 + RANDOM % 20000))
-ip netns exec "$A" "$peer" server "$port" >"$out/server.txt" 2>&1 &
-spid=$!
-ip netns exec "$B" "$peer" client 10.227.0.1 "$port" 24 8 4 >"$out/client.txt" 2>&1 &
-cpid=$!
+start_peers "$peer" 24 8 4
 sleep 1
 ip -n "$B" link set rc1 down
 t0=$(date +%s)
-wait "$cpid"; crc=$?
-wait "$spid"; src=$?
-spid=
-echo "--- client"; cat "$out/client.txt"; echo "--- server"; cat "$out/server.txt"
+wait_peers
 [ $crc -eq 0 ] && [ $src -eq 0 ] ||
   { echo "FAIL: the transfer did not survive the cut (client $crc, server $src)"; exit 1; }
 grep -q "server says intact" "$out/client.txt" || { echo "FAIL: no intact verdict"; exit 1; }

@@ -12,11 +12,7 @@ spid=
 . "$(dirname "$0")/rails_lib.sh"
 two_rails braidJ rj 229 400 400
 export BRAID_TIMEOUT_MS=2000 BRAID_SOCKET_IFNAME=rj BRAID_LOG_LEVEL=info
-port=$((30000 + RANDOM % 20000))
-ip netns exec "$A" "$peer" server "$port" >"$out/server.txt" 2>&1 &
-spid=$!
-ip netns exec "$B" "$peer" client 10.229.0.1 "$port" 80 8 >"$out/client.txt" 2>&1 &
-cpid=$!
+start_peers "$peer" 80 8
 sleep 1
 ip -n "$B" link set rj1 down
 t0=$(date +%s%N)
@@ -27,10 +23,7 @@ done
 t1=$(date +%s%N)
 sleep 1.5  # a few rejoin attempts fail first (the back-off)
 ip -n "$B" link set rj1 up
-wait "$cpid"; crc=$?
-wait "$spid"; src=$?
-spid=
-echo "--- client"; cat "$out/client.txt"; echo "--- server"; cat "$out/server.txt"
+wait_peers
 [ $crc -eq 0 ] && [ $src -eq 0 ] ||
   { echo "FAIL: the transfer did not survive the cut (client $crc, server $src)"; exit 1; }
 grep -q "server says intact" "$out/client.txt" || { echo "FAIL: no intact verdict"; exit 1; }

@@ -5,6 +5,10 @@
 #
 #   two_rails PREFIX IF NET MBIT0 MBIT1     e.g. two_rails braidD rd 237 400 100
 #   reshape RAIL MBIT                       B's egress on rail RAIL to MBIT Mbit/s
+#   start_peers PEER N MIB [DEPTH]          rail_peer server in A, client in B (to A's rail
+#                                           0 address), in the background: spid, cpid;
+#                                           output in $out/server.txt and $out/client.txt
+#   wait_peers                              waits for both: crc, src; prints both outputs
 rails_cleanup() {
   [ -n "${spid:-}" ] && kill "$spid" 2>/dev/null
   ip netns del "$A" 2>/dev/null
@@ -18,6 +22,7 @@ two_rails() {
   A=${1}A$$
   B=${1}B$$
   IF=$2
+  NET=$3
   trap rails_cleanup EXIT
   ip netns add "$A" || { echo "SKIP: cannot create a network namespace"; exit 77; }
   ip netns add "$B"
@@ -43,4 +48,19 @@ two_rails() {
 
 reshape() {
   ip netns exec "$B" tc qdisc change dev "$IF$1" root tbf rate "$2mbit" burst 256kb latency 50ms
+}
+
+start_peers() {
+  local port=$((30000 + RANDOM % 20000))
+  ip netns exec "$A" "$1" server "$port" >"$out/server.txt" 2>&1 &
+  spid=$!
+  ip netns exec "$B" "$1" client "10.$NET.0.1" "$port" "$2" "$3" "${4:-1}" >"$out/client.txt" 2>&1 &
+  cpid=$!
+}
+
+wait_peers() {
+  wait "$cpid"; crc=$?
+  wait "$spid"; src=$?
+  spid=
+  echo "--- client"; cat "$out/client.txt"; echo "--- server"; cat "$out/server.txt"
 }
