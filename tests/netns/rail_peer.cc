@@ -1,10 +1,10 @@
 // A peer process for the network-namespace tests: `rail_peer server PORT` or
-// `rail_peer client HOST PORT [MESSAGES] [MIB] [DEPTH]`. The client sends validated messages
-// (DEPTH of them in flight, 1 by default); the
-// server checks them and answers a verdict; the client prints bytes sent per rail as
-// "rail <i> bytes <n>" lines, then "stats rail <i> ..." lines (each rail's state,
-// failures, chunks, bytes since it last rejoined after a failure, "since-rejoin", and its
-// events), and exits 0 only when all arrived.
+// `rail_peer client HOST PORT [MESSAGES] [MIB] [DEPTH]`. The client sends validated
+// messages (DEPTH of them in flight, 1 by default); the server checks them and answers a
+// verdict; the client prints bytes sent per rail as "rail <i> bytes <n>" lines, then
+// "stats rail <i> ..." lines (each rail's state, failures, chunks, bytes since it last
+// rejoined after a failure, "since-rejoin", and its events), and exits 0 only when all
+// arrived.
 #include <braid/transport.h>
 
 #include <algorithm>
