@@ -35,6 +35,8 @@ const std::vector<Bytes>& seeds() {
                                wire::makeFrame(FrameType::kCancelRecv, 7, 3, 0),
                                wire::makeFrame(FrameType::kCancelReply, 7, 3, 0, 0, 1),
                                wire::makeFrame(FrameType::kCancelSend, 7, 4, 0),
+                               wire::makeFrame(FrameType::kRailDown, 0, 0, 2, 0, 1),
+                               wire::makeFrame(FrameType::kRailUp, 0, 0, 3, 0, 1),
                                wire::makeFrame(FrameType::kClose, 0, 0, 0)}));
     s.push_back(stream(16384, {wire::makeFrame(FrameType::kChunk, 7, 3, 1 << 20, 65536, 65536),
                                wire::makeFrame(FrameType::kChunk, 7, 3, 1 << 20, 65536, 0)}));
@@ -52,6 +54,8 @@ bool belongs(Path path, uint8_t type) {
     case FrameType::kCts:
     case FrameType::kHeartbeat:  // accepted and ignored (version 4 sends none)
     case FrameType::kClose:
+    case FrameType::kRailDown:
+    case FrameType::kRailUp:
       return path == Path::kControlSocket;
     case FrameType::kEager:
     case FrameType::kTruncated:
@@ -99,6 +103,11 @@ bool accepted(const wire::FrameHeader& f, uint64_t eagerMax, Path path) {
       break;
     case FrameType::kCancelReply:
       BRAID_FUZZ_CHECK(f.length == 0 && f.offset <= 1);  // 1 withdrawn, 0 too late
+      break;
+    case FrameType::kRailDown:
+    case FrameType::kRailUp:
+      // The endpoint indexes its rails with `offset` and compares `total` with an epoch.
+      BRAID_FUZZ_CHECK(f.length == 0 && f.offset < wire::kMaxRails && f.total <= UINT32_MAX);
       break;
     default:
       BRAID_FUZZ_CHECK(f.length == 0);  // control frames carry no payload

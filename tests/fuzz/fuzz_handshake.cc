@@ -28,6 +28,7 @@ const std::vector<Bytes>& seeds() {
     wire::HelloAckBody ab{0xabcdef, 7, 1, 2, 8192, 1, 0};
     s.push_back(wire::encodeHelloAck(ab, sampleRails(1), sampleVerbsRails(1)));
     s.push_back(wire::encodeJoin({0x1234, 0xabcdef, 1, 2}));
+    s.push_back(wire::encodeRejoin({0x1234, 0xabcdef, 1, 2, 3, 0}));
     s.push_back(wire::encodeReject(wire::RejectReason::kBadToken, "job token 0x2a"));
     // Data-phase bytes right behind the join: the listener must not take them.
     Bytes joinThenData = wire::encodeJoin({0x1234, 0xabcdef, 0, 0});
@@ -50,7 +51,7 @@ bool headerAccepted(const wire::HsHeader& h) {
   if (chk.status.isOk()) {
     BRAID_FUZZ_CHECK(h.magic == wire::kMagic && h.version == wire::kVersion);
     BRAID_FUZZ_CHECK(h.type >= static_cast<uint16_t>(wire::HsType::kHello) &&
-                     h.type <= static_cast<uint16_t>(wire::HsType::kJoin));
+                     h.type <= static_cast<uint16_t>(wire::HsType::kRejoin));
     BRAID_FUZZ_CHECK(h.length <= wire::kMaxHandshakeBody);
     return true;
   }
@@ -71,7 +72,8 @@ void asListener(const uint8_t* data, size_t size) {
   std::memcpy(&h, data, sizeof h);
   if (!headerAccepted(h)) return;
   if (h.type != static_cast<uint16_t>(wire::HsType::kHello) &&
-      h.type != static_cast<uint16_t>(wire::HsType::kJoin))
+      h.type != static_cast<uint16_t>(wire::HsType::kJoin) &&
+      h.type != static_cast<uint16_t>(wire::HsType::kRejoin))
     return;                                // refused as malformed, before any body is read
   if (size - sizeof h < h.length) return;  // it waits for the rest of the body
   // Exactly `length` bytes, read into a buffer of header + length bytes like the
@@ -95,6 +97,18 @@ void asListener(const uint8_t* data, size_t size) {
                        size_t{wire::kMaxRails} * wire::kMaxSocketsPerRail);
     }
     BRAID_FUZZ_CHECK(r->verbsRails.size() == r->body.verbsRailCount);
+    return;
+  }
+  if (h.type == static_cast<uint16_t>(wire::HsType::kRejoin)) {
+    auto rj = wire::decodeRejoin(body, h.length);
+    if (!rj.isOk()) {
+      BRAID_FUZZ_CHECK_ERROR(rj.status(), Code::kProtocolError);
+      checkRefusalReachesPeer(wire::RejectReason::kMalformed, rj.status().message());
+      return;
+    }
+    // The endpoint indexes its rails and sockets with these, and epoch 0 is the connect's.
+    BRAID_FUZZ_CHECK(rj->rail < wire::kMaxRails && rj->socket < wire::kMaxSocketsPerRail &&
+                     rj->epoch > 0);
     return;
   }
   auto j = wire::decodeJoin(body, h.length);
