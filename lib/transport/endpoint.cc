@@ -108,12 +108,12 @@ void EndpointImpl::fail(Status st, bool orderly) {
 }
 
 void EndpointImpl::finishAll(const Status& st) {
-  // Collect first: finishing releases (pops) ops from the per-tag queues. Only unfinished
-  // ops are collected, and those cannot be recycled before they finish.
   // A data socket in the middle of a chunk stops writing into its receive first: the
   // requests end now, and their buffers are the caller's again.
   for (auto& d : data)
     if (d) d->dropLanding();
+  // Collect first: finishing releases (pops) ops from the per-tag queues. Only unfinished
+  // ops are collected, and those cannot be recycled before they finish.
   std::vector<OpState*> open;
   for (auto& [tag, ts] : tags) {
     for (size_t i = 0; i < ts.sends.size(); ++i)
