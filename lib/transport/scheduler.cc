@@ -42,6 +42,7 @@ struct View {
   double rate = 1;       ///< bytes/s, > 0
   double start = 0;      ///< seconds until x = 0 more bytes "finish": latency + backlog / rate
   bool probing = false;  ///< gets at most a probe
+  double chunkSec = 0;   ///< observed chunk completion time (0 unknown)
 };
 
 bool known(double v) {
@@ -84,6 +85,7 @@ std::vector<View> makeViews(const std::vector<RailSnapshot>& rails, bool weighte
         w.rate *= 1 - kCongestionWeight * std::clamp(r.congestion, 0.0, 1.0);
       double latency = known(r.latencyUs) ? r.latencyUs * 1e-6 : 0;
       w.start = latency + static_cast<double>(w.backlog) / w.rate;
+      if (known(r.completionEwmaUs)) w.chunkSec = r.completionEwmaUs * 1e-6;
     }
     v.push_back(w);
   }
@@ -188,7 +190,9 @@ void splitShares(const SchedulerConfig& cfg, uint64_t units, uint64_t probeUnits
         if (credit.size() <= v[i].rail) credit.resize(v[i].rail + 1, 0.0);
         double& c = credit[v[i].rail];
         c += cfg.probeShare * t;
-        if (v[i].start + static_cast<double>(p * align) / v[i].rate - t > c) continue;
+        const double finish =
+            std::max(v[i].start + static_cast<double>(p * align) / v[i].rate, v[i].chunkSec);
+        if (finish - t > c) continue;
         c = 0;
       }
       fixed += share[i] = p;

@@ -213,6 +213,33 @@ TEST_CASE("a rail too slow for a chunk is probed now and then, for about probeSh
   CHECK(seen.begin()->first == c.minChunk);
 }
 
+TEST_CASE("a left-out rail whose chunks take long is probed as rarely as they take") {
+  // By rate alone a 64 KiB probe takes 0.33 s on the slow rail, 0.16 s more than the
+  // 168 ms message on the fast one: paid from the credit (3% of a message's time each),
+  // about one message in 32. Its chunks have been taking 2 s (a rail that drops packets:
+  // loss recovery), and a probe holds its message that long: one in about 370.
+  SchedulerConfig c = config(StripePolicy::kAdaptive);
+  Scheduler s(c);
+  std::vector<Chunk> plan;
+  const uint64_t bytes = 8 << 20;
+  std::vector<RailSnapshot> rails = {rail(0, 1, 0, 50e6), rail(1, 1, 0, 0.2e6)};
+  auto probesIn = [&](int messages) {
+    int probes = 0;
+    for (int k = 0; k < messages; ++k) {
+      s.plan(bytes, rails, plan);
+      probes += perRail(plan)[1] > 0;
+    }
+    return probes;
+  };
+  const int byRate = probesIn(1000);
+  CHECK(byRate >= 25);
+  CHECK(byRate <= 40);
+  rails[1].completionEwmaUs = 2e6;
+  const int byCompletion = probesIn(2000);
+  CHECK(byCompletion >= 3);
+  CHECK(byCompletion <= 8);
+}
+
 TEST_CASE("a probing rail gets only a probe share, unless every usable rail is probing") {
   for (StripePolicy p :
        {StripePolicy::kAdaptive, StripePolicy::kWeighted, StripePolicy::kRoundRobin}) {
