@@ -350,6 +350,14 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
       return onRailDownFrame(f);
     case wire::FrameType::kRailUp:
       return onRailUpFrame(f);
+    case wire::FrameType::kRecheck:
+    case wire::FrameType::kRecheckReply:
+      if (!verbs)
+        return fail(Status(Code::kProtocolError,
+                           "a recheck frame on an endpoint without a verbs data path"));
+      if (f.type == static_cast<uint8_t>(wire::FrameType::kRecheck))
+        return verbs->onRecheck(f);
+      return verbs->onRecheckReply(f);
     case wire::FrameType::kCancelRecv:
       return onCancelRecv(f);
     case wire::FrameType::kCancelReply:
@@ -472,7 +480,7 @@ OpState* EndpointImpl::findRecv(uint64_t tag, uint64_t seq) {
   return op != nullptr && !op->finished ? op : nullptr;
 }
 
-void EndpointImpl::onFin(const wire::FrameHeader& f) {
+void EndpointImpl::onFin(const wire::FrameHeader& f, const uint8_t* payload) {
   OpState* op = findRecv(f.tag, f.seq);
   if (op == nullptr || f.total > op->len || (op->matched && op->size != f.total)) {
     fail(Status(Code::kProtocolError,
@@ -481,15 +489,17 @@ void EndpointImpl::onFin(const wire::FrameHeader& f) {
                             f.tag, f.seq, f.offset, f.total)));
     return;
   }
+  wire::FinRange r[wire::kFinRanges];
+  uint32_t n = 0;
+  Status st = wire::parseFinRanges(f, payload, r, &n);
+  if (!st.isOk()) return fail(st);
   op->matched = true;
   op->size = f.total;
-  op->bytesDone += f.offset;
-  stats.bytesReceived += f.offset;
-  if (op->bytesDone > op->size) {
-    fail(Status(Code::kProtocolError,
-                fmt::format("tag {} seq {}: rails reported {} bytes of a {}-byte message", f.tag,
-                            f.seq, op->bytesDone, op->size)));
-    return;
+  // A range written again after a lane failed (kRecheck) counts once.
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint64_t added = core::addRange(op->landed, r[i].offset, r[i].offset + r[i].length);
+    op->bytesDone += added;
+    stats.bytesReceived += added;
   }
   if (op->bytesDone == op->size) {
     ++stats.messagesReceived;
@@ -583,6 +593,11 @@ void EndpointImpl::sendNotice(const wire::FrameHeader& h) {
     verbs->sendNotice(h);
     return;
   }
+  controlNotice(h);
+}
+
+void EndpointImpl::controlNotice(const wire::FrameHeader& h) {
+  if (state != EpState::kConnected || !control) return;
   OutFrame f;
   f.hdr = h;
   control->queue(f, true);

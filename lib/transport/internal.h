@@ -86,6 +86,10 @@ struct OpState {
   /// Verbs: the buffer's registration on every rail (the caller's MemoryRegion, or one
   /// made for this request and dropped when it finishes).
   std::shared_ptr<const MemoryRegionImpl> reg;
+  /// Verbs rendezvous send and one-sided ops: the remote address of byte 0 of the op and
+  /// the rkey of each of the peer's rails (a lane failure writes again through another).
+  uint64_t raddr = 0;
+  uint32_t rkeys[wire::kMaxRails];
   /// Back to a fresh OpState, field by field: recycling is on every request's path, and
   /// the status and registration are nearly always empty already.
   void reset() {
@@ -288,7 +292,8 @@ struct EndpointImpl {
       std::swap(q[i - 1], q[i]);
   }
   /// Verbs: a rail finished writing its part of a message.
-  void onFin(const wire::FrameHeader& f);
+  /// Verbs: a FIN and its byte ranges (`payload`: f.length / 16 wire::FinRange).
+  void onFin(const wire::FrameHeader& f, const uint8_t* payload);
   /// Verbs: the sender announced a rendezvous message (RTS): an eager-only receive for it
   /// answers with its CTS (now, or when posted), so that the sender sees the truncation.
   void onRts(const wire::FrameHeader& f);
@@ -326,6 +331,8 @@ struct EndpointImpl {
   void onCancelSend(const wire::FrameHeader& f);
   /// A payload-less frame to the peer: control socket (TCP) or lane 0 (verbs).
   void sendNotice(const wire::FrameHeader& h);
+  /// A payload-less frame on the TCP control socket, whatever the data path.
+  void controlNotice(const wire::FrameHeader& h);
   /// The next send seq of `ts`, past the seqs whose receives the peer withdrew.
   static uint64_t takeSendSeq(TagState& ts) {
     while (!ts.skipSeqs.empty() && ts.skipSeqs.front() <= ts.nextSendSeq) {

@@ -106,8 +106,9 @@ bool EndpointImpl::railDown(int rail, const Status& cause, bool tellPeer) {
 }
 
 void EndpointImpl::onRailDownFrame(const wire::FrameHeader& f) {
+  if (verbs) return verbs->peerLaneDown(f.offset);  // a verbs lane (verbs_failover.cc)
   const auto r = static_cast<uint32_t>(f.offset);
-  if (verbs || r >= links.size()) return;
+  if (r >= links.size()) return;
   RailLink& l = links[r];
   // A report about an older generation of the rail (the peer saw the sockets a rejoin
   // replaced fail) is stale.

@@ -43,9 +43,10 @@ std::string VerbsPath::describeWc(const Lane& l, int status, uint32_t vendorErr,
 
 void VerbsPath::batchDone(Lane& l) {
   if (l.batches.empty()) return;
-  const Lane::Batch b = l.batches.front();
-  l.batches.pop_front();
+  const Lane::Batch& b = l.batches.front();
   ep_->monitor.chunkCompleted(static_cast<uint32_t>(l.index), b.bytes, b.postedNs, core::nowNs());
+  l.batches.pop_front();
+  ++l.batchesDone;
 }
 
 void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
@@ -163,7 +164,7 @@ void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
       ep_->onFrame(h, p + hdrBytes);
       break;
     case wire::FrameType::kFin:
-      ep_->onFin(h);
+      ep_->onFin(h, p + hdrBytes);
       break;
     case wire::FrameType::kRts:
       ep_->onRts(h);
@@ -199,24 +200,37 @@ bool VerbsPath::pollLane(Lane& l) {
     const ibv_wc& w = wc[i];
     const bool isRecv = (w.wr_id & kRecvWrFlag) != 0;
     if (w.status != IBV_WC_SUCCESS) {
+      if (l.down) {  // given up: its queues flush
+        if (isRecv)
+          l.rqFlushed = true;
+        else
+          onSendCompletion(l, w.wr_id);
+        continue;
+      }
       int kind = isRecv ? -1 : l.wrs[w.wr_id % kMaxSendWr].kind;
       if (ep_->state != EpState::kFailed) {
         Status root = railStatus(l);
         if (!root.isOk()) {
-          failRail(l, root);
+          laneFailed(l, railFailedStatus(l, root), /*tellPeer=*/true);
         } else if (w.status == IBV_WC_WR_FLUSH_ERR) {
           // The QP went to the error state for a reason reported elsewhere (a port or QP
           // event on its way from the async-event thread): tick() gives it a moment to
-          // name the cause before failing with the flush itself.
+          // name the cause before failing the lane with the flush itself.
           if (flushSinceNs_ == 0) {
             flushSinceNs_ = core::nowNs();
+            flushLane_ = l.index;
             flushWhy_ = describeWc(l, w.status, w.vendor_err, kind);
           }
         } else {
-          ep_->fail(Status(Code::kCompletionError, describeWc(l, w.status, w.vendor_err, kind)));
+          laneFailed(l, Status(Code::kCompletionError, describeWc(l, w.status, w.vendor_err, kind)),
+                     /*tellPeer=*/true);
         }
       }
-      if (!isRecv) onSendCompletion(l, w.wr_id);
+      if (isRecv) {
+        if (l.down) l.rqFlushed = true;
+      } else {
+        onSendCompletion(l, w.wr_id);
+      }
       continue;
     }
     if (isRecv) {
@@ -245,6 +259,7 @@ size_t VerbsPath::progress() {
     if (ep_->state == EpState::kFailed) return n;
   }
   if (!pendingCts_.empty()) writeWaitingCts();
+  if (!pendingRechecks_.empty()) answerRechecks();
   if (backlogged_) drainBacklogs();
   if (flowDirty_) maybeWriteFlow();
   return n;
@@ -258,20 +273,22 @@ Status VerbsPath::railStatus(const Lane& l) const {
   return st;
 }
 
+Status VerbsPath::railFailedStatus(const Lane& l, const Status& cause) const {
+  return Status(Code::kRailFailed,
+                fmt::format("{} to peer {}: {}", laneName(l.index), ep_->peer, cause.message()));
+}
+
 Status VerbsPath::railFailure() const {
   for (const auto& lp : lanes_) {
+    if (lp->down) continue;
     Status st = railStatus(*lp);
-    if (!st.isOk())
-      return Status(Code::kRailFailed, fmt::format("{} to peer {}: {}", laneName(lp->index),
-                                                   ep_->peer, st.message()));
+    if (!st.isOk()) return railFailedStatus(*lp, st);
   }
   return Status::ok();
 }
 
 void VerbsPath::failRail(const Lane& l, const Status& cause) {
-  ep_->fail(Status(Code::kRailFailed,
-                   fmt::format("{} to peer {}: {}", laneName(l.index), ep_->peer,
-                               cause.message())));
+  ep_->fail(railFailedStatus(l, cause));
 }
 
 void VerbsPath::tick(uint64_t now) {
@@ -282,12 +299,20 @@ void VerbsPath::tick(uint64_t now) {
     ep_->lastRxNs = now;
   }
   for (auto& lp : lanes_) {
+    if (lp->down) continue;
     Status st = railStatus(*lp);
-    if (!st.isOk()) return failRail(*lp, st);
+    if (!st.isOk()) {
+      laneFailed(*lp, railFailedStatus(*lp, st), /*tellPeer=*/true);
+      if (ep_->state != EpState::kConnected) return;
+    }
   }
   constexpr uint64_t kFlushGraceNs = 200'000'000;
-  if (flushSinceNs_ != 0 && now > flushSinceNs_ + kFlushGraceNs)
-    ep_->fail(Status(Code::kCompletionError, flushWhy_));
+  if (flushSinceNs_ != 0 && now > flushSinceNs_ + kFlushGraceNs) {
+    flushSinceNs_ = 0;
+    Lane& l = *lanes_[flushLane_];
+    if (!l.down) laneFailed(l, Status(Code::kCompletionError, flushWhy_), /*tellPeer=*/true);
+  }
+  if (ep_->state == EpState::kConnected && !pendingRechecks_.empty()) answerRechecks();
 }
 
 }  // namespace braid

@@ -115,13 +115,23 @@ struct VerbsPath::Lane {
   size_t index = 0;
   size_t railIndex = 0;  // index of `rail` in the Context (and in MemoryRegionImpl::perRail)
   const VerbsRail* rail = nullptr;
-  // What this lane carries of each large message or one-sided op, in post order, for the
-  // RailMonitor: its FIN (or last RDMA write) completes it, and they complete in order.
+  // What this lane carries of each large message or one-sided op, in post order: a
+  // batch is up to kFinRanges byte ranges of one op, closed by a FIN (rendezvous) or a
+  // signaled last write (one-sided), whose completion retires it; they complete in order.
+  // The RailMonitor times them, and a lane failure leaves the ones still here in doubt.
   struct Batch {
     uint64_t postedNs;
     uint64_t bytes;
+    OpState* op;
+    uint8_t kind;     // kWrFin or kWrRmaLast
+    uint8_t nranges;
+    wire::FinRange ranges[wire::kFinRanges];
   };
   core::Ring<Batch> batches;
+  uint64_t batchesDone = 0;  // batches retired: the front's number (a FIN's SendItem names its batch)
+  bool down = false;         // failed: in the error state, never used again
+  bool rqFlushed = false;    // down, and its receive queue flushed: nothing more arrives on it
+  uint64_t downNs = 0;
   uint32_t psn = 0;
   uint32_t slotSize = 0;
   // Declared in creation order; destroyed in reverse (MRs, QP, CQ, its channel, then

@@ -286,8 +286,11 @@ Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n
     l.peer = peer[i];
     // A SEND is a frame header, up to eagerMax bytes of payload, and up to kMaxPiggyback
     // CTS entries riding along (lane 0).
+    // A FIN's ranges take the payload's place (both sides size slots alike).
+    const uint64_t payloadMax =
+        std::max<uint64_t>(eagerMax, wire::kFinRanges * sizeof(wire::FinRange));
     l.slotSize = static_cast<uint32_t>(
-        (sizeof(wire::FrameHeader) + eagerMax + kMaxPiggyback * sizeof(wire::CtsEntry) + 63) &
+        (sizeof(wire::FrameHeader) + payloadMax + kMaxPiggyback * sizeof(wire::CtsEntry) + 63) &
         ~uint64_t{63});
     BRAID_ASSIGN_OR_RETURN(l.slots,
                            allocAligned(static_cast<size_t>(kRecvSlots + kSendSlots) * l.slotSize));
@@ -375,7 +378,7 @@ bool VerbsPath::armForSleep() {
   bool ok = true;
   for (auto& lp : lanes_) {
     Lane& l = *lp;
-    if (!l.connected || !l.inPoller) {
+    if ((!l.connected && !l.down) || !l.inPoller) {
       ok = false;
       continue;
     }
@@ -394,6 +397,7 @@ bool VerbsPath::armForSleep() {
 // ---------------------------------------------------------------- posting
 
 Status VerbsPath::repostRecv(Lane& l, uint32_t slot) {
+  if (l.down) return Status::ok();  // in the error state: the slot is never used again
   l.repostSlots[l.repostCount++] = slot;
   if (l.repostCount == kRepostBatch) return flushReposts(l);
   return Status::ok();
@@ -435,9 +439,14 @@ void VerbsPath::post(size_t lane, const SendItem& item) {
 }
 
 bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
-  if (isSend(item.kind))
-    return trySend(l, item.kind, item.op, item.kind == kWrEager ? nullptr : &item.hdr,
-                   item.payload);
+  if (isSend(item.kind)) {
+    // A FIN's payload is its batch's ranges (the batch lives until the FIN completes).
+    const uint8_t* payload =
+        item.kind == kWrFin
+            ? reinterpret_cast<const uint8_t*>(l.batches[item.laddr - l.batchesDone].ranges)
+            : item.payload;
+    return trySend(l, item.kind, item.op, item.kind == kWrEager ? nullptr : &item.hdr, payload);
+  }
   if (!l.connected) return false;
   if (l.sqPosted - l.sqRetired >= kMaxSendWr) return false;
   ibv_sge sge{};
@@ -648,6 +657,8 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
                                  op->seq, op->tag)));
     return;
   }
+  op->raddr = cts.addr;
+  std::memcpy(op->rkeys, cts.rkeys, sizeof op->rkeys);
   std::vector<RailSnapshot>& snaps = snapshotLanes(cts.rkeys, wire::kMaxRails);
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {
@@ -656,31 +667,7 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
                                  cts.tag, cts.seq)));
     return;
   }
-  uint64_t laneBytes[wire::kMaxRails] = {};
-  for (const Chunk& c : ep_->plan) {
-    SendItem it;
-    it.kind = kWrChunk;
-    it.op = op;
-    it.laddr = reinterpret_cast<uint64_t>(op->buf) + c.offset;
-    it.len = static_cast<uint32_t>(c.length);
-    it.lkey = mr->perRail[lanes_[c.rail]->railIndex].lkey;
-    it.raddr = cts.addr + c.offset;
-    it.rkey = cts.rkeys[lanes_[c.rail]->peer.railIndex];
-    laneBytes[c.rail] += c.length;
-    post(c.rail, it);
-  }
-  const uint64_t now = core::nowNs();
-  for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (laneBytes[i] == 0) continue;
-    lanes_[i]->batches.push_back({now, laneBytes[i]});
-    ep_->monitor.chunkPosted(static_cast<uint32_t>(i), laneBytes[i], now);
-    SendItem fin;
-    fin.kind = kWrFin;
-    fin.op = op;
-    fin.hdr = wire::makeFrame(wire::FrameType::kFin, op->tag, op->seq, op->len, 0, laneBytes[i]);
-    ++op->pendingFrames;
-    post(i, fin);
-  }
+  postPlan(op, ep_->plan, /*rma=*/false);
 }
 
 void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset) {
@@ -688,6 +675,9 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
     ep_->finish(op, Status(Code::kInvalidArgument, "the local MemoryRegion was deregistered"));
     return;
   }
+  op->raddr = remote.addr + offset;
+  std::memset(op->rkeys, 0, sizeof op->rkeys);
+  std::memcpy(op->rkeys, remote.rkeys, std::min<size_t>(remote.rails, wire::kMaxRails) * 4);
   std::vector<RailSnapshot>& snaps = snapshotLanes(remote.rkeys, remote.rails);
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {
@@ -695,34 +685,79 @@ void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t o
                            "the remote key has no rkey for any rail of this endpoint"));
     return;
   }
-  // The last chunk of each lane is signaled and carries the op: RC completes a send queue
-  // in order, so its completion means every chunk before it on that lane is done.
-  size_t last[wire::kMaxRails];
-  std::fill(std::begin(last), std::end(last), SIZE_MAX);
-  uint64_t laneBytes[wire::kMaxRails] = {};
-  for (size_t k = 0; k < ep_->plan.size(); ++k) {
-    last[ep_->plan[k].rail] = k;
-    laneBytes[ep_->plan[k].rail] += ep_->plan[k].length;
+  postPlan(op, ep_->plan, /*rma=*/true);
+}
+
+void VerbsPath::postPlan(OpState* op, const std::vector<Chunk>& plan, bool rma) {
+  // Which chunks close their lane's batch: a lane's last, and one after which the lane's
+  // next chunk would open a (kFinRanges + 1)-th range.
+  batchEnd_.assign(plan.size(), 0);
+  size_t prev[wire::kMaxRails];
+  uint32_t ranges[wire::kMaxRails] = {};
+  uint64_t end[wire::kMaxRails] = {};
+  std::fill(std::begin(prev), std::end(prev), SIZE_MAX);
+  for (size_t k = 0; k < plan.size(); ++k) {
+    const Chunk& c = plan[k];
+    const uint32_t i = c.rail;
+    if (prev[i] == SIZE_MAX || end[i] != c.offset) {
+      if (ranges[i] == wire::kFinRanges) {
+        batchEnd_[prev[i]] = 1;
+        ranges[i] = 0;
+      }
+      ++ranges[i];
+    }
+    end[i] = c.offset + c.length;
+    prev[i] = k;
   }
+  for (size_t i = 0; i < wire::kMaxRails; ++i)
+    if (prev[i] != SIZE_MAX) batchEnd_[prev[i]] = 1;
   const uint64_t now = core::nowNs();
-  for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (laneBytes[i] == 0) continue;
-    lanes_[i]->batches.push_back({now, laneBytes[i]});
-    ep_->monitor.chunkPosted(static_cast<uint32_t>(i), laneBytes[i], now);
-  }
-  for (size_t k = 0; k < ep_->plan.size(); ++k) {
-    const Chunk& c = ep_->plan[k];
+  bool open[wire::kMaxRails] = {};
+  for (size_t k = 0; k < plan.size() && ep_->state != EpState::kFailed; ++k) {
+    const Chunk& c = plan[k];
+    Lane& l = *lanes_[c.rail];
+    if (!open[c.rail]) {
+      Lane::Batch& nb = l.batches.emplace_back();
+      nb.postedNs = now;
+      nb.bytes = 0;
+      nb.op = op;
+      nb.kind = rma ? kWrRmaLast : kWrFin;
+      nb.nranges = 0;
+      open[c.rail] = true;
+    }
+    Lane::Batch& b = l.batches.back();
+    if (b.nranges > 0 && b.ranges[b.nranges - 1].offset + b.ranges[b.nranges - 1].length == c.offset)
+      b.ranges[b.nranges - 1].length += c.length;
+    else
+      b.ranges[b.nranges++] = {c.offset, c.length};
+    b.bytes += c.length;
     SendItem it;
-    it.kind = last[c.rail] == k ? kWrRmaLast : kWrChunk;
+    it.kind = rma && batchEnd_[k] ? kWrRmaLast : kWrChunk;
     it.op = op;
     it.read = op->kind == OpState::Kind::kRead;
     it.laddr = reinterpret_cast<uint64_t>(op->buf) + c.offset;
     it.len = static_cast<uint32_t>(c.length);
-    it.lkey = op->reg->perRail[lanes_[c.rail]->railIndex].lkey;
-    it.raddr = remote.addr + offset + c.offset;
-    it.rkey = remote.rkeys[lanes_[c.rail]->peer.railIndex];
+    it.lkey = op->reg->perRail[l.railIndex].lkey;
+    it.raddr = op->raddr + c.offset;
+    it.rkey = op->rkeys[l.peer.railIndex];
     if (it.kind == kWrRmaLast) ++op->pendingFrames;
+    const uint64_t batchBytes = b.bytes;
+    const auto batchNo = static_cast<uint64_t>(l.batchesDone + l.batches.size() - 1);
+    const uint32_t finLength = b.nranges * static_cast<uint32_t>(sizeof(wire::FinRange));
     post(c.rail, it);
+    if (!batchEnd_[k]) continue;
+    open[c.rail] = false;
+    ep_->monitor.chunkPosted(c.rail, batchBytes, now);
+    if (rma) continue;
+    // RC delivers a QP's operations in order: the FIN lands after the writes before it.
+    SendItem fin;
+    fin.kind = kWrFin;
+    fin.op = op;
+    fin.hdr = wire::makeFrame(wire::FrameType::kFin, op->tag, op->seq, op->len, finLength,
+                              batchBytes);
+    fin.laddr = batchNo;
+    ++op->pendingFrames;
+    post(c.rail, fin);
   }
 }
 
@@ -859,6 +894,10 @@ bool VerbsPath::completionsAwaited() const { return false; }
 void VerbsPath::requestRetirement() {}
 Status VerbsPath::railFailure() const { return Status::ok(); }
 uint64_t VerbsPath::bytesSentOnLane(size_t) const { return 0; }
+void VerbsPath::peerLaneDown(uint64_t) {}
+void VerbsPath::onRecheck(const wire::FrameHeader&) {}
+void VerbsPath::onRecheckReply(const wire::FrameHeader&) {}
+bool VerbsPath::laneDown(size_t) const { return false; }
 
 #endif  // BRAID_HAVE_VERBS
 

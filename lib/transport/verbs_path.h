@@ -179,6 +179,17 @@ class VerbsPath {
   void requestRetirement();
   uint64_t bytesSentOnLane(size_t i) const;
 
+  // --- lane failure (docs/protocol.md, "Verbs lane failure")
+  /// The peer gave lane `lane` up (kRailDown on the control socket).
+  void peerLaneDown(uint64_t lane);
+  /// Receiver: the sender asks which bytes of a range it wrote through a failed lane are
+  /// missing. Answered once every failed lane's receive queue is flushed.
+  void onRecheck(const wire::FrameHeader& f);
+  /// Sender: a range the receiver misses (written again on a live lane), or the end of
+  /// one recheck's answer.
+  void onRecheckReply(const wire::FrameHeader& f);
+  bool laneDown(size_t i) const;
+
  private:
   struct Lane;
   struct SendItem;
@@ -218,6 +229,22 @@ class VerbsPath {
   /// What the async-event thread knows of the lane's device, port and QP.
   Status railStatus(const Lane& l) const;
   void failRail(const Lane& l, const Status& cause);
+  /// kRailFailed naming the lane, its peer and `cause`.
+  Status railFailedStatus(const Lane& l, const Status& cause) const;
+  /// A lane failed (`why` fails the endpoint when no failover is possible: lane 0, which
+  /// carries the CTS, credits and eager messages, or the last lane). Otherwise the lane is
+  /// given up and what it left in doubt goes again: one-sided batches on a live lane,
+  /// rendezvous batches after the receiver says which bytes it misses (kRecheck).
+  void laneFailed(Lane& l, const Status& why, bool tellPeer);
+  /// Posts `plan`'s chunks of `op` on their lanes in batches, each closed by a FIN
+  /// (rendezvous) or a signaled last write (`rma`).
+  void postPlan(OpState* op, const std::vector<transport::Chunk>& plan, bool rma);
+  /// A live lane `op`'s buffers have keys for (the least loaded), or -1.
+  int liveLaneFor(const OpState* op) const;
+  /// [offset, offset + length) as chunks on `lane`, appended to `out`.
+  void rangeToPlan(uint64_t offset, uint64_t length, size_t lane,
+                   std::vector<transport::Chunk>& out) const;
+  void answerRechecks();
   /// Takes the lane's completion channel out of the worker's epoll set (idempotent).
   void unwatch(Lane& l) noexcept;
 
@@ -238,7 +265,17 @@ class VerbsPath {
   uint64_t rxEvents_ = 0;      ///< completions and ring entries seen (liveness)
   uint64_t rxEventsSeen_ = 0;  ///< rxEvents_ at the last tick
   uint64_t flushSinceNs_ = 0;  ///< first flushed completion with no known cause yet
+  size_t flushLane_ = 0;
   std::string flushWhy_;
+  std::vector<uint8_t> batchEnd_;  ///< postPlan: chunk k ends its lane's batch
+  /// Sender: ranges asked about after a lane failed, each holding its op.
+  struct Recheck {
+    OpState* op;
+    uint64_t tag, seq, offset, length;
+  };
+  std::vector<Recheck> rechecks_;
+  /// Receiver: rechecks waiting for the failed lanes' receive queues to flush.
+  core::Ring<wire::FrameHeader> pendingRechecks_;
 };
 
 }  // namespace braid

@@ -257,7 +257,8 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
                 type == FrameType::kTruncated || type == FrameType::kHeartbeat ||
                 type == FrameType::kClose || type == FrameType::kCancelRecv ||
                 type == FrameType::kCancelReply || type == FrameType::kCancelSend ||
-                type == FrameType::kRailDown || type == FrameType::kRailUp;
+                type == FrameType::kRailDown || type == FrameType::kRailUp ||
+                type == FrameType::kRecheck || type == FrameType::kRecheckReply;
       break;
     case Path::kDataSocket:
       allowed = type == FrameType::kChunk;
@@ -269,12 +270,23 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
                 type == FrameType::kCancelSend;
       break;
   }
-  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kRailUp))
+  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kRecheckReply))
     return bad("this frame type does not belong on this path");
   switch (type) {
     case FrameType::kFin:
+      if (f.length == 0 || f.length % sizeof(FinRange) != 0 ||
+          f.length > kFinRanges * sizeof(FinRange))
+        return bad(fmt::format("a FIN carries 1 to {} byte ranges of {} bytes each", kFinRanges,
+                               sizeof(FinRange)));
+      if (f.offset == 0 || f.offset > f.total) return bad("FIN for no bytes, or more than the message");
+      return Status::ok();
+    case FrameType::kRecheck:
+    case FrameType::kRecheckReply:
       if (f.length != 0) return bad("control frame with a payload");
-      if (f.offset > f.total) return bad("more bytes on one rail than in the message");
+      if (f.offset > UINT64_MAX - f.total) return bad("byte range past 2^64");
+      if (f.type == static_cast<uint8_t>(FrameType::kRecheck) && f.total == 0)
+        return bad("recheck of no bytes");
+      if (f.flags > kRecheckLast) return bad("unknown flags");
       return Status::ok();
     case FrameType::kRts:
       if (f.length != 0) return bad("control frame with a payload");
@@ -309,6 +321,38 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
       return Status::ok();
   }
   return bad("unknown type");
+}
+
+Status parseFinRanges(const FrameHeader& f, const uint8_t* payload, FinRange* out, uint32_t* n) {
+  *n = 0;
+  const uint32_t count = f.length / sizeof(FinRange);
+  if (count == 0 || count > kFinRanges || count * sizeof(FinRange) != f.length)
+    return Status(Code::kProtocolError,
+                  fmt::format("FIN of tag {} seq {} with {} payload bytes: not 1 to {} ranges",
+                              f.tag, f.seq, f.length, kFinRanges));
+  uint64_t sum = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    std::memcpy(&out[i], payload + i * sizeof(FinRange), sizeof(FinRange));
+    const FinRange& r = out[i];
+    if (r.length == 0 || r.offset > f.total || f.total - r.offset < r.length)
+      return Status(Code::kProtocolError,
+                    fmt::format("FIN of tag {} seq {}: range [{}, +{}) outside the {}-byte "
+                                "message",
+                                f.tag, f.seq, r.offset, r.length, f.total));
+    sum += r.length;  // each <= total <= 2^64 / kFinRanges is not promised: check as we go
+    if (sum < r.length || sum > f.offset)
+      return Status(Code::kProtocolError,
+                    fmt::format("FIN of tag {} seq {}: its ranges add up to more than the {} "
+                                "bytes it announces",
+                                f.tag, f.seq, f.offset));
+  }
+  if (sum != f.offset)
+    return Status(Code::kProtocolError,
+                  fmt::format("FIN of tag {} seq {}: its ranges add up to {} bytes, it announces "
+                              "{}",
+                              f.tag, f.seq, sum, f.offset));
+  *n = count;
+  return Status::ok();
 }
 
 RailDesc makeRailDesc(const std::string& ifname, int family, const uint8_t addr[16], uint16_t port) {

@@ -21,7 +21,7 @@ constexpr uint32_t kMagic = 0x44494152;  // "RAID" read as bytes 'R','A','I','D'
 // 2: verbs rails in Hello/HelloAck; 3: eager receives send no CTS (RTS); 4: frames checked
 // per path, variable-length reject messages, cancel frames, no heartbeats; 5: rail down/up
 // frames and rejoins of a failed TCP rail.
-constexpr uint16_t kVersion = 5;
+constexpr uint16_t kVersion = 6;
 constexpr uint32_t kMaxRails = 16;        // per endpoint
 constexpr uint32_t kMaxSocketsPerRail = 64;
 constexpr uint64_t kMaxEagerLimit = 1u << 20;  // BRAID_EAGER_MAX's bound; a hello offering more is malformed
@@ -197,8 +197,9 @@ enum class FrameType : uint8_t {
   kTruncated = 4,  ///< sender's message (tag, seq) of `total` bytes exceeds the receive
   kHeartbeat = 5,  ///< liveness, no payload
   kClose = 6,      ///< graceful close, no payload
-  kFin = 7,        ///< verbs: `offset` bytes of message (tag, seq) of `total` bytes were
-                   ///< RDMA-written on this rail before this frame (sent as a SEND)
+  kFin = 7,        ///< verbs: the byte ranges of message (tag, seq) of `total` bytes in its
+                   ///< payload (FinRange each, `offset` bytes in all) were RDMA-written on
+                   ///< this lane before this frame (sent as a SEND)
   kRts = 8,        ///< verbs: message (tag, seq) of `total` (> eager limit) bytes waits for
                    ///< its CTS (an eager-only receive answers with one; others ignore it)
   kCancelRecv = 9,   ///< receiver -> sender: receive (tag, seq) asks to be withdrawn
@@ -210,7 +211,23 @@ enum class FrameType : uint8_t {
                      ///< sockets are closed; what they carried goes again over the others)
   kRailUp = 13,      ///< listener -> connector: every socket of rail `offset`'s rejoin of
                      ///< epoch `total` arrived; the rail carries data again
+  kRecheck = 14,     ///< verbs, control socket, sender -> receiver after a lane failed: which
+                     ///< bytes of [offset, offset + total) of message (tag, seq) are missing?
+  kRecheckReply = 15,  ///< receiver -> sender: [offset, offset + total) is missing (write it
+                       ///< again); flags kRecheckLast: the answer to the recheck at `offset`
+                       ///< is complete (`total` 0)
 };
+
+/// kFin payload: one byte range the lane wrote, [offset, offset + length).
+struct FinRange {
+  uint64_t offset;
+  uint64_t length;
+};
+static_assert(sizeof(FinRange) == 16);
+/// Ranges one FIN carries at most (a lane's part of a message with more sends several).
+constexpr uint32_t kFinRanges = 16;
+/// kRecheckReply.flags: the last answer to one recheck.
+constexpr uint8_t kRecheckLast = 1;
 
 /// Where a data-phase frame arrived. Each path carries its own frame types, and what may
 /// arrive is bounded by this side's limits, never by what the peer announced.
@@ -233,6 +250,9 @@ struct FrameHeader {
   uint64_t total;   ///< kEager/kChunk/kTruncated: message size; kCts: receive capacity
 };
 static_assert(sizeof(FrameHeader) == 40);
+/// The ranges of a FIN checkFrame accepted (pure): each non-empty and within the message,
+/// adding up to its `offset`. Fills `out` (kFinRanges at most) and `*n`.
+Status parseFinRanges(const FrameHeader& f, const uint8_t* payload, FinRange* out, uint32_t* n);
 /// Verbs: an EAGER frame goes with only the first kEagerHeaderBytes of its header (magic,
 /// type, flags, length, tag, seq); offset is 0 and total equals length.
 constexpr size_t kEagerHeaderBytes = 24;

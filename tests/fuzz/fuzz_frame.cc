@@ -24,7 +24,7 @@ const std::vector<Bytes>& seeds() {
       for (const wire::FrameHeader& f : frames) {
         Bytes h = bytesOf(f);
         b.insert(b.end(), h.begin(), h.end());
-        b.insert(b.end(), f.type == static_cast<uint8_t>(FrameType::kEager) ? f.length : 0, 0x5a);
+        b.insert(b.end(), f.type == static_cast<uint8_t>(FrameType::kEager) || f.type == static_cast<uint8_t>(FrameType::kFin) ? f.length : 0, 0x5a);
       }
       return b;
     };
@@ -37,11 +37,13 @@ const std::vector<Bytes>& seeds() {
                                wire::makeFrame(FrameType::kCancelSend, 7, 4, 0),
                                wire::makeFrame(FrameType::kRailDown, 0, 0, 2, 0, 1),
                                wire::makeFrame(FrameType::kRailUp, 0, 0, 3, 0, 1),
+                               wire::makeFrame(FrameType::kRecheck, 7, 5, 4096, 0, 8192),
+                               wire::makeFrame(FrameType::kRecheckReply, 7, 5, 1024, 0, 8192),
                                wire::makeFrame(FrameType::kClose, 0, 0, 0)}));
     s.push_back(stream(16384, {wire::makeFrame(FrameType::kChunk, 7, 3, 1 << 20, 65536, 65536),
                                wire::makeFrame(FrameType::kChunk, 7, 3, 1 << 20, 65536, 0)}));
     s.push_back(stream(0, {wire::makeFrame(FrameType::kEager, 1, 0, 0, 0),
-                           wire::makeFrame(FrameType::kFin, 1, 1, 4096, 0, 4096),
+                           wire::makeFrame(FrameType::kFin, 1, 1, 4096, 16, 4096),
                            wire::makeFrame(FrameType::kRts, 1, 2, 1)}));
     return s;
   }();
@@ -56,6 +58,8 @@ bool belongs(Path path, uint8_t type) {
     case FrameType::kClose:
     case FrameType::kRailDown:
     case FrameType::kRailUp:
+    case FrameType::kRecheck:
+    case FrameType::kRecheckReply:
       return path == Path::kControlSocket;
     case FrameType::kEager:
     case FrameType::kTruncated:
@@ -96,8 +100,19 @@ bool accepted(const wire::FrameHeader& f, uint64_t eagerMax, Path path) {
       break;
     }
     case FrameType::kFin:
-      BRAID_FUZZ_CHECK(f.length == 0 && f.offset <= f.total);
+      // onFin reads length / 16 ranges (at most kFinRanges) and counts `offset` bytes.
+      BRAID_FUZZ_CHECK(f.length >= sizeof(wire::FinRange) &&
+                       f.length <= wire::kFinRanges * sizeof(wire::FinRange) &&
+                       f.length % sizeof(wire::FinRange) == 0 && f.offset >= 1 &&
+                       f.offset <= f.total);
       break;
+    case FrameType::kRecheck:
+    case FrameType::kRecheckReply: {
+      // The range [offset, offset + total) is computed without overflow.
+      const unsigned __int128 end = static_cast<unsigned __int128>(f.offset) + f.total;
+      BRAID_FUZZ_CHECK(f.length == 0 && end <= UINT64_MAX);
+      break;
+    }
     case FrameType::kRts:
       BRAID_FUZZ_CHECK(f.length == 0 && f.total > eagerMax);
       break;

@@ -45,7 +45,13 @@ const std::vector<Bytes>& seeds() {
     s.push_back(send(eager, 8, {}, false));
     s.push_back(send(eager, 64, {e}, false));
     s.push_back(send(eager, 0, {e, e, e, e}, true));
-    s.push_back(send(wire::makeFrame(FrameType::kFin, 7, 2, 1 << 20, 0, 65536), 0, {}, false));
+    {
+      // A FIN with two byte ranges of 32 KiB (its payload).
+      Bytes fin = send(wire::makeFrame(FrameType::kFin, 7, 2, 1 << 20, 0, 65536), 32, {}, false);
+      const wire::FinRange r[2] = {{0, 32768}, {65536, 32768}};
+      std::memcpy(fin.data() + sizeof(wire::FrameHeader), r, sizeof r);
+      s.push_back(fin);
+    }
     s.push_back(send(wire::makeFrame(FrameType::kRts, 7, 3, 1 << 20), 0, {e, e}, true));
     s.push_back(send(wire::makeFrame(FrameType::kTruncated, 7, 4, 1 << 20), 0, {e}, false));
     s.push_back(send(wire::makeFrame(FrameType::kCancelRecv, 7, 5, 0), 0, {}, false));
@@ -118,6 +124,25 @@ void parseAs(const uint8_t* data, size_t size, uint64_t eagerMax, size_t lane) {
     src += entry;
   }
   BRAID_FUZZ_CHECK(src == data + size);
+  if (h.type == static_cast<uint8_t>(wire::FrameType::kFin)) {
+    // onFin adds each range to the receive's landed set: within the message, summing to
+    // what the FIN announces, or refused with a protocol error.
+    wire::FinRange r[wire::kFinRanges];
+    uint32_t n = 0;
+    Status fr = wire::parseFinRanges(h, data + s.headerBytes, r, &n);
+    if (!fr.isOk()) {
+      BRAID_FUZZ_CHECK_ERROR(fr, Code::kProtocolError);
+    } else {
+      BRAID_FUZZ_CHECK(n >= 1 && n <= wire::kFinRanges && n * sizeof(wire::FinRange) == h.length);
+      unsigned __int128 sum = 0;
+      for (uint32_t k = 0; k < n; ++k) {
+        BRAID_FUZZ_CHECK(r[k].length > 0);
+        BRAID_FUZZ_CHECK(static_cast<unsigned __int128>(r[k].offset) + r[k].length <= h.total);
+        sum += r[k].length;
+      }
+      BRAID_FUZZ_CHECK(sum == h.offset);
+    }
+  }
 }
 
 }  // namespace

@@ -283,18 +283,72 @@ TEST_CASE("a hello whose verbs rails are malformed is refused naming the field")
   CHECK_THAT(d.status().message(), Catch::Contains("verbs rail count"));
 }
 
-TEST_CASE("a FIN frame is checked: no payload, rail bytes within the message") {
+TEST_CASE("a FIN frame is checked: 1 to 16 byte ranges, rail bytes within the message") {
   FrameHeader f{};
   f.magic = kFrameMagic;
   f.type = static_cast<uint8_t>(FrameType::kFin);
   f.offset = 100;
   f.total = 1000;
+  f.length = sizeof(FinRange);
   CHECK(checkFrame(f, 4096, Path::kVerbsSend).isOk());
   f.offset = 1001;
   CHECK_FALSE(checkFrame(f, 4096, Path::kVerbsSend).isOk());
-  f.offset = 10;
-  f.length = 5;
+  f.offset = 0;  // a FIN for no bytes
   CHECK_FALSE(checkFrame(f, 4096, Path::kVerbsSend).isOk());
+  f.offset = 10;
+  for (uint32_t bad : {0u, 5u, 24u, (kFinRanges + 1) * 16u}) {
+    f.length = bad;
+    CHECK_FALSE(checkFrame(f, 4096, Path::kVerbsSend).isOk());
+  }
+  f.length = kFinRanges * 16u;
+  CHECK(checkFrame(f, 4096, Path::kVerbsSend).isOk());
+}
+
+TEST_CASE("a FIN's ranges are within the message and add up to what it announces") {
+  auto fin = [](uint64_t total, uint64_t bytes, std::vector<FinRange> rs) {
+    FrameHeader f = makeFrame(FrameType::kFin, 7, 3, total,
+                              static_cast<uint32_t>(rs.size() * sizeof(FinRange)), bytes);
+    std::vector<uint8_t> p(rs.size() * sizeof(FinRange));
+    if (!rs.empty()) std::memcpy(p.data(), rs.data(), p.size());
+    FinRange out[kFinRanges];
+    uint32_t n = 99;
+    Status st = parseFinRanges(f, p.data(), out, &n);
+    if (st.isOk()) CHECK(n == rs.size());
+    return st;
+  };
+  CHECK(fin(1000, 300, {{0, 100}, {500, 200}}).isOk());
+  CHECK(fin(1000, 1000, {{0, 1000}}).isOk());
+  Status st = fin(1000, 300, {{0, 100}, {950, 200}});  // past the end
+  CHECK(st.code() == Code::kProtocolError);
+  CHECK_THAT(st.message(), Catch::Contains("outside the 1000-byte message"));
+  st = fin(1000, 300, {{0, 100}, {500, 100}});  // adds up to less
+  CHECK_THAT(st.message(), Catch::Contains("add up to 200 bytes, it announces 300"));
+  st = fin(1000, 150, {{0, 100}, {500, 100}});  // to more
+  CHECK_THAT(st.message(), Catch::Contains("more than the 150 bytes"));
+  CHECK_FALSE(fin(1000, 100, {{0, 100}, {200, 0}}).isOk());  // an empty range
+  // Lengths that wrap 2^64 when added.
+  CHECK_FALSE(fin(UINT64_MAX, UINT64_MAX, {{0, UINT64_MAX}, {0, 2}}).isOk());
+  CHECK_FALSE(fin(1000, 100, {{UINT64_MAX - 10, 100}}).isOk());
+}
+
+TEST_CASE("recheck frames travel on the control socket and name a range that does not wrap") {
+  FrameHeader q = makeFrame(FrameType::kRecheck, 7, 3, /*length*/ 4096, 0, /*offset*/ 8192);
+  CHECK(checkFrame(q, 4096, Path::kControlSocket).isOk());
+  CHECK_FALSE(checkFrame(q, 4096, Path::kVerbsSend).isOk());
+  CHECK_FALSE(checkFrame(q, 4096, Path::kDataSocket).isOk());
+  q.total = 0;  // a recheck of nothing
+  CHECK_FALSE(checkFrame(q, 4096, Path::kControlSocket).isOk());
+  q.total = 2;
+  q.offset = UINT64_MAX;
+  CHECK_THAT(checkFrame(q, 4096, Path::kControlSocket).message(), Catch::Contains("past 2^64"));
+  FrameHeader r = makeFrame(FrameType::kRecheckReply, 7, 3, 0, 0, 8192);
+  r.flags = kRecheckLast;  // the end of an answer names no bytes
+  CHECK(checkFrame(r, 4096, Path::kControlSocket).isOk());
+  r.flags = 2;
+  CHECK_FALSE(checkFrame(r, 4096, Path::kControlSocket).isOk());
+  r.flags = 0;
+  r.length = 16;
+  CHECK_FALSE(checkFrame(r, 4096, Path::kControlSocket).isOk());
 }
 
 TEST_CASE("an RTS frame is checked: no payload, a message above the eager limit") {

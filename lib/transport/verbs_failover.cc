@@ -1,0 +1,265 @@
+// Verbs lane failure (docs/protocol.md, "Verbs lane failure").
+//
+// A lane fails on a work-completion error, a fatal async event of its device, port or QP,
+// or the peer's word (kRailDown on the TCP control socket). Lane 0 carries the CTS ring,
+// the credits and the eager messages: its failure, or the last lane's, fails the endpoint
+// as before. Any other lane is given up (moved to the error state, never used again; the
+// scheduler plans around it) and what it left in doubt goes again:
+// - one-sided batches are written (read) again on a live lane: the target's memory is the
+//   initiator's until the op completes, so writing it twice is harmless;
+// - rendezvous batches are not: a FIN may have arrived (its acknowledgement lost), the
+//   receive finished and its buffer gone back to the user. The sender asks instead
+//   (kRecheck, per range, on the control socket after its kRailDown); the receiver
+//   answers once every failed lane's receive queue has flushed (so every FIN that lane
+//   delivered is counted and nothing more comes through it) with the sub-ranges its open
+//   receive misses (kRecheckReply). Those cannot complete the receive by any other way,
+//   so writing them again cannot land in a buffer the user has back.
+#include <algorithm>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "transport/internal.h"
+#include "transport/verbs_lane.h"
+
+#if BRAID_HAVE_VERBS
+namespace braid {
+
+namespace {
+constexpr size_t kMaxPendingRechecks = 4096;      // receiver: more is a hostile peer
+constexpr uint64_t kRecvFlushWaitNs = 1'000'000'000;  // a failed lane's queue that never flushes
+}  // namespace
+
+void VerbsPath::laneFailed(Lane& l, const Status& why, bool tellPeer) {
+  if (l.down || ep_->state != EpState::kConnected) return;
+  size_t live = 0;
+  for (const auto& x : lanes_) live += x.get() != &l && !x->down && x->connected ? 1 : 0;
+  if (l.index == 0 || live == 0) {
+    ep_->fail(l.index == 0 && live > 0
+                  ? why.withContext("lane 0 carries the clear-to-send ring, the credits and the "
+                                    "eager messages; its failover is not built")
+                  : why);
+    return;
+  }
+  const uint64_t now = core::nowNs();
+  l.down = true;
+  l.connected = false;
+  l.downNs = now;
+  if (l.qp) (void)verbs::toError(*l.qp);
+  // Whatever completes from here on (flushed, or done before the failure and polled late)
+  // retires its work request and nothing else: the batches below go again.
+  for (uint64_t i = l.sqRetired; i < l.sqPosted; ++i) {
+    Lane::WrInfo& w = l.wrs[i % kMaxSendWr];
+    w.op = nullptr;
+    w.bytes = 0;
+  }
+  l.bytesInFlight = 0;
+  l.backlog.clear();
+  l.ctlBacklog.clear();
+  l.repostCount = 0;
+  const auto r = static_cast<uint32_t>(l.index);
+  if (r < ep_->links.size()) {
+    EndpointImpl::RailLink& link = ep_->links[r];
+    link.alive = false;
+    ++link.failures;
+    link.downNs = now;
+  }
+  ep_->monitor.railFailed(r, now);
+  ep_->railEvent(r, "down", why.toString());
+  // Before the rechecks, on the same socket: the peer gives the lane up (and flushes its
+  // receive queue) before it answers them.
+  if (tellPeer) ep_->controlNotice(wire::makeFrame(wire::FrameType::kRailDown, 0, 0, 0, 0, r));
+
+  std::vector<Lane::Batch> doubt;
+  doubt.reserve(l.batches.size());
+  for (size_t i = 0; i < l.batches.size(); ++i) doubt.push_back(l.batches[i]);
+  l.batchesDone += l.batches.size();
+  l.batches.clear();
+  size_t rechecks = 0, rewrites = 0;
+  uint64_t bytes = 0;
+  std::vector<Chunk> again;
+  for (const Lane::Batch& b : doubt) {
+    OpState* op = b.op;
+    if (op == nullptr || ep_->state != EpState::kConnected) continue;
+    bytes += b.bytes;
+    if (op->finished) {  // failed or closed meanwhile: only its hold goes
+      --op->pendingFrames;
+      ep_->maybeRecycle(op);
+      continue;
+    }
+    if (b.kind == kWrRmaLast) {
+      const int t = liveLaneFor(op);
+      if (t < 0) {
+        ep_->fail(why.withContext(fmt::format("no live lane has keys for one-sided op {} bytes "
+                                              "at 0x{:x}",
+                                              op->len, op->raddr)));
+        return;
+      }
+      again.clear();
+      for (uint32_t k = 0; k < b.nranges; ++k)
+        rangeToPlan(b.ranges[k].offset, b.ranges[k].length, static_cast<size_t>(t), again);
+      postPlan(op, again, /*rma=*/true);
+      --op->pendingFrames;  // the failed batch's hold; the new one holds its own
+      ++rewrites;
+      continue;
+    }
+    // The FIN's hold becomes one per range asked about.
+    op->pendingFrames += b.nranges - 1u;
+    for (uint32_t k = 0; k < b.nranges; ++k) {
+      rechecks_.push_back({op, op->tag, op->seq, b.ranges[k].offset, b.ranges[k].length});
+      ep_->controlNotice(wire::makeFrame(wire::FrameType::kRecheck, op->tag, op->seq,
+                                         b.ranges[k].length, 0, b.ranges[k].offset));
+      ++rechecks;
+    }
+  }
+  BRAID_LOG_WARN(kTransport,
+                 "{}: lane {} ({}) is down: {}; {} batch(es), {} bytes were in doubt: {} "
+                 "one-sided batch(es) go again on the {} live lane(s), {} range(s) are "
+                 "rechecked with the receiver",
+                 ep_->describe(), l.index, laneName(l.index), why.toString(), doubt.size(),
+                 bytes, rewrites, live, rechecks);
+  if (!tellPeer) answerRechecks();  // the peer's rechecks may wait for this lane
+}
+
+bool VerbsPath::laneDown(size_t i) const { return i < lanes_.size() && lanes_[i]->down; }
+
+void VerbsPath::peerLaneDown(uint64_t lane) {
+  if (lane >= lanes_.size())
+    return ep_->fail(Status(Code::kProtocolError,
+                            fmt::format("peer {} reports lane {} down; the endpoint has {}",
+                                        ep_->peer, lane, lanes_.size())));
+  Lane& l = *lanes_[lane];
+  laneFailed(l,
+             railFailedStatus(l, Status(Code::kRailFailed,
+                                        fmt::format("the peer gave the lane up"))),
+             /*tellPeer=*/false);
+}
+
+int VerbsPath::liveLaneFor(const OpState* op) const {
+  int best = -1;
+  for (const auto& lp : lanes_) {
+    const Lane& l = *lp;
+    if (l.down || !l.connected || l.peer.railIndex >= wire::kMaxRails ||
+        op->rkeys[l.peer.railIndex] == 0 || !op->reg || op->reg->perRail.size() <= l.railIndex)
+      continue;
+    if (best < 0 || l.bytesInFlight < lanes_[static_cast<size_t>(best)]->bytesInFlight)
+      best = static_cast<int>(l.index);
+  }
+  return best;
+}
+
+void VerbsPath::rangeToPlan(uint64_t offset, uint64_t length, size_t lane,
+                            std::vector<Chunk>& out) const {
+  const uint64_t piece = std::max<uint64_t>(ep_->scheduler.config().chunkSize, 4096);
+  while (length > 0) {
+    Chunk c;
+    c.rail = static_cast<uint32_t>(lane);
+    c.offset = offset;
+    c.length = std::min(length, piece);
+    out.push_back(c);
+    offset += c.length;
+    length -= c.length;
+  }
+}
+
+void VerbsPath::onRecheck(const wire::FrameHeader& f) {
+  if (pendingRechecks_.size() >= kMaxPendingRechecks)
+    return ep_->fail(Status(Code::kProtocolError,
+                            fmt::format("peer {} asked more than {} rechecks at once", ep_->peer,
+                                        kMaxPendingRechecks)));
+  pendingRechecks_.push_back(f);
+  answerRechecks();
+}
+
+void VerbsPath::answerRechecks() {
+  // Only once every failed lane's receive queue has flushed: a FIN it delivered before it
+  // failed is counted by then, and nothing more arrives through it.
+  const uint64_t now = core::nowNs();
+  for (auto& lp : lanes_) {
+    Lane& l = *lp;
+    if (!l.down || l.rqFlushed) continue;
+    if (now < l.downNs + kRecvFlushWaitNs) return;
+    BRAID_LOG_WARN(kTransport, "{}: lane {} ({}): its receive queue did not flush within 1 s of "
+                               "its failure; answering the peer's rechecks anyway",
+                   ep_->describe(), l.index, laneName(l.index));
+    l.rqFlushed = true;
+  }
+  while (!pendingRechecks_.empty() && ep_->state == EpState::kConnected) {
+    const wire::FrameHeader q = pendingRechecks_.front();
+    pendingRechecks_.pop_front();
+    const uint64_t begin = q.offset, end = q.offset + q.total;  // checkFrame: no overflow
+    OpState* op = ep_->findRecv(q.tag, q.seq);
+    if (op == nullptr) {
+      TagState* ts = ep_->findTagState(q.tag);
+      if (ts == nullptr || q.seq >= ts->nextRecvSeq)
+        return ep_->fail(Status(Code::kProtocolError,
+                                fmt::format("recheck of tag {} seq {}: no such receive was posted",
+                                            q.tag, q.seq)));
+      // Finished: every byte arrived (or it ended otherwise); nothing is written again.
+    } else if (end > op->len) {
+      return ep_->fail(Status(Code::kProtocolError,
+                              fmt::format("recheck of bytes [{}, {}) of tag {} seq {}, a {}-byte "
+                                          "receive",
+                                          begin, end, q.tag, q.seq, op->len)));
+    } else {
+      // The gaps of [begin, end) in what has landed.
+      uint64_t at = begin;
+      for (const auto& [lo, hi] : op->landed) {
+        if (hi <= at) continue;
+        if (lo >= end) break;
+        if (lo > at)
+          ep_->controlNotice(wire::makeFrame(wire::FrameType::kRecheckReply, q.tag, q.seq,
+                                             lo - at, 0, at));
+        at = std::max(at, hi);
+      }
+      if (at < end)
+        ep_->controlNotice(
+            wire::makeFrame(wire::FrameType::kRecheckReply, q.tag, q.seq, end - at, 0, at));
+    }
+    wire::FrameHeader last = wire::makeFrame(wire::FrameType::kRecheckReply, q.tag, q.seq, 0, 0, begin);
+    last.flags = wire::kRecheckLast;
+    ep_->controlNotice(last);
+  }
+}
+
+void VerbsPath::onRecheckReply(const wire::FrameHeader& f) {
+  const bool last = (f.flags & wire::kRecheckLast) != 0;
+  size_t j = 0;
+  for (; j < rechecks_.size(); ++j) {
+    const Recheck& q = rechecks_[j];
+    if (q.tag != f.tag || q.seq != f.seq) continue;
+    if (last ? f.offset == q.offset
+             : f.offset >= q.offset && f.total > 0 && f.offset + f.total <= q.offset + q.length)
+      break;
+  }
+  if (j == rechecks_.size())
+    return ep_->fail(Status(Code::kProtocolError,
+                            fmt::format("recheck answer for bytes [{}, +{}) of tag {} seq {}: "
+                                        "nothing of it was asked",
+                                        f.offset, f.total, f.tag, f.seq)));
+  OpState* op = rechecks_[j].op;
+  if (last) {
+    rechecks_.erase(rechecks_.begin() + static_cast<std::ptrdiff_t>(j));
+    --op->pendingFrames;
+    if (op->finished)
+      ep_->maybeRecycle(op);
+    else if (op->pendingFrames == 0)
+      ep_->finishOk(op);
+    return;
+  }
+  if (op->finished) return;
+  const int t = liveLaneFor(op);
+  if (t < 0)
+    return ep_->fail(Status(Code::kRailFailed,
+                            fmt::format("tag {} seq {}: no live lane left to write bytes [{}, +{}) "
+                                        "again",
+                                        f.tag, f.seq, f.offset, f.total)));
+  std::vector<Chunk> again;
+  rangeToPlan(f.offset, f.total, static_cast<size_t>(t), again);
+  postPlan(op, again, /*rma=*/false);
+}
+
+}  // namespace braid
+#endif  // BRAID_HAVE_VERBS
