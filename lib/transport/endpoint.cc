@@ -141,7 +141,7 @@ EndpointStats EndpointImpl::statsWithRails() {
   for (uint64_t b : s.bytesSentPerRail) total += b;
   for (size_t i = 0; i < snap.size() && i < s.bytesSentPerRail.size(); ++i) {
     RailStats r;
-    if (verbs) r.name = verbs->laneName(i);
+    if (onVerbs()) r.name = verbs->laneName(i);
     else if (i < localRails.size() && i < peerRails.size())
       r.name = wire::railName(localRails[i]) + " -> " + wire::railName(peerRails[i]);
     r.state = snap[i].health == transport::RailHealth::kUp        ? "up"
@@ -161,6 +161,11 @@ EndpointStats EndpointImpl::statsWithRails() {
     }
     s.rails.push_back(std::move(r));
   }
+  // After a move to TCP: the verbs lanes as they ended, after the TCP rails.
+  for (const RailStats& r : lanesGone) {
+    s.rails.push_back(r);
+    s.bytesSentPerRail.push_back(r.bytesSent);
+  }
   return s;
 }
 
@@ -176,9 +181,10 @@ void EndpointImpl::tick(uint64_t now) {
   }
   sampleSignals(now);
   if (verbs) {
-    verbs->tick(now);
+    verbs->tick(now);  // after a move to TCP too: the peer's rechecks wait on it
     if (state == EpState::kFailed) return;
-  } else {
+  }
+  if (!onVerbs()) {
     pollAcks(now);  // acknowledgements while nothing is sent
     if (!deferred.empty()) stripeDeferred();
     if (railsDown > 0) rejoinTick(now);

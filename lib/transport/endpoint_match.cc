@@ -110,7 +110,7 @@ Status EndpointImpl::start(OpState* op) {
       // the receiver. A CTS that arrives for it anyway (a rendezvous-sized receive) is
       // dropped by matchSends.
       op->matched = true;
-      if (verbs) {
+      if (onVerbs()) {
         verbs->sendEager(op);
       } else {
         OutFrame f;
@@ -129,7 +129,7 @@ Status EndpointImpl::start(OpState* op) {
       // Over verbs an eager-only receive sends no CTS: tell the receiver a rendezvous
       // message is coming, so that a receive too small for it answers with its CTS (and
       // the truncation is seen by both sides). A receive that can take it ignores this.
-      if (verbs && state == EpState::kConnected && !op->matched)
+      if (onVerbs() && state == EpState::kConnected && !op->matched)
         verbs->sendRts(tag, op->seq, len);
     }
   } else {
@@ -145,7 +145,7 @@ Status EndpointImpl::start(OpState* op) {
     } else if (state == EpState::kFailed) {
       // Only a buffered message is received on a failed endpoint (post() checked).
       // Nothing to tell the peer: the message is here.
-    } else if (verbs) {
+    } else if (onVerbs()) {
       // A CTS only for a receive that can take a rendezvous message, or one whose sender
       // announced a message too large for it (RTS, arrived before this receive).
       bool announced = !ts.rts.empty() && ts.rts.front() == op->seq;
@@ -191,11 +191,11 @@ Result<Request> EndpointImpl::postRma(const std::shared_ptr<EndpointImpl>& self,
   if (state != EpState::kConnected)
     return Status(Code::kInvalidArgument, fmt::format("{}: {} is not connected yet", what,
                                                       describe()));
-  if (!verbs)
-    return Status(Code::kUnsupported,
-                  fmt::format("{}: {} moves data over TCP; one-sided writes and reads need verbs "
-                              "rails on both sides",
-                              what, describe()));
+  if (!onVerbs())
+    return Status(verbs ? Code::kRailFailed : Code::kUnsupported,
+                  fmt::format("{}: {} moves data over TCP{}; one-sided writes and reads need "
+                              "verbs rails on both sides",
+                              what, describe(), verbs ? " (every verbs lane failed)" : ""));
   if (!local.contains(buf, len) || !local.impl() ||
       local.impl()->perRail.size() != ctx->verbsRails.size())
     return Status(Code::kInvalidArgument,
@@ -259,7 +259,7 @@ void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
               fmt::format("message {} of tag {} to {} has {} bytes but the peer posted a receive "
                           "of {}: the peer must post a larger buffer",
                           op->seq, op->tag, peer, op->len, cts.capacity));
-    if (verbs) {
+    if (onVerbs()) {
       verbs->sendTruncated(op->tag, op->seq, op->len);
     } else {
       OutFrame f;
@@ -269,7 +269,7 @@ void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
     finish(op, st);
     return;
   }
-  if (verbs) {
+  if (onVerbs()) {
     if (cts.addr == 0) {
       fail(Status(Code::kProtocolError,
                   fmt::format("clear-to-send for tag {} seq {} of {} bytes has no buffer address",
@@ -299,20 +299,27 @@ void EndpointImpl::onFrameSent(OutFrame& f) {
 
 // ---------------------------------------------------------------- receive side
 
-void EndpointImpl::onCts(const wire::CtsEntry& cts) {
+void EndpointImpl::onCts(const wire::CtsEntry& cts, bool again) {
   TagState& ts = tagState(cts.tag);
-  if (!admitCts(ts, cts.tag, cts.seq)) return;
+  if (!admitCts(ts, cts.tag, cts.seq, again)) return;
   ts.cts.push_back(cts);
   sortLastCts(ts.cts);
   matchSends(ts);
 }
 
-bool EndpointImpl::admitCts(TagState& ts, uint64_t tag, uint64_t seq) {
+bool EndpointImpl::admitCts(TagState& ts, uint64_t tag, uint64_t seq, bool again) {
   // Each receive has one CTS; a peer that sends two, or runs without bound ahead of this
-  // side's sends, is broken or hostile (each one held is memory).
+  // side's sends, is broken or hostile (each one held is memory). One sent again after the
+  // verbs lanes went may be here already, or be for a send that started: dropped.
+  if (again) {
+    for (size_t i = 0; i < ts.unmatchedSends.size(); ++i)
+      if (ts.unmatchedSends[i]->seq == seq) return true;  // its send waits for it
+    if (seq < ts.nextSendSeq) return false;                // its send went (eager or started)
+  }
   for (size_t i = ts.cts.size(); i > 0; --i) {
     if (ts.cts[i - 1].seq < seq) break;
     if (ts.cts[i - 1].seq == seq) {
+      if (again) return false;
       fail(Status(Code::kProtocolError,
                   fmt::format("a second clear-to-send for tag {} seq {}", tag, seq)));
       return false;
@@ -329,13 +336,21 @@ bool EndpointImpl::admitCts(TagState& ts, uint64_t tag, uint64_t seq) {
 }
 
 void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
+  if ((f.flags & wire::kAgain) != 0 && f.type != static_cast<uint8_t>(wire::FrameType::kCts) &&
+      f.type != static_cast<uint8_t>(wire::FrameType::kRecheckReply)) {
+    if (!verbs)
+      return fail(Status(Code::kProtocolError,
+                         "a frame sent again after verbs lanes failed, on an endpoint without "
+                         "verbs lanes"));
+    return onFrameAgain(f, payload);
+  }
   switch (static_cast<wire::FrameType>(f.type)) {
     case wire::FrameType::kCts: {
       wire::CtsEntry e{};
       e.tag = f.tag;
       e.seq = f.seq;
       e.capacity = f.total;
-      onCts(e);
+      onCts(e, (f.flags & wire::kAgain) != 0);
       return;
     }
     case wire::FrameType::kEager:
@@ -589,7 +604,7 @@ void EndpointImpl::onChunkLanded(OpState* op, uint64_t offset, uint64_t bytes) {
 
 void EndpointImpl::sendNotice(const wire::FrameHeader& h) {
   if (state != EpState::kConnected) return;
-  if (verbs) {
+  if (onVerbs()) {
     verbs->sendNotice(h);
     return;
   }

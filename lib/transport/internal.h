@@ -90,13 +90,16 @@ struct OpState {
   /// the rkey of each of the peer's rails (a lane failure writes again through another).
   uint64_t raddr = 0;
   uint32_t rkeys[wire::kMaxRails];
+  /// Verbs rendezvous send with ranges written again over TCP after the lanes went: it
+  /// finishes when nothing holds it any more (its bytes are not counted from zero).
+  bool resent = false;
   /// Back to a fresh OpState, field by field: recycling is on every request's path, and
   /// the status and registration are nearly always empty already.
   void reset() {
     kind = Kind::kSend;
     tag = seq = len = size = bytesDone = 0;
     buf = nullptr;
-    matched = finished = released = hasHandle = cancelPending = false;
+    matched = finished = released = hasHandle = cancelPending = resent = false;
     pendingFrames = landing = 0;
     if (!landed.empty()) landed.clear();
     if (!status.isOk()) status = Status();
@@ -268,7 +271,9 @@ struct EndpointImpl {
   /// A control frame (TCP control socket, or a SEND on a verbs rail).
   void onFrame(const wire::FrameHeader& f, const uint8_t* payload);
   /// A receive's clear-to-send (from a CTS frame, or read from the verbs CTS ring).
-  void onCts(const wire::CtsEntry& cts);
+  /// `again`: sent again after the verbs lanes went (wire::kAgain); one already here is
+  /// dropped instead of refused.
+  void onCts(const wire::CtsEntry& cts, bool again = false);
   /// A CTS in compact form: an eager-only receive (no address) answering the RTS of a
   /// rendezvous send too large for it.
   void onCtsCompact(uint64_t tag, uint64_t seq, uint64_t capacity) {
@@ -345,7 +350,7 @@ struct EndpointImpl {
   void onTruncated(const wire::FrameHeader& f);
   /// False (and the endpoint failed) when a CTS for (tag, seq) duplicates one held or
   /// exceeds kMaxPendingCts.
-  bool admitCts(TagState& ts, uint64_t tag, uint64_t seq);
+  bool admitCts(TagState& ts, uint64_t tag, uint64_t seq, bool again = false);
   /// The posted, not yet released receive `seq` of `ts` (finished or not), or nullptr.
   static OpState* recvAt(TagState& ts, uint64_t seq) {
     if (ts.recvs.empty()) return nullptr;
@@ -372,6 +377,24 @@ struct EndpointImpl {
   bool railError(int rail, const Status& cause);
   /// kRailDown / kRailUp from the peer.
   void onRailDownFrame(const wire::FrameHeader& f);
+
+  // --- verbs to TCP (rail_degrade.cc)
+  /// Every verbs lane is gone: data moves over the TCP data sockets from now on.
+  bool verbsGone = false;
+  bool onVerbs() const { return verbs != nullptr && !verbsGone; }
+  /// The verbs lanes' stats as they were when the endpoint moved to TCP (reported after
+  /// the TCP rails).
+  std::vector<RailStats> lanesGone;
+  /// True when the TCP data sockets can take over from the verbs lanes.
+  bool canDegrade() const;
+  /// Switches the rail bookkeeping (monitor, links, per-rail bytes) to the TCP rails.
+  void degradeToTcp(const Status& why);
+  /// After the switch: a CTS again over TCP for each posted receive whose message has not
+  /// started (its verbs CTS may be lost).
+  void ctsAgain();
+  /// A frame that may have arrived before over verbs (flags wire::kAgain, or a late SEND
+  /// polled from a lane that is down): a duplicate is dropped.
+  void onFrameAgain(const wire::FrameHeader& f, const uint8_t* payload);
   void onRailUpFrame(const wire::FrameHeader& f);
   /// Connector: re-dials the rails that are down, with back-off (from tick()).
   void rejoinTick(uint64_t now);

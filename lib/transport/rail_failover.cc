@@ -32,7 +32,7 @@ int64_t unixMs() {
 }  // namespace
 
 std::string EndpointImpl::railLabel(uint32_t rail) const {
-  if (verbs) return verbs->laneName(rail);
+  if (onVerbs()) return verbs->laneName(rail);
   return rail < localRails.size() ? wire::railName(localRails[rail]) : std::string("?");
 }
 
@@ -44,7 +44,7 @@ void EndpointImpl::railEvent(uint32_t rail, const char* st, std::string cause) {
 }
 
 bool EndpointImpl::railError(int rail, const Status& cause) {
-  if (state != EpState::kConnected || verbs || rail < 0 ||
+  if (state != EpState::kConnected || onVerbs() || rail < 0 ||
       static_cast<size_t>(rail) >= links.size())
     return false;
   RailLink& l = links[static_cast<size_t>(rail)];
@@ -56,7 +56,7 @@ bool EndpointImpl::railError(int rail, const Status& cause) {
 }
 
 bool EndpointImpl::railDown(int rail, const Status& cause, bool tellPeer) {
-  if (state != EpState::kConnected || verbs || rail < 0 ||
+  if (state != EpState::kConnected || onVerbs() || rail < 0 ||
       static_cast<size_t>(rail) >= links.size() || !links[static_cast<size_t>(rail)].alive)
     return false;
   const size_t alive = links.size() - railsDown;
@@ -106,7 +106,11 @@ bool EndpointImpl::railDown(int rail, const Status& cause, bool tellPeer) {
 }
 
 void EndpointImpl::onRailDownFrame(const wire::FrameHeader& f) {
-  if (verbs) return verbs->peerLaneDown(f.offset);  // a verbs lane (verbs_failover.cc)
+  if (f.tag == wire::kRailDownVerbsLane) {  // a verbs lane (verbs_failover.cc)
+    if (onVerbs()) verbs->peerLaneDown(f.offset);
+    return;  // after the move to TCP every lane is down here already
+  }
+  if (onVerbs()) return;  // a TCP rail: a verbs endpoint's data sockets are idle
   const auto r = static_cast<uint32_t>(f.offset);
   if (r >= links.size()) return;
   RailLink& l = links[r];

@@ -15,7 +15,7 @@ constexpr uint64_t kSignalPeriodNs = 100'000'000;
 void EndpointImpl::sampleSignals(uint64_t now) {
   if (now < nextSignalNs || state != EpState::kConnected) return;
   nextSignalNs = now + kSignalPeriodNs;
-  if (verbs) {
+  if (onVerbs()) {
     for (size_t i = 0; i < links.size() && i < verbs->laneCount(); ++i) {
       const VerbsRail* rail = verbs->laneRail(i);
       if (rail == nullptr || !rail->watcher) continue;

@@ -124,7 +124,8 @@ void EndpointImpl::onChunkAcked(OpState* op, uint64_t bytes) {
     return;
   }
   op->bytesDone += bytes;
-  if (op->matched && op->bytesDone == op->len) finish(op, Status::ok());
+  if (op->matched && (op->bytesDone == op->len || (op->resent && op->pendingFrames == 0)))
+    finish(op, Status::ok());
 }
 
 void EndpointImpl::traceStripe(const OpState* op) const {

@@ -147,6 +147,18 @@ bool VerbsPath::takeRidingCts(const uint8_t* src, uint32_t count, bool full) {
   return true;
 }
 
+void VerbsPath::onRecvLate(Lane& l, uint32_t slot, uint32_t bytes) {
+  const uint8_t* p = l.recvSlot(slot);
+  ReceivedSend s;
+  Status st = parseSend(p, bytes, eagerMax_, l.index, &s);
+  if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
+  // After a move to TCP every receive's CTS goes again over TCP: riding ones are moot.
+  if (s.riding > 0 && !ep_->verbsGone &&
+      !takeRidingCts(p + s.headerBytes + s.hdr.length, s.riding, s.ridingFull))
+    return;
+  ep_->onFrameAgain(s.hdr, p + s.headerBytes);
+}
+
 void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
   const uint8_t* p = l.recvSlot(slot);
   ReceivedSend s;
@@ -234,7 +246,10 @@ bool VerbsPath::pollLane(Lane& l) {
       continue;
     }
     if (isRecv) {
-      if (ep_->state != EpState::kFailed)
+      if (ep_->state == EpState::kFailed) continue;
+      if (l.down)  // arrived before the lane failed: maybe sent again since
+        onRecvLate(l, static_cast<uint32_t>(w.wr_id & ~kRecvWrFlag), w.byte_len);
+      else
         onRecv(l, static_cast<uint32_t>(w.wr_id & ~kRecvWrFlag), w.byte_len);
     } else {
       onSendCompletion(l, w.wr_id);
@@ -251,6 +266,10 @@ size_t VerbsPath::progress() {
   for (auto& l : lanes_)
     if (pollLane(*l)) ++n;
   if (ep_->state == EpState::kFailed) return n;
+  if (ep_->verbsGone) {  // moved to TCP: the lanes only drain; the peer's rechecks wait on them
+    if (!pendingRechecks_.empty()) answerRechecks();
+    return n;
+  }
   const wire::CtsEntry& next = cb_->ring[ctsConsumed_ & (ctsSlots_ - 1)];
   if (__atomic_load_n(&next.ordinal, __ATOMIC_ACQUIRE) == ctsConsumed_ + 1) {
     uint64_t before = ctsConsumed_;

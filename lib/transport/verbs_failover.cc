@@ -37,17 +37,72 @@ void VerbsPath::laneFailed(Lane& l, const Status& why, bool tellPeer) {
   size_t live = 0;
   for (const auto& x : lanes_) live += x.get() != &l && !x->down && x->connected ? 1 : 0;
   if (l.index == 0 || live == 0) {
+    if (ep_->canDegrade()) return degrade(l, why, tellPeer);
     ep_->fail(l.index == 0 && live > 0
                   ? why.withContext("lane 0 carries the clear-to-send ring, the credits and the "
-                                    "eager messages; its failover is not built")
+                                    "eager messages, and this endpoint has no TCP data sockets "
+                                    "to go on with")
                   : why);
     return;
   }
   const uint64_t now = core::nowNs();
+  std::vector<Lane::Batch> doubt;
+  giveUp(l, why, now, doubt, nullptr);
+  // Before the rechecks, on the same socket: the peer gives the lane up (and flushes its
+  // receive queue) before it answers them.
+  if (tellPeer)
+    ep_->controlNotice(wire::makeFrame(wire::FrameType::kRailDown, wire::kRailDownVerbsLane, 0,
+                                       0, 0, static_cast<uint32_t>(l.index)));
+  size_t rewrites = 0, rechecks = 0;
+  uint64_t bytes = 0;
+  redo(doubt, why, &rewrites, &rechecks, &bytes);
+  BRAID_LOG_WARN(kTransport,
+                 "{}: lane {} ({}) is down: {}; {} batch(es), {} bytes were in doubt: {} "
+                 "one-sided batch(es) go again on the {} live lane(s), {} range(s) are "
+                 "rechecked with the receiver",
+                 ep_->describe(), l.index, laneName(l.index), why.toString(), doubt.size(),
+                 bytes, rewrites, live, rechecks);
+  if (!tellPeer) answerRechecks();  // the peer's rechecks may wait for this lane
+}
+
+void VerbsPath::giveUp(Lane& l, const Status& why, uint64_t now, std::vector<Lane::Batch>& doubt,
+                       std::vector<Resend>* sends) {
   l.down = true;
   l.connected = false;
   l.downNs = now;
   if (l.qp) (void)verbs::toError(*l.qp);
+  // SENDs that may not have arrived (lane 0 on a move to TCP): eager messages (finished
+  // when posted; the bytes are in their send slot) and notices, then the backlog's.
+  if (sends != nullptr) {
+    for (uint64_t i = l.sqRetired; i < l.sqPosted; ++i) {
+      const Lane::WrInfo& w = l.wrs[i % kMaxSendWr];
+      if (w.sendSlot < 0 || (w.kind != kWrEager && w.kind != kWrNotice)) continue;
+      const uint8_t* p = l.sendSlot(static_cast<uint32_t>(w.sendSlot));
+      Resend r{};
+      std::memcpy(&r.hdr, p, w.kind == kWrEager ? wire::kEagerHeaderBytes : sizeof r.hdr);
+      r.hdr.flags = 0;
+      if (w.kind == kWrEager) {
+        r.hdr.offset = 0;
+        r.hdr.total = r.hdr.length;
+        r.payload = p + wire::kEagerHeaderBytes;
+      }
+      sends->push_back(r);
+    }
+    for (size_t i = 0; i < l.backlog.size(); ++i) {
+      const SendItem& it = l.backlog[i];
+      if (it.kind != kWrEager && it.kind != kWrNotice) continue;
+      Resend r{};
+      if (it.kind == kWrEager) {
+        r.hdr = wire::makeFrame(wire::FrameType::kEager, it.op->tag, it.op->seq, it.op->len,
+                                static_cast<uint32_t>(it.op->len));
+        r.payload = it.payload;
+        r.op = it.op;  // not finished yet: it holds its op
+      } else {
+        r.hdr = it.hdr;
+      }
+      sends->push_back(r);
+    }
+  }
   // Whatever completes from here on (flushed, or done before the failure and polled late)
   // retires its work request and nothing else: the batches below go again.
   for (uint64_t i = l.sqRetired; i < l.sqPosted; ++i) {
@@ -68,41 +123,39 @@ void VerbsPath::laneFailed(Lane& l, const Status& why, bool tellPeer) {
   }
   ep_->monitor.railFailed(r, now);
   ep_->railEvent(r, "down", why.toString());
-  // Before the rechecks, on the same socket: the peer gives the lane up (and flushes its
-  // receive queue) before it answers them.
-  if (tellPeer) ep_->controlNotice(wire::makeFrame(wire::FrameType::kRailDown, 0, 0, 0, 0, r));
-
-  std::vector<Lane::Batch> doubt;
-  doubt.reserve(l.batches.size());
   for (size_t i = 0; i < l.batches.size(); ++i) doubt.push_back(l.batches[i]);
   l.batchesDone += l.batches.size();
   l.batches.clear();
-  size_t rechecks = 0, rewrites = 0;
-  uint64_t bytes = 0;
+}
+
+void VerbsPath::redo(const std::vector<Lane::Batch>& doubt, const Status& why, size_t* rewrites,
+                     size_t* rechecks, uint64_t* bytes) {
   std::vector<Chunk> again;
   for (const Lane::Batch& b : doubt) {
     OpState* op = b.op;
     if (op == nullptr || ep_->state != EpState::kConnected) continue;
-    bytes += b.bytes;
+    *bytes += b.bytes;
     if (op->finished) {  // failed or closed meanwhile: only its hold goes
       --op->pendingFrames;
       ep_->maybeRecycle(op);
       continue;
     }
     if (b.kind == kWrRmaLast) {
-      const int t = liveLaneFor(op);
+      const int t = ep_->verbsGone ? -1 : liveLaneFor(op);
+      --op->pendingFrames;  // the failed batch's hold; a new one holds its own
       if (t < 0) {
-        ep_->fail(why.withContext(fmt::format("no live lane has keys for one-sided op {} bytes "
-                                              "at 0x{:x}",
-                                              op->len, op->raddr)));
-        return;
+        ep_->finish(op, Status(Code::kRailFailed,
+                               fmt::format("one-sided {} of {} bytes: no live verbs lane is left "
+                                           "to finish it ({})",
+                                           op->kind == OpState::Kind::kRead ? "read" : "write",
+                                           op->len, why.toString())));
+        continue;
       }
       again.clear();
       for (uint32_t k = 0; k < b.nranges; ++k)
         rangeToPlan(b.ranges[k].offset, b.ranges[k].length, static_cast<size_t>(t), again);
       postPlan(op, again, /*rma=*/true);
-      --op->pendingFrames;  // the failed batch's hold; the new one holds its own
-      ++rewrites;
+      ++*rewrites;
       continue;
     }
     // The FIN's hold becomes one per range asked about.
@@ -111,16 +164,57 @@ void VerbsPath::laneFailed(Lane& l, const Status& why, bool tellPeer) {
       rechecks_.push_back({op, op->tag, op->seq, b.ranges[k].offset, b.ranges[k].length});
       ep_->controlNotice(wire::makeFrame(wire::FrameType::kRecheck, op->tag, op->seq,
                                          b.ranges[k].length, 0, b.ranges[k].offset));
-      ++rechecks;
+      ++*rechecks;
     }
   }
+}
+
+void VerbsPath::degrade(Lane& first, const Status& why, bool tellPeer) {
+  const uint64_t now = core::nowNs();
+  const Status moved(Code::kRailFailed,
+                     fmt::format("given up with the other lanes when {} failed: the endpoint "
+                                 "moved to TCP",
+                                 laneName(first.index)));
+  std::vector<Lane::Batch> doubt;
+  std::vector<Resend> sends;
+  for (auto& lp : lanes_) {
+    Lane& l = *lp;
+    if (l.down) continue;
+    giveUp(l, &l == &first ? why : moved, now, doubt, l.index == 0 ? &sends : nullptr);
+  }
+  pendingCts_.clear();
+  backlogged_ = false;
+  ep_->degradeToTcp(why);
+  if (tellPeer)
+    ep_->controlNotice(wire::makeFrame(wire::FrameType::kRailDown, wire::kRailDownVerbsLane, 0,
+                                       0, 0, static_cast<uint32_t>(first.index)));
+  // What lane 0 may not have delivered goes again over the control socket, in order; the
+  // receiver drops what it has (wire::kAgain).
+  for (const Resend& r : sends) {
+    if (ep_->state != EpState::kConnected) return;
+    if (r.hdr.type == static_cast<uint8_t>(wire::FrameType::kRts)) continue;  // CTS come anyway
+    OutFrame f;
+    f.hdr = r.hdr;
+    f.hdr.flags = wire::kAgain;
+    f.payload = r.payload;
+    f.op = r.op;
+    ep_->control->queue(f, true);
+    if (r.op) {  // the verbs backlog's hold; the queued frame holds its own
+      --r.op->pendingFrames;
+      ep_->maybeRecycle(r.op);
+    }
+  }
+  ep_->controlDirty = ep_->control->hasOutput();
+  size_t rewrites = 0, rechecks = 0;
+  uint64_t bytes = 0;
+  redo(doubt, why, &rewrites, &rechecks, &bytes);
+  if (ep_->state != EpState::kConnected) return;
+  ep_->ctsAgain();
   BRAID_LOG_WARN(kTransport,
-                 "{}: lane {} ({}) is down: {}; {} batch(es), {} bytes were in doubt: {} "
-                 "one-sided batch(es) go again on the {} live lane(s), {} range(s) are "
-                 "rechecked with the receiver",
-                 ep_->describe(), l.index, laneName(l.index), why.toString(), doubt.size(),
-                 bytes, rewrites, live, rechecks);
-  if (!tellPeer) answerRechecks();  // the peer's rechecks may wait for this lane
+                 "{}: {} SEND(s) of lane 0 go again over TCP; {} range(s) of {} bytes are "
+                 "rechecked with the receiver and written again over TCP where missing",
+                 ep_->describe(), sends.size(), rechecks, bytes);
+  if (!tellPeer) answerRechecks();
 }
 
 bool VerbsPath::laneDown(size_t i) const { return i < lanes_.size() && lanes_[i]->down; }
@@ -250,6 +344,11 @@ void VerbsPath::onRecheckReply(const wire::FrameHeader& f) {
     return;
   }
   if (op->finished) return;
+  if (ep_->verbsGone) {  // over the TCP data sockets: chunks land only in an open receive
+    op->resent = true;
+    ep_->stripeRange(op, f.offset, f.total, core::nowNs());
+    return;
+  }
   const int t = liveLaneFor(op);
   if (t < 0)
     return ep_->fail(Status(Code::kRailFailed,

@@ -104,6 +104,15 @@ struct VerbsPath::SendItem {
   bool read = false;                 // RDMA READ instead of WRITE
 };
 
+struct VerbsPath::LaneBatch {
+  uint64_t postedNs;
+  uint64_t bytes;
+  OpState* op;
+  uint8_t kind;     // kWrFin or kWrRmaLast
+  uint8_t nranges;
+  wire::FinRange ranges[wire::kFinRanges];
+};
+
 struct VerbsPath::Lane {
   struct WrInfo {
     OpState* op = nullptr;
@@ -119,14 +128,7 @@ struct VerbsPath::Lane {
   // batch is up to kFinRanges byte ranges of one op, closed by a FIN (rendezvous) or a
   // signaled last write (one-sided), whose completion retires it; they complete in order.
   // The RailMonitor times them, and a lane failure leaves the ones still here in doubt.
-  struct Batch {
-    uint64_t postedNs;
-    uint64_t bytes;
-    OpState* op;
-    uint8_t kind;     // kWrFin or kWrRmaLast
-    uint8_t nranges;
-    wire::FinRange ranges[wire::kFinRanges];
-  };
+  using Batch = LaneBatch;
   core::Ring<Batch> batches;
   uint64_t batchesDone = 0;  // batches retired: the front's number (a FIN's SendItem names its batch)
   bool down = false;         // failed: in the error state, never used again

@@ -391,7 +391,7 @@ bool VerbsPath::armForSleep() {
   // What raises no completion here: a CTS written into our ring (a rendezvous send waits
   // for it), credits and ring space returned through the flow block (a backlog, a CTS
   // waiting for ring space).
-  return ok && !backlogged_ && pendingCts_.empty() && ep_->awaitingCts == 0;
+  return ok && !backlogged_ && pendingCts_.empty() && (ep_->verbsGone || ep_->awaitingCts == 0);
 }
 
 // ---------------------------------------------------------------- posting

@@ -192,6 +192,7 @@ class VerbsPath {
 
  private:
   struct Lane;
+  struct LaneBatch;
   struct SendItem;
   explicit VerbsPath(EndpointImpl* ep);
   void post(size_t lane, const SendItem& item);
@@ -245,6 +246,26 @@ class VerbsPath {
   void rangeToPlan(uint64_t offset, uint64_t length, size_t lane,
                    std::vector<transport::Chunk>& out) const;
   void answerRechecks();
+  /// A SEND of lane 0 to go again over TCP after the move (header, and an eager payload).
+  struct Resend {
+    wire::FrameHeader hdr;
+    const uint8_t* payload;
+    OpState* op;  ///< a backlogged eager send (not finished yet), else nullptr
+  };
+  /// Gives `l` up: error state, its work requests retire without effect, its batches
+  /// appended to `doubt`, lane 0's unsure SENDs to `sends` (when not nullptr).
+  void giveUp(Lane& l, const Status& why, uint64_t now, std::vector<LaneBatch>& doubt,
+              std::vector<Resend>* sends);
+  /// The batches a failure left in doubt go again (one-sided: rewritten; rendezvous:
+  /// rechecked).
+  void redo(const std::vector<LaneBatch>& doubt, const Status& why, size_t* rewrites,
+            size_t* rechecks, uint64_t* bytes);
+  /// Lane 0 or the last lane failed and the TCP data sockets exist: every lane is given
+  /// up, the endpoint moves to TCP, and what the lanes left in doubt goes again there.
+  void degrade(Lane& first, const Status& why, bool tellPeer);
+  /// A SEND polled from a lane that is down (it arrived before the failure): handled as a
+  /// frame that may be a duplicate.
+  void onRecvLate(Lane& l, uint32_t slot, uint32_t bytes);
   /// Takes the lane's completion channel out of the worker's epoll set (idempotent).
   void unwatch(Lane& l) noexcept;
 

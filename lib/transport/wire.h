@@ -145,6 +145,9 @@ struct CompactCts {
   uint64_t capacity;  ///< receive buffer size (<= the eager limit)
 };
 static_assert(sizeof(CompactCts) == 24);
+/// FrameHeader.flags on the TCP control socket: a frame sent again after the verbs lanes
+/// went (it may have arrived before over verbs: a duplicate is dropped).
+constexpr uint8_t kAgain = 0x01;
 constexpr uint8_t kPiggyFull = 0x80;       ///< FrameHeader.flags: the entries are CtsEntry
 constexpr uint8_t kPiggyCountMask = 0x7F;  ///< FrameHeader.flags: how many entries
 
@@ -226,6 +229,8 @@ struct FinRange {
 static_assert(sizeof(FinRange) == 16);
 /// Ranges one FIN carries at most (a lane's part of a message with more sends several).
 constexpr uint32_t kFinRanges = 16;
+/// kRailDown.tag: the rail is a verbs lane (0: a TCP rail).
+constexpr uint64_t kRailDownVerbsLane = 1;
 /// kRecheckReply.flags: the last answer to one recheck.
 constexpr uint8_t kRecheckLast = 1;
 
