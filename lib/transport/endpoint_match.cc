@@ -402,6 +402,9 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
         }
       }
       if (state == EpState::kFailed) return;
+      // Chunks the peer's kernel acknowledged finish their sends before the rest fails.
+      if (!onVerbs()) pollAcks(core::nowNs());
+      if (state == EpState::kFailed) return;
       fail(Status(Code::kConnectionReset, fmt::format("peer {} closed the endpoint", peer)),
            /*orderly=*/true);
       return;

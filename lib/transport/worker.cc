@@ -43,9 +43,11 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
   for (size_t i = 0; i < endpoints.size(); ++i) {
     EndpointImpl* e = endpoints[i];
     if (e->controlDirty) e->flushControl();
-    if (e->verbs && e->state == EpState::kConnected) {
+    // An endpoint that moved from verbs to TCP still drains its lanes (the peer's
+    // rechecks wait on them), and is a TCP endpoint otherwise.
+    if (e->verbs && e->state == EpState::kConnected) verbsEvents += e->verbs->progress();
+    if (e->onVerbs() && e->state == EpState::kConnected) {
       anyVerbs = true;
-      verbsEvents += e->verbs->progress();
     } else {
       allVerbs = false;
       awaitingAcks = awaitingAcks || (e->state == EpState::kConnected &&
@@ -65,7 +67,7 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
     bool deepSleep = true;
     for (size_t i = 0; i < endpoints.size(); ++i) {
       EndpointImpl* e = endpoints[i];
-      if (!e->verbs || e->state != EpState::kConnected) continue;
+      if (!e->onVerbs() || e->state != EpState::kConnected) continue;
       if (!e->verbs->armForSleep()) deepSleep = false;
       verbsEvents += e->verbs->progress();
     }
@@ -95,7 +97,7 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
     lastAckPollNs = now;
     for (size_t i = 0; i < endpoints.size(); ++i) {
       EndpointImpl* e = endpoints[i];
-      if (e->verbs || e->state != EpState::kConnected || e->unackedChunks == 0) continue;
+      if (e->onVerbs() || e->state != EpState::kConnected || e->unackedChunks == 0) continue;
       e->pollAcks(now);
     }
   }
