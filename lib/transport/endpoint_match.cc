@@ -365,6 +365,15 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
       return onRailDownFrame(f);
     case wire::FrameType::kRailUp:
       return onRailUpFrame(f);
+    case wire::FrameType::kLaneJoin:
+    case wire::FrameType::kLaneJoinAck:
+      if (!verbs)
+        return fail(Status(Code::kProtocolError,
+                           "a lane join on an endpoint without a verbs data path"));
+      if (!onVerbs()) return;  // moved to TCP: no way back (yet)
+      if (f.type == static_cast<uint8_t>(wire::FrameType::kLaneJoin))
+        return verbs->onLaneJoin(f, payload);
+      return verbs->onLaneJoinAck(f, payload);
     case wire::FrameType::kRecheck:
     case wire::FrameType::kRecheckReply:
       if (!verbs)

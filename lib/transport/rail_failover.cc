@@ -184,6 +184,10 @@ void EndpointImpl::rejoinFailed(int rail, const Status& cause) {
 }
 
 void EndpointImpl::onRailUpFrame(const wire::FrameHeader& f) {
+  if (f.tag == wire::kRailDownVerbsLane) {  // a verbs lane's rejoin (verbs_rejoin.cc)
+    if (onVerbs()) verbs->onLaneUp(f);
+    return;
+  }
   const auto r = static_cast<uint32_t>(f.offset);
   if (verbs || isServer || r >= links.size()) return;
   RailLink& l = links[r];

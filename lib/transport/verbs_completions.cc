@@ -85,6 +85,8 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
         }
         break;
       }
+      case kWrProbe:  // pollLane tells onProbeDone how it went
+        break;
       case kWrFlow:
         flowInFlight_ = false;
         flowDirty_ = true;  // more may be owed by now
@@ -157,6 +159,12 @@ void VerbsPath::onRecvLate(Lane& l, uint32_t slot, uint32_t bytes) {
       !takeRidingCts(p + s.headerBytes + s.hdr.length, s.riding, s.ridingFull))
     return;
   ep_->onFrameAgain(s.hdr, p + s.headerBytes);
+  // A lane that rejoined on this side and waits for the connector's word takes SENDs: its
+  // slots go back as on a lane that is up.
+  if (l.join == Lane::Join::kAwaitUp && ep_->state == EpState::kConnected) {
+    Status rs = repostRecv(l, slot);
+    if (!rs.isOk()) ep_->fail(rs);
+  }
 }
 
 void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
@@ -213,29 +221,34 @@ bool VerbsPath::pollLane(Lane& l) {
     const bool isRecv = (w.wr_id & kRecvWrFlag) != 0;
     if (w.status != IBV_WC_SUCCESS) {
       if (l.down) {  // given up: its queues flush
-        if (isRecv)
+        if (isRecv) {
           l.rqFlushed = true;
-        else
+        } else if (l.wrs[w.wr_id % kMaxSendWr].kind == kWrProbe) {
           onSendCompletion(l, w.wr_id);
+          onProbeDone(l, false, describeWc(l, w.status, w.vendor_err, kWrProbe));
+        } else {
+          onSendCompletion(l, w.wr_id);
+        }
         continue;
       }
       int kind = isRecv ? -1 : l.wrs[w.wr_id % kMaxSendWr].kind;
       if (ep_->state != EpState::kFailed) {
         Status root = railStatus(l);
+        // The lane goes before this completion retires anything: a flushed FIN or write
+        // must not count as done.
         if (!root.isOk()) {
           laneFailed(l, railFailedStatus(l, root), /*tellPeer=*/true);
-        } else if (w.status == IBV_WC_WR_FLUSH_ERR) {
-          // The QP went to the error state for a reason reported elsewhere (a port or QP
-          // event on its way from the async-event thread): tick() gives it a moment to
-          // name the cause before failing the lane with the flush itself.
-          if (flushSinceNs_ == 0) {
-            flushSinceNs_ = core::nowNs();
-            flushLane_ = l.index;
-            flushWhy_ = describeWc(l, w.status, w.vendor_err, kind);
-          }
-        } else {
+        } else if (w.status == IBV_WC_WR_FLUSH_ERR || w.status == IBV_WC_RETRY_EXC_ERR ||
+                   w.status == IBV_WC_FATAL_ERR || w.status == IBV_WC_RESP_TIMEOUT_ERR) {
+          // The path failed (the peer's NIC stopped answering): the lane goes, the
+          // endpoint goes on over the others.
           laneFailed(l, Status(Code::kCompletionError, describeWc(l, w.status, w.vendor_err, kind)),
                      /*tellPeer=*/true);
+        } else {
+          // A protection or protocol error (a buffer deregistered under a transfer, a
+          // bad key or length): another lane would fail alike, and moving to TCP would
+          // write into memory its owner withdrew.
+          ep_->fail(Status(Code::kCompletionError, describeWc(l, w.status, w.vendor_err, kind)));
         }
       }
       if (isRecv) {
@@ -252,7 +265,9 @@ bool VerbsPath::pollLane(Lane& l) {
       else
         onRecv(l, static_cast<uint32_t>(w.wr_id & ~kRecvWrFlag), w.byte_len);
     } else {
+      const bool probe = l.down && l.wrs[w.wr_id % kMaxSendWr].kind == kWrProbe;
       onSendCompletion(l, w.wr_id);
+      if (probe) onProbeDone(l, true, {});
     }
   }
   return n > 0;
@@ -325,13 +340,8 @@ void VerbsPath::tick(uint64_t now) {
       if (ep_->state != EpState::kConnected) return;
     }
   }
-  constexpr uint64_t kFlushGraceNs = 200'000'000;
-  if (flushSinceNs_ != 0 && now > flushSinceNs_ + kFlushGraceNs) {
-    flushSinceNs_ = 0;
-    Lane& l = *lanes_[flushLane_];
-    if (!l.down) laneFailed(l, Status(Code::kCompletionError, flushWhy_), /*tellPeer=*/true);
-  }
   if (ep_->state == EpState::kConnected && !pendingRechecks_.empty()) answerRechecks();
+  if (ep_->state == EpState::kConnected && !ep_->isServer && !ep_->verbsGone) rejoinTick(now);
 }
 
 }  // namespace braid

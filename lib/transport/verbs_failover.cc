@@ -70,6 +70,9 @@ void VerbsPath::giveUp(Lane& l, const Status& why, uint64_t now, std::vector<Lan
   l.down = true;
   l.connected = false;
   l.downNs = now;
+  l.join = Lane::Join::kNone;
+  l.backoffMs = 0;
+  l.nextTryNs = now + 100'000'000;  // the connector tries it again from then (verbs_rejoin.cc)
   if (l.qp) (void)verbs::toError(*l.qp);
   // SENDs that may not have arrived (lane 0 on a move to TCP): eager messages (finished
   // when posted; the bytes are in their send slot) and notices, then the backlog's.

@@ -58,7 +58,7 @@ constexpr int kPollBatch = 32;
 constexpr uint32_t kRepostBatch = 16;  // receive slots re-posted with one ibv_post_recv
 constexpr uint32_t kWantInline = 256;   // inline SEND size asked of the device
 
-enum WrKind : uint8_t { kWrEager, kWrFin, kWrNotice, kWrCts, kWrFlow, kWrChunk, kWrRmaLast };
+enum WrKind : uint8_t { kWrEager, kWrFin, kWrNotice, kWrCts, kWrFlow, kWrChunk, kWrRmaLast, kWrProbe };
 
 inline bool isSend(uint8_t kind) { return kind == kWrEager || kind == kWrFin || kind == kWrNotice; }
 
@@ -71,6 +71,7 @@ inline const char* wrKindName(uint8_t kind) {
     case kWrFlow: return "flow-control RDMA WRITE";
     case kWrChunk: return "payload RDMA WRITE/READ";
     case kWrRmaLast: return "one-sided RDMA WRITE/READ";
+    case kWrProbe: return "rejoin probe (empty RDMA WRITE)";
   }
   return "work request";
 }
@@ -87,7 +88,8 @@ using namespace verbs_detail;  // NOLINT: private header of three files
 struct VerbsPath::ControlBlock {
   wire::CtsEntry ring[kCtsSlots];    // written by the peer (its receives' CTS)
   wire::FlowBlock flowIn;            // written by the peer
-  uint8_t pad0[56];
+  uint8_t probe[8];                  // written by the peer's rejoin probes (never read)
+  uint8_t pad0[48];
   wire::CtsEntry ctsOut[kCtsSlots];  // sources of our CTS writes
   wire::FlowBlock flowOut;           // counters as they stand
   uint8_t pad1[56];
@@ -131,9 +133,19 @@ struct VerbsPath::Lane {
   using Batch = LaneBatch;
   core::Ring<Batch> batches;
   uint64_t batchesDone = 0;  // batches retired: the front's number (a FIN's SendItem names its batch)
-  bool down = false;         // failed: in the error state, never used again
+  bool down = false;         // failed: in the error state until a rejoin
   bool rqFlushed = false;    // down, and its receive queue flushed: nothing more arrives on it
   uint64_t downNs = 0;
+  // Rejoin (verbs_rejoin.cc): the connector offers a new QP, the listener answers with its
+  // own, the connector proves the path with an empty RDMA WRITE and says the lane is up.
+  enum class Join : uint8_t { kNone, kAsked, kProbing, kAwaitUp };
+  Join join = Join::kNone;
+  uint32_t epoch = 0;        // 0 at connect, one more per rejoin attempt
+  uint32_t backoffMs = 0;
+  uint64_t nextTryNs = 0;
+  uint64_t joinSentNs = 0;
+  uint64_t creditBase = 0;   // the peer's slot returns counted before this QP
+  wire::VerbsRailDesc joinDesc{};  // the join frame's payload (kept until written)
   uint32_t psn = 0;
   uint32_t slotSize = 0;
   // Declared in creation order; destroyed in reverse (MRs, QP, CQ, its channel, then

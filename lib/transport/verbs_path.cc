@@ -186,6 +186,47 @@ double VerbsPath::laneNominalBps(size_t i) const {
   return l.rail->port.speedMbps * 1e6 / 8 / q;
 }
 
+Status VerbsPath::buildLane(Lane& l) {
+  // Completion channel, CQ and QP (INIT) of a lane: at creation, and again for a rejoin
+  // (the old ones are gone by then).
+  const VerbsRail& r = *l.rail;
+  Lane* lp = &l;
+  const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+  BRAID_ASSIGN_OR_RETURN(verbs::CompChannel ch, verbs::CompChannel::create(*r.dev));
+  lp->channel.emplace(std::move(ch));
+  int fl = ::fcntl(lp->channel->fd(), F_GETFL);
+  if (fl < 0 || ::fcntl(lp->channel->fd(), F_SETFL, fl | O_NONBLOCK) != 0)
+    return Status(Code::kSystemError,
+                  fmt::format("making the completion channel of {} non-blocking: {}", r.name(),
+                              verbs::errnoText(errno)));
+  BRAID_ASSIGN_OR_RETURN(verbs::Cq cq, verbs::Cq::create(*r.dev, kMaxSendWr + kRecvSlots + 16,
+                                                         &*lp->channel));
+  lp->cq.emplace(std::move(cq));
+  lp->waker.lane = lp;
+  BRAID_RETURN_IF_ERROR(ep_->worker->poller.add(lp->channel->fd(), EPOLLIN, &lp->waker)
+                            .withContext("watching the completion channel of " + r.name()));
+  lp->inPoller = true;
+  verbs::QpCaps caps{};
+  caps.maxSendWr = kMaxSendWr;
+  caps.maxRecvWr = kRecvSlots;
+  caps.maxSendSge = 1;
+  caps.maxRecvSge = 1;
+  // Small SENDs (a header, a few bytes, a CTS or two) go inline: the provider copies them
+  // into the work request and needs no MR lookup or DMA read (ibv_post_send(3),
+  // IBV_SEND_INLINE). A device that cannot do it gets a QP without.
+  caps.maxInlineData = kWantInline;
+  auto qpOr = verbs::Qp::createRc(*r.pd, *lp->cq, *lp->cq, caps);
+  if (!qpOr) {
+    caps.maxInlineData = 0;
+    qpOr = verbs::Qp::createRc(*r.pd, *lp->cq, *lp->cq, caps);
+  }
+  BRAID_ASSIGN_OR_RETURN(verbs::Qp qp, std::move(qpOr));
+  lp->maxInline = qp.caps().maxInlineData;
+  lp->qp.emplace(std::move(qp));
+  BRAID_RETURN_IF_ERROR(verbs::toInit(*lp->qp, r.port.port, access));
+  return Status::ok();
+}
+
 Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
                                                      const std::vector<VerbsRail>& rails) {
   std::unique_ptr<VerbsPath> p(new VerbsPath(ep));
@@ -194,7 +235,6 @@ Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
   std::memset(cb, 0, sizeof(ControlBlock));
   p->cb_ = static_cast<ControlBlock*>(cb);
   p->ctsSlots_ = kCtsSlots;
-  const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
   const size_t q = static_cast<size_t>(std::max(1, ep->ctx->qpsPerRail));
   for (size_t i = 0; i < rails.size() * q && i < wire::kMaxRails; ++i) {
     const VerbsRail& r = rails[i / q];
@@ -203,38 +243,7 @@ Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
     l->railIndex = i / q;
     l->rail = &r;
     l->psn = verbs::randomPsn();
-    BRAID_ASSIGN_OR_RETURN(verbs::CompChannel ch, verbs::CompChannel::create(*r.dev));
-    l->channel.emplace(std::move(ch));
-    int fl = ::fcntl(l->channel->fd(), F_GETFL);
-    if (fl < 0 || ::fcntl(l->channel->fd(), F_SETFL, fl | O_NONBLOCK) != 0)
-      return Status(Code::kSystemError,
-                    fmt::format("making the completion channel of {} non-blocking: {}", r.name(),
-                                verbs::errnoText(errno)));
-    BRAID_ASSIGN_OR_RETURN(verbs::Cq cq, verbs::Cq::create(*r.dev, kMaxSendWr + kRecvSlots + 16,
-                                                           &*l->channel));
-    l->cq.emplace(std::move(cq));
-    l->waker.lane = l;
-    BRAID_RETURN_IF_ERROR(ep->worker->poller.add(l->channel->fd(), EPOLLIN, &l->waker)
-                              .withContext("watching the completion channel of " + r.name()));
-    l->inPoller = true;
-    verbs::QpCaps caps{};
-    caps.maxSendWr = kMaxSendWr;
-    caps.maxRecvWr = kRecvSlots;
-    caps.maxSendSge = 1;
-    caps.maxRecvSge = 1;
-    // Small SENDs (a header, a few bytes, a CTS or two) go inline: the provider copies them
-    // into the work request and needs no MR lookup or DMA read (ibv_post_send(3),
-    // IBV_SEND_INLINE). A device that cannot do it gets a QP without.
-    caps.maxInlineData = kWantInline;
-    auto qpOr = verbs::Qp::createRc(*r.pd, *l->cq, *l->cq, caps);
-    if (!qpOr) {
-      caps.maxInlineData = 0;
-      qpOr = verbs::Qp::createRc(*r.pd, *l->cq, *l->cq, caps);
-    }
-    BRAID_ASSIGN_OR_RETURN(verbs::Qp qp, std::move(qpOr));
-    l->maxInline = qp.caps().maxInlineData;
-    l->qp.emplace(std::move(qp));
-    BRAID_RETURN_IF_ERROR(verbs::toInit(*l->qp, r.port.port, access));
+    BRAID_RETURN_IF_ERROR(p->buildLane(*l));
     BRAID_ASSIGN_OR_RETURN(verbs::Mr cbMr, r.pd->regMr(cb, sizeof(ControlBlock),
                                                        IBV_ACCESS_LOCAL_WRITE |
                                                            IBV_ACCESS_REMOTE_WRITE));
@@ -244,32 +253,86 @@ Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl* ep,
   return p;
 }
 
+wire::VerbsRailDesc VerbsPath::descOf(const Lane& l) const {
+  const verbs::PortInfo& pi = l.rail->port;
+  wire::VerbsRailDesc d{};
+  const int gi = l.rail->gidIndex;
+  std::memcpy(d.gid, l.rail->gid.data(), 16);
+  d.qpn = l.qpn();
+  d.psn = l.psn;
+  d.lid = pi.lid;
+  d.linkLayer = static_cast<uint8_t>(pi.linkLayer);
+  d.mtu = static_cast<uint8_t>(pi.activeMtu);
+  d.recvSlots = kRecvSlots;
+  d.ctsRingAddr = reinterpret_cast<uint64_t>(&cb_->ring[0]);
+  d.ctsRingRkey = l.cbMr->rkey();
+  d.ctsSlots = ctsSlots_;
+  d.flowAddr = reinterpret_cast<uint64_t>(&cb_->flowIn);
+  d.flowRkey = l.cbMr->rkey();
+  d.port = static_cast<uint8_t>(pi.port);
+  d.gidIndex = static_cast<uint8_t>(std::max(0, gi));
+  d.railIndex = static_cast<uint16_t>(l.railIndex);
+  std::memcpy(d.device, pi.device.data(), std::min(pi.device.size(), sizeof d.device - 1));
+  return d;
+}
+
 std::vector<wire::VerbsRailDesc> VerbsPath::localDescs() const {
   std::vector<wire::VerbsRailDesc> out;
-  for (const auto& lp : lanes_) {
-    const Lane& l = *lp;
-    const verbs::PortInfo& pi = l.rail->port;
-    wire::VerbsRailDesc d{};
-    const int gi = l.rail->gidIndex;
-    std::memcpy(d.gid, l.rail->gid.data(), 16);
-    d.qpn = l.qpn();
-    d.psn = l.psn;
-    d.lid = pi.lid;
-    d.linkLayer = static_cast<uint8_t>(pi.linkLayer);
-    d.mtu = static_cast<uint8_t>(pi.activeMtu);
-    d.recvSlots = kRecvSlots;
-    d.ctsRingAddr = reinterpret_cast<uint64_t>(&cb_->ring[0]);
-    d.ctsRingRkey = l.cbMr->rkey();
-    d.ctsSlots = ctsSlots_;
-    d.flowAddr = reinterpret_cast<uint64_t>(&cb_->flowIn);
-    d.flowRkey = l.cbMr->rkey();
-    d.port = static_cast<uint8_t>(pi.port);
-    d.gidIndex = static_cast<uint8_t>(std::max(0, gi));
-    d.railIndex = static_cast<uint16_t>(l.railIndex);
-    std::memcpy(d.device, pi.device.data(), std::min(pi.device.size(), sizeof d.device - 1));
-    out.push_back(d);
-  }
+  for (const auto& lp : lanes_) out.push_back(descOf(*lp));
   return out;
+}
+
+Status VerbsPath::connectLane(Lane& l, const wire::VerbsRailDesc& peer) {
+  // Receive slots posted (the peer's initial credits, not returns: the count of returns
+  // goes on where it stood), then RTR and RTS against the peer's QP.
+  l.peer = peer;
+  const uint64_t returned = l.recvReposted;
+
+  // A SEND is a frame header, up to eagerMax bytes of payload, and up to kMaxPiggyback
+  // CTS entries riding along (lane 0).
+  // A FIN's ranges take the payload's place (both sides size slots alike).
+  const uint64_t payloadMax =
+      std::max<uint64_t>(eagerMax_, wire::kFinRanges * sizeof(wire::FinRange));
+  l.slotSize = static_cast<uint32_t>(
+      (sizeof(wire::FrameHeader) + payloadMax + kMaxPiggyback * sizeof(wire::CtsEntry) + 63) &
+      ~uint64_t{63});
+  if (!l.slots) {  // a rejoin keeps the lane's slots and their registration
+    BRAID_ASSIGN_OR_RETURN(l.slots, allocAligned(static_cast<size_t>(kRecvSlots + kSendSlots) *
+                                                 l.slotSize));
+    BRAID_ASSIGN_OR_RETURN(verbs::Mr mr,
+                           l.rail->pd->regMr(l.slots.get(),
+                                             static_cast<size_t>(kRecvSlots + kSendSlots) *
+                                                 l.slotSize,
+                                             IBV_ACCESS_LOCAL_WRITE));
+    l.slotsMr.emplace(std::move(mr));
+  }
+  l.sendSge.lkey = l.slotsMr->lkey();
+  l.sendWr.sg_list = &l.sendSge;
+  l.sendWr.num_sge = 1;
+  l.sendWr.opcode = IBV_WR_SEND;
+  l.freeSendSlots.clear();
+  for (uint32_t s = kSendSlots; s > 0; --s) l.freeSendSlots.push_back(s - 1);
+  l.repostCount = 0;
+  for (uint32_t s = 0; s < kRecvSlots; ++s) {  // not repostRecv: a rejoining lane is down
+    l.repostSlots[l.repostCount++] = s;
+    if (l.repostCount == kRepostBatch) BRAID_RETURN_IF_ERROR(flushReposts(l));
+  }
+  BRAID_RETURN_IF_ERROR(flushReposts(l));
+  l.recvReposted = returned;  // the initial posts are the peer's initial credits, not returns
+  verbs::QpEndpointInfo remote{};
+  remote.qpn = l.peer.qpn;
+  remote.psn = l.peer.psn;
+  std::memcpy(remote.gid.data(), l.peer.gid, 16);
+  remote.lid = l.peer.lid;
+  remote.linkLayer = l.peer.linkLayer;
+  remote.mtu = l.peer.mtu;
+  Status st = verbs::toRtr(*l.qp, l.rail->tuning, static_cast<uint8_t>(l.rail->port.activeMtu),
+                           remote);
+  if (st.isOk()) st = verbs::toRts(*l.qp, l.rail->tuning, l.psn);
+  if (!st.isOk())
+    return st.withContext(fmt::format("connecting {} to peer rail {}", laneName(l.index),
+                                      wire::verbsRailName(l.peer)));
+  return Status::ok();
 }
 
 Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n,
@@ -283,45 +346,7 @@ Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>& peer, size_t n
   eagerMax_ = eagerMax;
   for (size_t i = 0; i < n; ++i) {
     Lane& l = *lanes_[i];
-    l.peer = peer[i];
-    // A SEND is a frame header, up to eagerMax bytes of payload, and up to kMaxPiggyback
-    // CTS entries riding along (lane 0).
-    // A FIN's ranges take the payload's place (both sides size slots alike).
-    const uint64_t payloadMax =
-        std::max<uint64_t>(eagerMax, wire::kFinRanges * sizeof(wire::FinRange));
-    l.slotSize = static_cast<uint32_t>(
-        (sizeof(wire::FrameHeader) + payloadMax + kMaxPiggyback * sizeof(wire::CtsEntry) + 63) &
-        ~uint64_t{63});
-    BRAID_ASSIGN_OR_RETURN(l.slots,
-                           allocAligned(static_cast<size_t>(kRecvSlots + kSendSlots) * l.slotSize));
-    BRAID_ASSIGN_OR_RETURN(verbs::Mr mr,
-                           l.rail->pd->regMr(l.slots.get(),
-                                             static_cast<size_t>(kRecvSlots + kSendSlots) *
-                                                 l.slotSize,
-                                             IBV_ACCESS_LOCAL_WRITE));
-    l.slotsMr.emplace(std::move(mr));
-    l.sendSge.lkey = l.slotsMr->lkey();
-    l.sendWr.sg_list = &l.sendSge;
-    l.sendWr.num_sge = 1;
-    l.sendWr.opcode = IBV_WR_SEND;
-    l.freeSendSlots.clear();
-    for (uint32_t s = kSendSlots; s > 0; --s) l.freeSendSlots.push_back(s - 1);
-    for (uint32_t s = 0; s < kRecvSlots; ++s) BRAID_RETURN_IF_ERROR(repostRecv(l, s));
-    BRAID_RETURN_IF_ERROR(flushReposts(l));
-    l.recvReposted = 0;  // the initial posts are the peer's initial credits, not returns
-    verbs::QpEndpointInfo remote{};
-    remote.qpn = l.peer.qpn;
-    remote.psn = l.peer.psn;
-    std::memcpy(remote.gid.data(), l.peer.gid, 16);
-    remote.lid = l.peer.lid;
-    remote.linkLayer = l.peer.linkLayer;
-    remote.mtu = l.peer.mtu;
-    Status st = verbs::toRtr(*l.qp, l.rail->tuning, static_cast<uint8_t>(l.rail->port.activeMtu),
-                             remote);
-    if (st.isOk()) st = verbs::toRts(*l.qp, l.rail->tuning, l.psn);
-    if (!st.isOk())
-      return st.withContext(fmt::format("connecting {} to peer rail {}", laneName(i),
-                                        wire::verbsRailName(l.peer)));
+    BRAID_RETURN_IF_ERROR(connectLane(l, peer[i]));
     l.connected = true;
   }
   return Status::ok();
@@ -397,7 +422,9 @@ bool VerbsPath::armForSleep() {
 // ---------------------------------------------------------------- posting
 
 Status VerbsPath::repostRecv(Lane& l, uint32_t slot) {
-  if (l.down) return Status::ok();  // in the error state: the slot is never used again
+  // A lane in the error state never uses the slot again (a rejoin posts them all anew);
+  // one waiting for the connector's word after a rejoin takes SENDs already.
+  if (l.down && l.join != Lane::Join::kAwaitUp) return Status::ok();
   l.repostSlots[l.repostCount++] = slot;
   if (l.repostCount == kRepostBatch) return flushReposts(l);
   return Status::ok();
@@ -478,6 +505,8 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
   if (!l.connected) return false;
   if (l.sqPosted - l.sqRetired >= kMaxSendWr) return false;
   uint64_t reposted = __atomic_load_n(&cb_->flowIn.recvReposted[l.index], __ATOMIC_ACQUIRE);
+  // Returns before a rejoin were for the old QP's slots (a late, smaller value counts 0).
+  reposted = reposted > l.creditBase ? reposted - l.creditBase : 0;
   if (l.sendsPosted >= l.peer.recvSlots + reposted) return false;  // no credit
   if (l.freeSendSlots.empty()) return false;
   uint32_t slot = l.freeSendSlots.back();
@@ -869,6 +898,9 @@ Result<std::unique_ptr<VerbsPath>> VerbsPath::create(EndpointImpl*, const std::v
   return verbs::builtWithoutVerbs("the verbs transport");
 }
 std::vector<wire::VerbsRailDesc> VerbsPath::localDescs() const { return {}; }
+void VerbsPath::onLaneJoin(const wire::FrameHeader&, const uint8_t*) {}
+void VerbsPath::onLaneJoinAck(const wire::FrameHeader&, const uint8_t*) {}
+void VerbsPath::onLaneUp(const wire::FrameHeader&) {}
 Status VerbsPath::connect(const std::vector<wire::VerbsRailDesc>&, size_t, uint64_t) {
   return verbs::builtWithoutVerbs("the verbs transport");
 }

@@ -189,12 +189,34 @@ class VerbsPath {
   /// one recheck's answer.
   void onRecheckReply(const wire::FrameHeader& f);
   bool laneDown(size_t i) const;
+  // --- lane rejoin (docs/protocol.md, "Verbs lane rejoin"; verbs_rejoin.cc)
+  /// Listener: the connector offers a new QP for a lane that is down.
+  void onLaneJoin(const wire::FrameHeader& f, const uint8_t* payload);
+  /// Connector: the listener's QP for the lane (or a refusal).
+  void onLaneJoinAck(const wire::FrameHeader& f, const uint8_t* payload);
+  /// Listener: the connector's probe crossed the new QPs: the lane carries data again.
+  void onLaneUp(const wire::FrameHeader& f);
 
  private:
   struct Lane;
   struct LaneBatch;
   struct SendItem;
   explicit VerbsPath(EndpointImpl* ep);
+  wire::VerbsRailDesc descOf(const Lane& l) const;
+  /// Connector: dials lanes that are down, with back-off; gives up attempts that stall.
+  void rejoinTick(uint64_t now);
+  /// A new completion channel, CQ and QP (INIT) for a lane that is down; the lane's
+  /// counters start again (its slots and registrations stay).
+  Status restartLane(Lane& l);
+  void joinFailed(Lane& l, const Status& why, uint64_t now);
+  /// Both sides: the lane carries data again (probing).
+  void laneUp(Lane& l, uint64_t now);
+  /// Connector: the rejoin probe completed (`ok`) or failed (`why`).
+  void onProbeDone(Lane& l, bool ok, const std::string& why);
+  /// The lane's completion channel (watched by the worker), CQ and QP, in INIT.
+  Status buildLane(Lane& l);
+  /// Posts the lane's receive slots and moves its QP to RTR and RTS against `peer`.
+  Status connectLane(Lane& l, const wire::VerbsRailDesc& peer);
   void post(size_t lane, const SendItem& item);
   bool tryPost(Lane& l, const SendItem& item);
   /// A SEND (eager, FIN, truncation notice) into a send slot with the CTS that wait to ride
@@ -285,9 +307,6 @@ class VerbsPath {
   bool backlogged_ = false;  ///< a lane's backlog may hold work requests
   uint64_t rxEvents_ = 0;      ///< completions and ring entries seen (liveness)
   uint64_t rxEventsSeen_ = 0;  ///< rxEvents_ at the last tick
-  uint64_t flushSinceNs_ = 0;  ///< first flushed completion with no known cause yet
-  size_t flushLane_ = 0;
-  std::string flushWhy_;
   std::vector<uint8_t> batchEnd_;  ///< postPlan: chunk k ends its lane's batch
   /// Sender: ranges asked about after a lane failed, each holding its op.
   struct Recheck {

@@ -258,7 +258,8 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
                 type == FrameType::kClose || type == FrameType::kCancelRecv ||
                 type == FrameType::kCancelReply || type == FrameType::kCancelSend ||
                 type == FrameType::kRailDown || type == FrameType::kRailUp ||
-                type == FrameType::kRecheck || type == FrameType::kRecheckReply;
+                type == FrameType::kRecheck || type == FrameType::kRecheckReply ||
+                type == FrameType::kLaneJoin || type == FrameType::kLaneJoinAck;
       break;
     case Path::kDataSocket:
       allowed = type == FrameType::kChunk;
@@ -270,7 +271,7 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
                 type == FrameType::kCancelSend;
       break;
   }
-  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kRecheckReply))
+  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kLaneJoinAck))
     return bad("this frame type does not belong on this path");
   switch (type) {
     case FrameType::kFin:
@@ -279,6 +280,18 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
         return bad(fmt::format("a FIN carries 1 to {} byte ranges of {} bytes each", kFinRanges,
                                sizeof(FinRange)));
       if (f.offset == 0 || f.offset > f.total) return bad("FIN for no bytes, or more than the message");
+      return Status::ok();
+    case FrameType::kLaneJoin:
+    case FrameType::kLaneJoinAck:
+      if (f.offset >= kMaxRails || f.total == 0 || f.total > UINT32_MAX)
+        return bad("lane or epoch out of range");
+      if (f.type == static_cast<uint8_t>(FrameType::kLaneJoinAck) && f.flags == kJoinRefused) {
+        if (f.length != 0) return bad("a refused join with a payload");
+        return Status::ok();
+      }
+      if (f.flags != 0 || f.length != sizeof(VerbsRailDesc))
+        return bad(fmt::format("a lane join carries one {}-byte queue pair description",
+                               sizeof(VerbsRailDesc)));
       return Status::ok();
     case FrameType::kRecheck:
     case FrameType::kRecheckReply:
@@ -321,6 +334,12 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
       return Status::ok();
   }
   return bad("unknown type");
+}
+
+Result<VerbsRailDesc> decodeVerbsRailDesc(const uint8_t* p, size_t len) {
+  std::vector<VerbsRailDesc> v;
+  BRAID_RETURN_IF_ERROR(checkVerbsRails(p, len, 1, v));
+  return v[0];
 }
 
 Status parseFinRanges(const FrameHeader& f, const uint8_t* payload, FinRange* out, uint32_t* n) {

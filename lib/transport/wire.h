@@ -219,6 +219,11 @@ enum class FrameType : uint8_t {
   kRecheckReply = 15,  ///< receiver -> sender: [offset, offset + total) is missing (write it
                        ///< again); flags kRecheckLast: the answer to the recheck at `offset`
                        ///< is complete (`total` 0)
+  kLaneJoin = 16,     ///< verbs, connector -> listener: lane `offset` tries to rejoin (epoch
+                      ///< `total`) with the new QP in the payload (a VerbsRailDesc); `seq`: the
+                      ///< receive slots the sender returned on the lane before (credit base)
+  kLaneJoinAck = 17,  ///< listener -> connector: its new QP for lane `offset` (payload), `seq`
+                      ///< as above; flags kJoinRefused and no payload: not now
 };
 
 /// kFin payload: one byte range the lane wrote, [offset, offset + length).
@@ -231,6 +236,10 @@ static_assert(sizeof(FinRange) == 16);
 constexpr uint32_t kFinRanges = 16;
 /// kRailDown.tag: the rail is a verbs lane (0: a TCP rail).
 constexpr uint64_t kRailDownVerbsLane = 1;
+/// kLaneJoinAck.flags: the listener cannot take the lane back now (its port is down).
+constexpr uint8_t kJoinRefused = 1;
+/// One VerbsRailDesc as a lane join carries it, validated as the handshake's are (pure).
+Result<VerbsRailDesc> decodeVerbsRailDesc(const uint8_t* p, size_t len);
 /// kRecheckReply.flags: the last answer to one recheck.
 constexpr uint8_t kRecheckLast = 1;
 

@@ -60,6 +60,8 @@ bool belongs(Path path, uint8_t type) {
     case FrameType::kRailUp:
     case FrameType::kRecheck:
     case FrameType::kRecheckReply:
+    case FrameType::kLaneJoin:
+    case FrameType::kLaneJoinAck:
       return path == Path::kControlSocket;
     case FrameType::kEager:
     case FrameType::kTruncated:
@@ -105,6 +107,15 @@ bool accepted(const wire::FrameHeader& f, uint64_t eagerMax, Path path) {
                        f.length <= wire::kFinRanges * sizeof(wire::FinRange) &&
                        f.length % sizeof(wire::FinRange) == 0 && f.offset >= 1 &&
                        f.offset <= f.total);
+      break;
+    case FrameType::kLaneJoin:
+    case FrameType::kLaneJoinAck:
+      // The lane indexes the endpoint's lanes; the payload is one QP description, or none
+      // for a refusal.
+      BRAID_FUZZ_CHECK(f.offset < wire::kMaxRails && f.total >= 1 && f.total <= UINT32_MAX);
+      BRAID_FUZZ_CHECK(f.length == sizeof(wire::VerbsRailDesc) ||
+                       (f.length == 0 && f.type == static_cast<uint8_t>(FrameType::kLaneJoinAck) &&
+                        f.flags == wire::kJoinRefused));
       break;
     case FrameType::kRecheck:
     case FrameType::kRecheckReply: {

@@ -276,6 +276,21 @@ TEST_CASE("hostile client: frames for receives that do not exist or were never a
     pump(p.ctrl, frameBytes(frame(wire::FrameType::kCancelReply, 3, 0, 0, 0, 1)), p.drive());
     expect = "which asked none";
   }
+  // What only a verbs endpoint takes (after a lane failure), at a TCP endpoint.
+  SECTION("a recheck of a lane's bytes") {
+    pump(p.ctrl, frameBytes(frame(wire::FrameType::kRecheck, 3, 0, 32, 0, 0)), p.drive());
+    expect = "recheck frame on an endpoint without a verbs data path";
+  }
+  SECTION("an answer to a recheck") {
+    pump(p.ctrl, frameBytes(frame(wire::FrameType::kRecheckReply, 3, 0, 32, 0, 0)), p.drive());
+    expect = "recheck frame on an endpoint without a verbs data path";
+  }
+  SECTION("an eager message flagged as sent again after verbs lanes failed") {
+    wire::FrameHeader again = frame(wire::FrameType::kEager, 3, 0, 4, 4);
+    again.flags = wire::kAgain;
+    pump(p.ctrl, frameBytes(again, bytesOf(4, 9)), p.drive());
+    expect = "sent again after verbs lanes failed, on an endpoint without verbs lanes";
+  }
   (void)f;
   Status st = p.waitFailed();
   INFO(st.toString());
