@@ -43,6 +43,7 @@ class Ring {
   size_t size() const { return size_; }
   T& front() { return buf_[head_]; }
   T& operator[](size_t i) { return buf_[(head_ + i) & (buf_.size() - 1)]; }
+  const T& operator[](size_t i) const { return buf_[(head_ + i) & (buf_.size() - 1)]; }
   T& back() { return buf_[(head_ + size_ - 1) & (buf_.size() - 1)]; }
   void push_back(T v) { emplace_back() = std::move(v); }
   /// The new last slot, to fill in place. For trivially copyable T it holds whatever the

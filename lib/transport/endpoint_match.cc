@@ -46,7 +46,8 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
     return Status(Code::kInvalidArgument, "null buffer with a non-zero length");
   // While the handshake runs the request waits in order (as UCX's do) and starts when
   // the endpoint connects; a failed connection fails it.
-  const bool connecting = state != EpState::kConnected && !buffered;
+  // So does one posted while the connector offers the return to verbs (`returning`).
+  const bool connecting = (state != EpState::kConnected || returning) && !buffered;
   std::shared_ptr<const MemoryRegionImpl> reg = mr != nullptr ? mr->shared() : nullptr;
   if (!connecting && !buffered) {
     BRAID_ASSIGN_OR_RETURN(reg, registrationFor(buf, len, std::move(reg)));
@@ -110,6 +111,7 @@ Status EndpointImpl::start(OpState* op) {
       // the receiver. A CTS that arrives for it anyway (a rendezvous-sized receive) is
       // dropped by matchSends.
       op->matched = true;
+      ++msgsCommitted;
       if (onVerbs()) {
         verbs->sendEager(op);
       } else {
@@ -231,6 +233,8 @@ void EndpointImpl::flushControl() {
 void EndpointImpl::matchSends(TagState& ts) {
   // ts.cts is sorted by seq (over verbs, ring entries and CTS riding on SENDs may arrive
   // in either order); ts.unmatchedSends holds the rendezvous sends waiting, in order.
+  // While a return to verbs is offered nothing starts: the CTS wait (rail_degrade.cc).
+  if (returning) return;
   while (!ts.cts.empty()) {
     const wire::CtsEntry& front = ts.cts.front();
     if (front.seq >= ts.nextSendSeq) return;  // for a send not posted yet
@@ -254,6 +258,7 @@ void EndpointImpl::matchSends(TagState& ts) {
 void EndpointImpl::startSend(OpState* op, const wire::CtsEntry& cts) {
   // A rendezvous send (eager ones need no CTS) met its CTS.
   op->matched = true;
+  ++msgsCommitted;
   if (op->len > cts.capacity) {
     Status st(Code::kTruncated,
               fmt::format("message {} of tag {} to {} has {} bytes but the peer posted a receive "
@@ -370,10 +375,13 @@ void EndpointImpl::onFrame(const wire::FrameHeader& f, const uint8_t* payload) {
       if (!verbs)
         return fail(Status(Code::kProtocolError,
                            "a lane join on an endpoint without a verbs data path"));
-      if (!onVerbs()) return;  // moved to TCP: no way back (yet)
       if (f.type == static_cast<uint8_t>(wire::FrameType::kLaneJoin))
         return verbs->onLaneJoin(f, payload);
       return verbs->onLaneJoinAck(f, payload);
+    case wire::FrameType::kVerbsBack:
+      return onVerbsBack(f);
+    case wire::FrameType::kVerbsBackAck:
+      return onVerbsBackAck(f);
     case wire::FrameType::kRecheck:
     case wire::FrameType::kRecheckReply:
       if (!verbs)
@@ -495,6 +503,7 @@ void EndpointImpl::onTruncated(const wire::FrameHeader& f) {
                                    op->matched ? " whose message already arrived" : "")));
   op->matched = true;
   op->size = f.total;
+  ++msgsArrived;
   finish(op, Status(Code::kTruncated,
                     fmt::format("message {} of tag {} from {} has {} bytes but the receive "
                                 "buffer holds {}: post a larger buffer",
@@ -530,6 +539,7 @@ void EndpointImpl::onFin(const wire::FrameHeader& f, const uint8_t* payload) {
   }
   if (op->bytesDone == op->size) {
     ++stats.messagesReceived;
+    ++msgsArrived;
     finish(op, Status::ok());
   }
 }
@@ -600,6 +610,7 @@ void EndpointImpl::onChunkLanded(OpState* op, uint64_t offset, uint64_t bytes) {
   stats.bytesReceived += added;
   if (op->bytesDone == op->size && op->landing == 0 && !op->finished) {
     ++stats.messagesReceived;
+    ++msgsArrived;
     finish(op, Status::ok());
   }
 }
@@ -633,6 +644,12 @@ void EndpointImpl::controlNotice(const wire::FrameHeader& h) {
 
 Status EndpointImpl::cancel(OpState* op) {
   if (op->finished) return Status::ok();
+  for (size_t i = 0; i < queued.size() && state == EpState::kConnected; ++i) {
+    if (queued[i] != op) continue;  // held while a return to verbs is offered: never started
+    queued.erase(queued.begin() + static_cast<std::ptrdiff_t>(i));
+    finishQueued(op, Status(Code::kCanceled, "canceled before it started"));
+    return Status::ok();
+  }
   if (op->kind == OpState::Kind::kWrite || op->kind == OpState::Kind::kRead)
     return Status(Code::kUnsupported,
                   "one-sided writes and reads cannot be canceled: the NIC is moving the data");

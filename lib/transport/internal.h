@@ -305,6 +305,7 @@ struct EndpointImpl {
   /// An eager message (the payload of a checked kEager frame). Inline fast path: its
   /// receive is posted and it fits; everything else in onEagerSlow.
   void onEager(uint64_t tag, uint64_t seq, const uint8_t* payload, uint32_t length) {
+    ++msgsArrived;  // a broken one fails the endpoint
     TagState& ts = tagState(tag);
     OpState* op = recvAt(ts, seq);
     // A receive whose message is known already (a chunk, an earlier frame) is a protocol
@@ -395,6 +396,33 @@ struct EndpointImpl {
   /// A frame that may have arrived before over verbs (flags wire::kAgain, or a late SEND
   /// polled from a lane that is down): a duplicate is dropped.
   void onFrameAgain(const wire::FrameHeader& f, const uint8_t* payload);
+
+  // --- TCP back to verbs (rail_degrade.cc; docs/protocol.md "Back to RDMA")
+  /// Messages this side has put on the wire to the peer (eager ones handed over,
+  /// rendezvous ones started or refused as truncated), and the peer's messages that
+  /// arrived here whole (or as a truncation): equal counts both ways mean nothing is in
+  /// flight between the two sides.
+  uint64_t msgsCommitted = 0, msgsArrived = 0;
+  /// Connector: a kVerbsBack is out; new requests wait in `queued` and no send is matched
+  /// until the answer.
+  bool returning = false;
+  uint64_t nextReturnNs = 0;   ///< connector: the next offer, after a refusal
+  uint32_t returnBackoffMs = 0;
+  uint64_t degradedNs = 0;     ///< when the endpoint moved to TCP
+  /// Per-lane bytes as they were at the move to TCP (restored on the way back, with
+  /// laneLinks).
+  std::vector<uint64_t> laneBytes;
+  /// True when no transfer is open on this side (none matched and unfinished, no chunk
+  /// unacknowledged, nothing rechecked or deferred, no one-sided op): what is left are
+  /// receives and sends that wait for their peer, which survive a change of path.
+  bool quietForReturn() const;
+  /// Connector (VerbsPath::tick): the lanes are back; offers the return when quiet.
+  void maybeOfferReturn(uint64_t now);
+  void onVerbsBack(const wire::FrameHeader& f);
+  void onVerbsBackAck(const wire::FrameHeader& f);
+  /// Both sides: data moves over verbs again. `peerCtsWritten`: the peer's count of CTS
+  /// entries written into this side's ring (entries lost with the old lane 0 are skipped).
+  void returnToVerbs(uint64_t peerCtsWritten);
   void onRailUpFrame(const wire::FrameHeader& f);
   /// Connector: re-dials the rails that are down, with back-off (from tick()).
   void rejoinTick(uint64_t now);
@@ -587,7 +615,10 @@ struct EndpointImpl {
     uint64_t retransTotal = 0;
   };
   static constexpr size_t kMaxRailEvents = 32;
+  /// Appends an event to a rail's record (the oldest goes past kMaxRailEvents).
+  static void addRailEvent(RailLink& link, const char* st, std::string cause);
   std::vector<RailLink> links;
+  std::vector<RailLink> laneLinks;  ///< the verbs lanes' links while on TCP
   uint32_t railsDown = 0;  ///< links not alive
   /// Bytes queued in user space over all data sockets above which striping waits.
   static constexpr uint64_t kStripeWindow = 4ull << 20;

@@ -3,6 +3,8 @@
 // now), the endpoint goes on over TCP instead of failing. VerbsPath gives every lane up and
 // sends again what they left in doubt; this side of it switches the rail bookkeeping to
 // the TCP rails and makes the frames that may now arrive twice harmless.
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "core/clock.h"
@@ -22,7 +24,13 @@ bool EndpointImpl::canDegrade() const {
 void EndpointImpl::degradeToTcp(const Status& why) {
   // The lanes' record as it stands (state down, bytes, events), then the TCP rails.
   lanesGone = statsWithRails().rails;
+  laneLinks = links;
+  laneBytes = stats.bytesSentPerRail;
   verbsGone = true;
+  degradedNs = core::nowNs();
+  returning = false;
+  nextReturnNs = 0;
+  returnBackoffMs = 0;
   monitor = transport::RailMonitor(railCount);
   links.assign(railCount, RailLink{});
   railsDown = 0;
@@ -77,6 +85,7 @@ void EndpointImpl::onFrameAgain(const wire::FrameHeader& f, const uint8_t* paylo
         size_t at = ts.unexpected.size();
         while (at > 0 && ts.unexpected[at - 1].seq > f.seq) --at;
         unexpectedBytes += f.length;
+        ++msgsArrived;
         ts.unexpected.insert(ts.unexpected.begin() + static_cast<std::ptrdiff_t>(at),
                              {f.seq, std::vector<uint8_t>(payload, payload + f.length), f.length});
         return;
@@ -113,6 +122,156 @@ void EndpointImpl::onFrameAgain(const wire::FrameHeader& f, const uint8_t* paylo
                          fmt::format("frame type {} sent again after the verbs lanes failed",
                                      f.type)));
   }
+}
+
+
+// ---------------------------------------------------------------- back to RDMA
+//
+// After a move to TCP the connector brings the lanes back (verbs_rejoin.cc, lane 0 too).
+// Data returns to them when nothing is between the two sides: each side counts the
+// messages it put on the wire and those that arrived whole, and a side with a transfer
+// open (a message matched and not finished) is not quiet. The connector offers the
+// return when it is quiet (kVerbsBack with its counts) and starts nothing until the
+// answer; the listener returns when it is quiet too and the counts meet (each side has
+// received all the other sent), and says so (kVerbsBackAck), or refuses (then the
+// connector tries again later). What waits for the peer changes path: the CTS each side
+// holds came over TCP and are dropped, the receives' CTS go again over verbs, the sends
+// waiting for one announce themselves (RTS).
+
+bool EndpointImpl::quietForReturn() const {
+  if (state != EpState::kConnected || !verbs || !queued.empty() || unackedChunks > 0 ||
+      !deferred.empty() || !rmaOps.empty() || !verbs->quietForReturn())
+    return false;
+  for (const auto& [tag, ts] : tags) {
+    for (size_t i = 0; i < ts.sends.size(); ++i)
+      if (ts.sends[i]->matched && !ts.sends[i]->finished) return false;
+    for (size_t i = 0; i < ts.recvs.size(); ++i)
+      if (ts.recvs[i]->matched && !ts.recvs[i]->finished) return false;
+  }
+  return true;
+}
+
+void EndpointImpl::maybeOfferReturn(uint64_t now) {
+  if (isServer || !verbsGone || returning || now < nextReturnNs) return;
+  if (!verbs->readyToReturn() || !quietForReturn()) return;
+  returning = true;
+  controlNotice(wire::makeFrame(wire::FrameType::kVerbsBack, 0, verbs->ctsWritten(), msgsArrived,
+                                0, msgsCommitted));
+}
+
+void EndpointImpl::onVerbsBack(const wire::FrameHeader& f) {
+  if (!isServer || !verbs)
+    return fail(Status(Code::kProtocolError,
+                       fmt::format("peer {} offers a return to RDMA, which this side does not "
+                                   "take (it is the {}{})",
+                                   peer, isServer ? "listener" : "connector",
+                                   verbs ? "" : ", without verbs lanes")));
+  const char* why = nullptr;
+  if (!verbsGone) why = "this side is not on TCP";
+  else if (!verbs->readyToReturn()) why = "lane 0 is not back here, or a lane's join is under way";
+  else if (!quietForReturn()) why = "a transfer is open here";
+  else if (f.offset != msgsArrived || f.total != msgsCommitted) why = "messages are in flight";
+  if (why != nullptr) {
+    BRAID_LOG_DEBUG(kTransport,
+                    "{}: not returning to RDMA yet: {} (messages: the peer sent {}, {} arrived "
+                    "here; this side sent {}, the peer has {})",
+                    describe(), why, f.offset, msgsArrived, msgsCommitted, f.total);
+    wire::FrameHeader h = wire::makeFrame(wire::FrameType::kVerbsBackAck, 0, 0, 0);
+    h.flags = wire::kJoinRefused;
+    return controlNotice(h);
+  }
+  controlNotice(wire::makeFrame(wire::FrameType::kVerbsBackAck, 0, verbs->ctsWritten(),
+                                msgsArrived, 0, msgsCommitted));
+  returnToVerbs(f.seq);
+}
+
+void EndpointImpl::onVerbsBackAck(const wire::FrameHeader& f) {
+  if (isServer || !verbs || !returning)
+    return fail(Status(Code::kProtocolError,
+                       fmt::format("peer {} answers a return to RDMA this side did not offer",
+                                   peer)));
+  returning = false;
+  if (f.flags == wire::kJoinRefused) {
+    returnBackoffMs = std::min<uint32_t>(2000, std::max<uint32_t>(100, returnBackoffMs * 2));
+    nextReturnNs = core::nowNs() + static_cast<uint64_t>(returnBackoffMs) * 1000000ull;
+  } else if (f.offset != msgsArrived || f.total != msgsCommitted) {
+    return fail(Status(Code::kProtocolError,
+                       fmt::format("peer {} returned to RDMA with counts that do not meet this "
+                                   "side's: it sent {} messages ({} arrived here), it has {} "
+                                   "({} sent from here)",
+                                   peer, f.offset, msgsArrived, f.total, msgsCommitted)));
+  } else {
+    returnToVerbs(f.seq);
+  }
+  // What waited for the answer goes now, over the path the endpoint is on.
+  for (auto& [tag, ts] : tags) {
+    if (!ts.cts.empty()) matchSends(ts);
+    if (state != EpState::kConnected) return;
+  }
+  if (!queued.empty()) startQueued();
+}
+
+void EndpointImpl::returnToVerbs(uint64_t peerCtsWritten) {
+  const uint64_t now = core::nowNs();
+  // The TCP rails' record while they carried the data, kept after the lanes.
+  std::vector<RailStats> tcp = statsWithRails().rails;
+  tcp.resize(std::min<size_t>(tcp.size(), railCount));
+  for (RailStats& r : tcp) r.state = "standby";
+  verbsGone = false;
+  verbs->resume(peerCtsWritten);
+  const auto lanes = static_cast<uint32_t>(verbs->laneCount());
+  monitor = transport::RailMonitor(lanes);
+  links = std::move(laneLinks);
+  laneLinks.clear();
+  links.resize(lanes);
+  stats.bytesSentPerRail = std::move(laneBytes);
+  laneBytes.clear();
+  stats.bytesSentPerRail.resize(lanes, 0);
+  railsDown = 0;
+  const uint64_t tcpMs = (now - degradedNs) / 1000000;
+  std::string up;
+  for (uint32_t r = 0; r < lanes; ++r) {
+    monitor.describe(r, 1, verbs->laneNominalBps(r));
+    if (verbs->laneDown(r)) {
+      monitor.railFailed(r, now);
+      links[r].alive = false;
+      ++railsDown;
+      continue;
+    }
+    links[r].alive = true;
+    railEvent(r, "up", fmt::format("back on RDMA after {} ms over TCP", tcpMs));
+    up += " " + verbs->laneName(r);
+  }
+  lanesGone = std::move(tcp);
+  // What waits for the peer takes the verbs path.
+  size_t cts = 0, announced = 0;
+  for (auto& [tag, ts] : tags) {
+    ts.cts.clear();  // CTS that came over TCP: the peer sends them again over verbs
+    ts.rts.clear();
+    for (size_t i = 0; i < ts.recvs.size(); ++i) {
+      OpState* op = ts.recvs[i];
+      if (op->finished || op->matched || op->len <= eagerMax) continue;
+      if (!op->reg) {  // registered when posted (Context has verbs rails); never left out
+        auto reg = registrationFor(op->buf, op->len, nullptr);
+        if (!reg) return fail(reg.status());
+        op->reg = std::move(reg).value();
+      }
+      Status st = verbs->postReceive(op, op->reg.get());
+      if (!st.isOk()) return fail(st);
+      ++cts;
+    }
+    for (size_t i = 0; i < ts.unmatchedSends.size(); ++i) {
+      OpState* op = ts.unmatchedSends[i];
+      verbs->sendRts(tag, op->seq, op->len);
+      ++announced;
+    }
+    if (state != EpState::kConnected) return;
+  }
+  BRAID_LOG_WARN(kTransport,
+                 "{}: back on RDMA after {} ms over TCP: lanes{}; {} receive(s) send their "
+                 "clear-to-send again over verbs, {} send(s) waiting for one announce "
+                 "themselves",
+                 describe(), tcpMs, up, cts, announced);
 }
 
 }  // namespace braid

@@ -37,8 +37,11 @@ std::string EndpointImpl::railLabel(uint32_t rail) const {
 }
 
 void EndpointImpl::railEvent(uint32_t rail, const char* st, std::string cause) {
-  if (rail >= links.size()) return;
-  auto& ev = links[rail].events;
+  if (rail < links.size()) addRailEvent(links[rail], st, std::move(cause));
+}
+
+void EndpointImpl::addRailEvent(RailLink& link, const char* st, std::string cause) {
+  auto& ev = link.events;
   if (ev.size() >= kMaxRailEvents) ev.erase(ev.begin());
   ev.push_back({unixMs(), st, std::move(cause)});
 }
@@ -107,8 +110,9 @@ bool EndpointImpl::railDown(int rail, const Status& cause, bool tellPeer) {
 
 void EndpointImpl::onRailDownFrame(const wire::FrameHeader& f) {
   if (f.tag == wire::kRailDownVerbsLane) {  // a verbs lane (verbs_failover.cc)
-    if (onVerbs()) verbs->peerLaneDown(f.offset);
-    return;  // after the move to TCP every lane is down here already
+    // On TCP too: a lane that rejoined may fail again before the return.
+    if (verbs) verbs->peerLaneDown(f.offset);
+    return;
   }
   if (onVerbs()) return;  // a TCP rail: a verbs endpoint's data sockets are idle
   const auto r = static_cast<uint32_t>(f.offset);
@@ -185,7 +189,7 @@ void EndpointImpl::rejoinFailed(int rail, const Status& cause) {
 
 void EndpointImpl::onRailUpFrame(const wire::FrameHeader& f) {
   if (f.tag == wire::kRailDownVerbsLane) {  // a verbs lane's rejoin (verbs_rejoin.cc)
-    if (onVerbs()) verbs->onLaneUp(f);
+    if (verbs) verbs->onLaneUp(f);
     return;
   }
   const auto r = static_cast<uint32_t>(f.offset);

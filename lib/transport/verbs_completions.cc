@@ -278,13 +278,18 @@ size_t VerbsPath::progress() {
   // something to do (one load or flag each), so that a poll costs little more than the CQ
   // polls and a message is seen soon after it lands.
   size_t n = 0;
+  if (ep_->verbsGone) {
+    // Moved to TCP: the lanes that are down drain (the peer's rechecks wait on them) and
+    // complete their rejoin probes; one that is back waits for the return to RDMA (what
+    // the peer sends on it after returning is taken after this side returned).
+    for (auto& l : lanes_)
+      if (l->down && pollLane(*l)) ++n;
+    if (ep_->state == EpState::kConnected && !pendingRechecks_.empty()) answerRechecks();
+    return n;
+  }
   for (auto& l : lanes_)
     if (pollLane(*l)) ++n;
   if (ep_->state == EpState::kFailed) return n;
-  if (ep_->verbsGone) {  // moved to TCP: the lanes only drain; the peer's rechecks wait on them
-    if (!pendingRechecks_.empty()) answerRechecks();
-    return n;
-  }
   const wire::CtsEntry& next = cb_->ring[ctsConsumed_ & (ctsSlots_ - 1)];
   if (__atomic_load_n(&next.ordinal, __ATOMIC_ACQUIRE) == ctsConsumed_ + 1) {
     uint64_t before = ctsConsumed_;
@@ -341,7 +346,10 @@ void VerbsPath::tick(uint64_t now) {
     }
   }
   if (ep_->state == EpState::kConnected && !pendingRechecks_.empty()) answerRechecks();
-  if (ep_->state == EpState::kConnected && !ep_->isServer && !ep_->verbsGone) rejoinTick(now);
+  if (ep_->state == EpState::kConnected && !ep_->isServer) {
+    rejoinTick(now);
+    if (ep_->verbsGone && ep_->state == EpState::kConnected) ep_->maybeOfferReturn(now);
+  }
 }
 
 }  // namespace braid

@@ -34,6 +34,18 @@ constexpr uint64_t kRecvFlushWaitNs = 1'000'000'000;  // a failed lane's queue t
 
 void VerbsPath::laneFailed(Lane& l, const Status& why, bool tellPeer) {
   if (l.down || ep_->state != EpState::kConnected) return;
+  if (ep_->verbsGone) {
+    // On TCP, a lane that had rejoined fails again before the return: it carried nothing.
+    std::vector<Lane::Batch> none;
+    giveUp(l, why, core::nowNs(), none, nullptr);
+    if (tellPeer)
+      ep_->controlNotice(wire::makeFrame(wire::FrameType::kRailDown, wire::kRailDownVerbsLane, 0,
+                                         0, 0, static_cast<uint32_t>(l.index)));
+    BRAID_LOG_INFO(kTransport, "{}: lane {} ({}), back before the return to RDMA, is down "
+                               "again: {}",
+                   ep_->describe(), l.index, laneName(l.index), why.toString());
+    return;
+  }
   size_t live = 0;
   for (const auto& x : lanes_) live += x.get() != &l && !x->down && x->connected ? 1 : 0;
   if (l.index == 0 || live == 0) {
@@ -118,14 +130,24 @@ void VerbsPath::giveUp(Lane& l, const Status& why, uint64_t now, std::vector<Lan
   l.ctlBacklog.clear();
   l.repostCount = 0;
   const auto r = static_cast<uint32_t>(l.index);
-  if (r < ep_->links.size()) {
-    EndpointImpl::RailLink& link = ep_->links[r];
-    link.alive = false;
-    ++link.failures;
-    link.downNs = now;
+  if (ep_->verbsGone) {  // a lane that rejoined while on TCP: the lanes' record is kept aside
+    if (r < ep_->laneLinks.size()) {
+      EndpointImpl::RailLink& link = ep_->laneLinks[r];
+      link.alive = false;
+      ++link.failures;
+      link.downNs = now;
+      EndpointImpl::addRailEvent(link, "down", why.toString());
+    }
+  } else {
+    if (r < ep_->links.size()) {
+      EndpointImpl::RailLink& link = ep_->links[r];
+      link.alive = false;
+      ++link.failures;
+      link.downNs = now;
+    }
+    ep_->monitor.railFailed(r, now);
+    ep_->railEvent(r, "down", why.toString());
   }
-  ep_->monitor.railFailed(r, now);
-  ep_->railEvent(r, "down", why.toString());
   for (size_t i = 0; i < l.batches.size(); ++i) doubt.push_back(l.batches[i]);
   l.batchesDone += l.batches.size();
   l.batches.clear();

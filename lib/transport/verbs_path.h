@@ -196,6 +196,16 @@ class VerbsPath {
   void onLaneJoinAck(const wire::FrameHeader& f, const uint8_t* payload);
   /// Listener: the connector's probe crossed the new QPs: the lane carries data again.
   void onLaneUp(const wire::FrameHeader& f);
+  // --- back to RDMA after a move to TCP (docs/protocol.md "Back to RDMA")
+  /// Lane 0 is back and no lane's join is under way.
+  bool readyToReturn() const;
+  /// Nothing rechecked (as sender or receiver).
+  bool quietForReturn() const;
+  /// CTS entries written into the peer's ring so far.
+  uint64_t ctsWritten() const { return ctsWritten_; }
+  /// Data moves over the lanes again: the CTS ring's counters meet the peer's
+  /// (`peerCtsWritten`: entries the peer wrote into this side's ring).
+  void resume(uint64_t peerCtsWritten);
 
  private:
   struct Lane;

@@ -72,6 +72,21 @@ void VerbsPath::laneUp(Lane& l, uint64_t now) {
   l.join = Lane::Join::kNone;
   l.backoffMs = 0;
   const auto r = static_cast<uint32_t>(l.index);
+  if (ep_->verbsGone) {
+    // On TCP: the lane is ready; data moves over it once both sides agree to return
+    // (EndpointImpl::maybeOfferReturn), with the record kept aside until then.
+    if (r < ep_->laneLinks.size()) {
+      ep_->laneLinks[r].alive = true;
+      EndpointImpl::addRailEvent(ep_->laneLinks[r], "up",
+                                 fmt::format("rejoined with a new queue pair (attempt {}) while "
+                                             "on TCP",
+                                             l.epoch));
+    }
+    BRAID_LOG_INFO(kTransport, "{}: lane {} ({}) is back after {} ms; the endpoint returns to "
+                               "RDMA when no transfer is open on either side",
+                   ep_->describe(), l.index, laneName(l.index), (now - l.downNs) / 1000000);
+    return;
+  }
   if (r < ep_->links.size()) ep_->links[r].alive = true;
   ep_->monitor.railRecovered(r, now);
   ep_->railEvent(r, "up", fmt::format("rejoined with a new queue pair (attempt {})", l.epoch));
@@ -82,7 +97,8 @@ void VerbsPath::laneUp(Lane& l, uint64_t now) {
 void VerbsPath::rejoinTick(uint64_t now) {
   for (auto& lp : lanes_) {
     Lane& l = *lp;
-    if (!l.down || l.index == 0) continue;
+    // Lane 0 fails only with the move to TCP: it comes back for the return.
+    if (!l.down || (l.index == 0 && !ep_->verbsGone)) continue;
     if (l.join == Lane::Join::kAsked || l.join == Lane::Join::kProbing) {
       if (now > l.joinSentNs + kJoinTimeoutNs)
         joinFailed(l, Status(Code::kTimedOut, l.join == Lane::Join::kAsked
@@ -111,14 +127,14 @@ void VerbsPath::rejoinTick(uint64_t now) {
 }
 
 void VerbsPath::onLaneJoin(const wire::FrameHeader& f, const uint8_t* payload) {
-  if (ep_->isServer == false || f.offset >= lanes_.size() || f.offset == 0)
+  if (ep_->isServer == false || f.offset >= lanes_.size() || (f.offset == 0 && !ep_->verbsGone))
     return ep_->fail(Status(Code::kProtocolError,
                             fmt::format("a lane join for lane {} from peer {}, which this side "
                                         "does not take",
                                         f.offset, ep_->peer)));
   Lane& l = *lanes_[f.offset];
   const auto epoch = static_cast<uint32_t>(f.total);
-  if (!l.down || ep_->verbsGone || epoch <= l.epoch) return;  // up already, or stale
+  if (!l.down || epoch <= l.epoch) return;  // up already, or stale
   const uint64_t now = core::nowNs();
   auto refuse = [&](const Status& why) {
     BRAID_LOG_DEBUG(kTransport, "{}: lane {} ({}): refusing the peer's rejoin: {}",
@@ -210,6 +226,29 @@ void VerbsPath::onLaneUp(const wire::FrameHeader& f) {
   Lane& l = *lanes_[f.offset];
   if (l.join != Lane::Join::kAwaitUp || f.total != l.epoch) return;  // superseded
   laneUp(l, core::nowNs());
+}
+
+bool VerbsPath::readyToReturn() const {
+  if (lanes_.empty() || lanes_[0]->down || !lanes_[0]->connected) return false;
+  for (const auto& lp : lanes_)
+    if (lp->join != Lane::Join::kNone) return false;  // a join or its probe is under way
+  return true;
+}
+
+bool VerbsPath::quietForReturn() const { return rechecks_.empty() && pendingRechecks_.empty(); }
+
+void VerbsPath::resume(uint64_t peerCtsWritten) {
+  // The CTS ring: entries the peer wrote through the old lane 0 and never landed are
+  // skipped (their receives' CTS go again, EndpointImpl::returnToVerbs), and the peer did
+  // the same with ours. Neither side wrote into a ring while on TCP.
+  ctsConsumed_ = peerCtsWritten;
+  cb_->flowOut.ctsConsumed = ctsConsumed_;
+  cb_->flowSend.ctsConsumed = ctsConsumed_;
+  __atomic_store_n(&cb_->flowIn.ctsConsumed, ctsWritten_, __ATOMIC_RELEASE);
+  pendingCts_.clear();
+  flowInFlight_ = false;  // lane 0 is a new QP: a flow write of the old one never completes
+  flowDirty_ = true;
+  backlogged_ = false;
 }
 
 }  // namespace braid

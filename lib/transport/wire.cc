@@ -259,7 +259,8 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
                 type == FrameType::kCancelReply || type == FrameType::kCancelSend ||
                 type == FrameType::kRailDown || type == FrameType::kRailUp ||
                 type == FrameType::kRecheck || type == FrameType::kRecheckReply ||
-                type == FrameType::kLaneJoin || type == FrameType::kLaneJoinAck;
+                type == FrameType::kLaneJoin || type == FrameType::kLaneJoinAck ||
+                type == FrameType::kVerbsBack || type == FrameType::kVerbsBackAck;
       break;
     case Path::kDataSocket:
       allowed = type == FrameType::kChunk;
@@ -271,7 +272,7 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
                 type == FrameType::kCancelSend;
       break;
   }
-  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kLaneJoinAck))
+  if (!allowed && f.type >= 1 && f.type <= static_cast<uint8_t>(FrameType::kVerbsBackAck))
     return bad("this frame type does not belong on this path");
   switch (type) {
     case FrameType::kFin:
@@ -292,6 +293,14 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
       if (f.flags != 0 || f.length != sizeof(VerbsRailDesc))
         return bad(fmt::format("a lane join carries one {}-byte queue pair description",
                                sizeof(VerbsRailDesc)));
+      return Status::ok();
+    case FrameType::kVerbsBack:
+    case FrameType::kVerbsBackAck:
+      if (f.length != 0) return bad("control frame with a payload");
+      if (f.tag != 0) return bad("a return to RDMA names no tag");
+      if (f.flags != 0 &&
+          !(f.type == static_cast<uint8_t>(FrameType::kVerbsBackAck) && f.flags == kJoinRefused))
+        return bad("unknown flags");
       return Status::ok();
     case FrameType::kRecheck:
     case FrameType::kRecheckReply:

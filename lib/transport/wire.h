@@ -21,7 +21,7 @@ constexpr uint32_t kMagic = 0x44494152;  // "RAID" read as bytes 'R','A','I','D'
 // 2: verbs rails in Hello/HelloAck; 3: eager receives send no CTS (RTS); 4: frames checked
 // per path, variable-length reject messages, cancel frames, no heartbeats; 5: rail down/up
 // frames and rejoins of a failed TCP rail.
-constexpr uint16_t kVersion = 6;
+constexpr uint16_t kVersion = 7;
 constexpr uint32_t kMaxRails = 16;        // per endpoint
 constexpr uint32_t kMaxSocketsPerRail = 64;
 constexpr uint64_t kMaxEagerLimit = 1u << 20;  // BRAID_EAGER_MAX's bound; a hello offering more is malformed
@@ -224,6 +224,12 @@ enum class FrameType : uint8_t {
                       ///< receive slots the sender returned on the lane before (credit base)
   kLaneJoinAck = 17,  ///< listener -> connector: its new QP for lane `offset` (payload), `seq`
                       ///< as above; flags kJoinRefused and no payload: not now
+  kVerbsBack = 18,    ///< verbs, connector -> listener, after a move to TCP and the lanes'
+                      ///< rejoin: return to RDMA? `offset`: messages the sender has put on
+                      ///< the wire to the peer, `total`: the peer's messages arrived here,
+                      ///< `seq`: CTS entries the sender has written into the peer's ring
+  kVerbsBackAck = 19, ///< listener -> connector: returned (the listener's counts, as above),
+                      ///< or flags kJoinRefused: not now (a transfer is open, counts differ)
 };
 
 /// kFin payload: one byte range the lane wrote, [offset, offset + length).

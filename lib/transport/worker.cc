@@ -52,7 +52,9 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
       allVerbs = false;
       awaitingAcks = awaitingAcks || (e->state == EpState::kConnected &&
                                       (e->unackedChunks > 0 || !e->deferred.empty()));
-      rejoining = rejoining || (e->state == EpState::kConnected && e->railsDown > 0);
+      // A connector moved from verbs to TCP dials its lanes again and offers the return.
+      rejoining = rejoining || (e->state == EpState::kConnected &&
+                                (e->railsDown > 0 || (e->verbsGone && !e->isServer)));
     }
   }
   // A rail to dial again (rejoin back-off, from the timers): wake every 50 ms at least.

@@ -39,6 +39,8 @@ const std::vector<Bytes>& seeds() {
                                wire::makeFrame(FrameType::kRailUp, 0, 0, 3, 0, 1),
                                wire::makeFrame(FrameType::kRecheck, 7, 5, 4096, 0, 8192),
                                wire::makeFrame(FrameType::kRecheckReply, 7, 5, 1024, 0, 8192),
+                               wire::makeFrame(FrameType::kVerbsBack, 0, 3, 2, 0, 1),
+                               wire::makeFrame(FrameType::kVerbsBackAck, 0, 3, 1, 0, 2),
                                wire::makeFrame(FrameType::kClose, 0, 0, 0)}));
     s.push_back(stream(16384, {wire::makeFrame(FrameType::kChunk, 7, 3, 1 << 20, 65536, 65536),
                                wire::makeFrame(FrameType::kChunk, 7, 3, 1 << 20, 65536, 0)}));
@@ -62,6 +64,8 @@ bool belongs(Path path, uint8_t type) {
     case FrameType::kRecheckReply:
     case FrameType::kLaneJoin:
     case FrameType::kLaneJoinAck:
+    case FrameType::kVerbsBack:
+    case FrameType::kVerbsBackAck:
       return path == Path::kControlSocket;
     case FrameType::kEager:
     case FrameType::kTruncated:
@@ -126,6 +130,13 @@ bool accepted(const wire::FrameHeader& f, uint64_t eagerMax, Path path) {
     }
     case FrameType::kRts:
       BRAID_FUZZ_CHECK(f.length == 0 && f.total > eagerMax);
+      break;
+    case FrameType::kVerbsBack:
+    case FrameType::kVerbsBackAck:
+      // Counts only: no payload, no tag, and a refusal only in an answer.
+      BRAID_FUZZ_CHECK(f.length == 0 && f.tag == 0 &&
+                       (f.flags == 0 || (f.flags == wire::kJoinRefused &&
+                                         f.type == static_cast<uint8_t>(FrameType::kVerbsBackAck))));
       break;
     case FrameType::kCancelReply:
       BRAID_FUZZ_CHECK(f.length == 0 && f.offset <= 1);  // 1 withdrawn, 0 too late

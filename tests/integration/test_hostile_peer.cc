@@ -285,6 +285,14 @@ TEST_CASE("hostile client: frames for receives that do not exist or were never a
     pump(p.ctrl, frameBytes(frame(wire::FrameType::kRecheckReply, 3, 0, 32, 0, 0)), p.drive());
     expect = "recheck frame on an endpoint without a verbs data path";
   }
+  SECTION("an offer to return to RDMA") {
+    pump(p.ctrl, frameBytes(frame(wire::FrameType::kVerbsBack, 0, 0, 0)), p.drive());
+    expect = "offers a return to RDMA, which this side does not take";
+  }
+  SECTION("an answer to a return to RDMA nobody offered") {
+    pump(p.ctrl, frameBytes(frame(wire::FrameType::kVerbsBackAck, 0, 0, 0)), p.drive());
+    expect = "answers a return to RDMA this side did not offer";
+  }
   SECTION("an eager message flagged as sent again after verbs lanes failed") {
     wire::FrameHeader again = frame(wire::FrameType::kEager, 3, 0, 4, 4);
     again.flags = wire::kAgain;

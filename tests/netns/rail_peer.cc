@@ -4,10 +4,13 @@
 // verdict; the client prints bytes sent per rail as "rail <i> bytes <n>" lines, then
 // "stats rail <i> ..." lines (each rail's state, failures, chunks, bytes since it last
 // rejoined after a failure, "since-rejoin", and its events), and exits 0 only when all
-// arrived.
+// arrived. RAIL_PEER_PAUSE=EVERY:MS makes the client stop after every EVERY messages until
+// all it sent has finished, and progress MS milliseconds with nothing in flight (a pause
+// between transfers, which a return from TCP to RDMA waits for).
 #include <braid/transport.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -91,11 +94,27 @@ int main(int argc, char** argv) {
   // Per rail: the bytes it had sent when it last came back after a failure (-1: never).
   std::vector<int64_t> atRejoin;
   std::vector<uint64_t> failures;
+  uint64_t pauseEvery = 0, pauseMs = 0;
+  if (const char* p = std::getenv("RAIL_PEER_PAUSE"); p != nullptr && std::strchr(p, ':')) {
+    pauseEvery = std::strtoull(p, nullptr, 10);
+    pauseMs = std::strtoull(std::strchr(p, ':') + 1, nullptr, 10);
+  }
   // Up to `depth` sends in flight; message m goes from buffer m % depth.
   for (uint64_t m = 0; m < n + depth; ++m) {
     if (m >= depth) {
       braid::Status st = sends[m % depth].wait(30s);
       if (!st.isOk()) return fail("send", st);
+    }
+    if (pauseEvery > 0 && m > 0 && m < n && m % pauseEvery == 0) {
+      for (uint64_t j = m > depth ? m - depth + 1 : 0; j < m; ++j) {
+        braid::Status st = sends[j % depth].wait(30s);
+        if (!st.isOk()) return fail("send", st);
+      }
+      const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(pauseMs);
+      while (std::chrono::steady_clock::now() < end) {
+        auto r = (*w)->waitAndProgress(10ms);
+        if (!r) return fail("progress", r.status());
+      }
     }
     if (m < n) {
       std::vector<uint8_t>& buf = bufs[m % depth];

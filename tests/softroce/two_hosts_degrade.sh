@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Two hosts; while VM2 streams validated messages to VM1 over rxe0 and rxe1, both RDMA rails
 # die while the TCP path on eth0 stays up: VM1 drops every RoCE v2 packet (UDP 4791) on both
-# links. The endpoint must move to TCP instead of failing: every message arrives intact,
-# both sides log the move, and the stats show the verbs lanes down and the TCP rail
-# carrying data.
+# links for 3 s. The endpoint must move to TCP instead of failing, and return to RDMA once
+# the lanes rejoin: the client pauses 300 ms after every 16 messages (RAIL_PEER_PAUSE), and
+# the return happens in such a pause, when nothing is in flight. Every message arrives
+# intact, both sides log the move and the return, and the stats show the lanes up again,
+# carrying data since the return, and the TCP rail (standby) with what it carried.
 # Why not `rdma link delete`: rxe cannot take a device from a process that has it open (it
 # has no user-context disassociation), so the delete blocks until braid exits; FAULT=delete
 # runs it anyway, to see that on a newer kernel.
@@ -15,12 +17,15 @@ fault=${FAULT:-drop}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 port=$((20000 + RANDOM % 20000))
-n=${BRAID_DEGRADE_MESSAGES:-160}
+n=${BRAID_DEGRADE_MESSAGES:-240}
 if [ "$fault" = drop ]; then
   inject='for d in eth0 eth1; do
             tc qdisc add dev $d root handle 1: prio &&
             tc filter add dev $d parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff match ip dport 4791 0xffff action drop || exit 1
-          done; echo "vm1: RoCE v2 packets now dropped on both links"'
+          done; echo "vm1: RoCE v2 packets now dropped on both links"
+          sleep 3
+          for d in eth0 eth1; do tc qdisc del dev $d root || exit 1; done
+          echo "vm1: RoCE v2 packets pass again"'
 else
   inject='timeout 60 rdma link delete rxe0 && timeout 60 rdma link delete rxe1 &&
           echo "vm1: both RDMA devices deleted"; rdma link show'
@@ -44,7 +49,7 @@ set +e
     exit \$rc
   else
     start=\$(date +%s)
-    timeout -k 5 200 '$peer' client \$BRAID_VM_PEER_IP0 $port $n 1 4
+    RAIL_PEER_PAUSE=16:300 timeout -k 5 200 '$peer' client \$BRAID_VM_PEER_IP0 $port $n 1 4
     rc=\$?
     echo \"vm2: client exit \$rc after \$(( \$(date +%s) - start )) s\"
     exit \$rc
@@ -60,11 +65,26 @@ for vm in vm1 vm2; do
   grep -q -E "^\[$vm\].*every verbs lane is down .*the endpoint goes on over TCP" "$log" ||
     { echo "FAIL: $vm did not report the move to TCP"; exit 1; }
 done
-grep -q -E "^\[vm2\] stats rail 0 state (up|probing)" "$log" ||
-  { echo "FAIL: the client's stats do not show the TCP rail up"; exit 1; }
-tcp=$(grep -E "^\[vm2\] rail 0 bytes" "$log" | awk '{print $5}')
-[ -n "$tcp" ] && [ "$tcp" -gt 0 ] || { echo "FAIL: the TCP rail carried no payload"; exit 1; }
-lanes=$(grep -c -E "^\[vm2\] stats rail [12] state down" "$log" || true)
-[ "$lanes" = 2 ] || { echo "FAIL: the client's stats do not show both verbs lanes down"; exit 1; }
 secs=$(grep -m1 "vm2: client exit" "$log" | awk '{print $7}')
-echo "PASS: $n MiB crossed intact although both RDMA rails died mid-stream ($fault, ${secs} s) with TCP up: the endpoint moved to TCP (rail 0: $tcp bytes after the move)"
+if [ "$fault" != drop ]; then  # deleted devices do not come back
+  echo "PASS: $n MiB crossed intact although both RDMA devices were deleted ($fault, ${secs} s)"
+  exit 0
+fi
+for vm in vm1 vm2; do
+  grep -q -E "^\[$vm\].*back on RDMA after [0-9]+ ms over TCP" "$log" ||
+    { echo "FAIL: $vm did not return to RDMA"; grep -E "lane|RDMA|TCP" "$log" | tail -12; exit 1; }
+done
+# After the return: the lanes are rails 0 and 1 again, the TCP rail's record follows.
+grep -q -E "^\[vm2\] stats rail 2 state standby" "$log" ||
+  { echo "FAIL: the client's stats do not show the TCP rail (standby) after the lanes"; grep "stats rail" "$log"; exit 1; }
+tcp=$(grep -E "^\[vm2\] rail 2 bytes" "$log" | awk '{print $5}')
+[ -n "$tcp" ] && [ "$tcp" -gt 0 ] || { echo "FAIL: the TCP rail carried no payload"; exit 1; }
+since=0
+for r in 0 1; do
+  line=$(grep -m1 -E "^\[vm2\] stats rail $r state (up|probing) .* since-rejoin [0-9]+" "$log" || true)
+  [ -n "$line" ] || { echo "FAIL: the client's stats do not show lane $r back"; grep "stats rail" "$log"; exit 1; }
+  since=$((since + $(sed -E 's/.*since-rejoin ([0-9]+).*/\1/' <<<"$line")))
+done
+[ "$since" -gt 0 ] || { echo "FAIL: the lanes carried nothing after the return"; exit 1; }
+tcpms=$(grep -m1 -E "^\[vm2\].*back on RDMA after" "$log" | sed -E 's/.*back on RDMA after ([0-9]+) ms.*/\1/')
+echo "PASS: $n MiB crossed intact: both RDMA rails died mid-stream for 3 s with TCP up; the endpoint moved to TCP (it carried $tcp bytes), returned to RDMA after $tcpms ms, and the lanes carried $since bytes since (${secs} s)"

@@ -351,6 +351,27 @@ TEST_CASE("recheck frames travel on the control socket and name a range that doe
   CHECK_FALSE(checkFrame(r, 4096, Path::kControlSocket).isOk());
 }
 
+TEST_CASE("return-to-RDMA frames travel on the control socket, name no tag and carry no "
+          "payload") {
+  FrameHeader b = makeFrame(FrameType::kVerbsBack, 0, /*seq*/ 12, /*total*/ 5, 0, /*offset*/ 7);
+  CHECK(checkFrame(b, 4096, Path::kControlSocket).isOk());
+  CHECK_FALSE(checkFrame(b, 4096, Path::kVerbsSend).isOk());
+  CHECK_FALSE(checkFrame(b, 4096, Path::kDataSocket).isOk());
+  b.flags = kJoinRefused;  // only an answer may refuse
+  CHECK_THAT(checkFrame(b, 4096, Path::kControlSocket).message(), Catch::Contains("unknown flags"));
+  FrameHeader a = makeFrame(FrameType::kVerbsBackAck, 0, 0, 0);
+  a.flags = kJoinRefused;
+  CHECK(checkFrame(a, 4096, Path::kControlSocket).isOk());
+  a.flags = 2;
+  CHECK_FALSE(checkFrame(a, 4096, Path::kControlSocket).isOk());
+  a.flags = 0;
+  a.tag = 9;
+  CHECK_THAT(checkFrame(a, 4096, Path::kControlSocket).message(), Catch::Contains("names no tag"));
+  a.tag = 0;
+  a.length = 8;
+  CHECK_THAT(checkFrame(a, 4096, Path::kControlSocket).message(), Catch::Contains("payload"));
+}
+
 TEST_CASE("an RTS frame is checked: no payload, a message above the eager limit") {
   FrameHeader f{};
   f.magic = kFrameMagic;
