@@ -389,7 +389,8 @@ struct EndpointImpl {
   /// True when the TCP data sockets can take over from the verbs lanes.
   bool canDegrade() const;
   /// Switches the rail bookkeeping (monitor, links, per-rail bytes) to the TCP rails.
-  void degradeToTcp(const Status& why);
+  /// `what`: which lane failed and why that moves the endpoint (for the log).
+  void degradeToTcp(const Status& why, const std::string& what);
   /// After the switch: a CTS again over TCP for each posted receive whose message has not
   /// started (its verbs CTS may be lost).
   void ctsAgain();
@@ -420,9 +421,10 @@ struct EndpointImpl {
   void maybeOfferReturn(uint64_t now);
   void onVerbsBack(const wire::FrameHeader& f);
   void onVerbsBackAck(const wire::FrameHeader& f);
-  /// Both sides: data moves over verbs again. `peerCtsWritten`: the peer's count of CTS
-  /// entries written into this side's ring (entries lost with the old lane 0 are skipped).
-  void returnToVerbs(uint64_t peerCtsWritten);
+  /// Both sides: data moves over verbs again, `ctlLane` the control lane (VERBS_BACK.tag).
+  /// `peerCtsWritten`: the peer's count of CTS entries written into this side's ring
+  /// (entries lost with the old control lane are skipped).
+  void returnToVerbs(uint64_t peerCtsWritten, size_t ctlLane);
   void onRailUpFrame(const wire::FrameHeader& f);
   /// Connector: re-dials the rails that are down, with back-off (from tick()).
   void rejoinTick(uint64_t now);

@@ -21,7 +21,7 @@ bool EndpointImpl::canDegrade() const {
   return !data.empty();
 }
 
-void EndpointImpl::degradeToTcp(const Status& why) {
+void EndpointImpl::degradeToTcp(const Status& why, const std::string& what) {
   // The lanes' record as it stands (state down, bytes, events), then the TCP rails.
   lanesGone = statsWithRails().rails;
   laneLinks = links;
@@ -45,9 +45,10 @@ void EndpointImpl::degradeToTcp(const Status& why) {
   for (uint32_t r = 0; r < railCount; ++r)
     rails += fmt::format(" {}->{}", wire::railName(localRails[r]), wire::railName(peerRails[r]));
   BRAID_LOG_WARN(kTransport,
-                 "{}: every verbs lane is down ({}); the endpoint goes on over TCP: {} rail(s) "
-                 "x {} socket(s):{}. One-sided writes and reads fail from now on",
-                 describe(), why.toString(), railCount, socketsPerRail, rails);
+                 "{}: the verbs lanes are given up: {} ({}); the endpoint goes on over TCP: {} "
+                 "rail(s) x {} socket(s):{}. One-sided writes and reads fail until it returns "
+                 "to RDMA",
+                 describe(), what, why.toString(), railCount, socketsPerRail, rails);
 }
 
 void EndpointImpl::ctsAgain() {
@@ -153,10 +154,11 @@ bool EndpointImpl::quietForReturn() const {
 
 void EndpointImpl::maybeOfferReturn(uint64_t now) {
   if (isServer || !verbsGone || returning || now < nextReturnNs) return;
-  if (!verbs->readyToReturn() || !quietForReturn()) return;
+  const int lane = verbs->returnLane();
+  if (lane < 0 || !quietForReturn()) return;
   returning = true;
-  controlNotice(wire::makeFrame(wire::FrameType::kVerbsBack, 0, verbs->ctsWritten(), msgsArrived,
-                                0, msgsCommitted));
+  controlNotice(wire::makeFrame(wire::FrameType::kVerbsBack, static_cast<uint64_t>(lane),
+                                verbs->ctsWritten(), msgsArrived, 0, msgsCommitted));
 }
 
 void EndpointImpl::onVerbsBack(const wire::FrameHeader& f) {
@@ -168,7 +170,7 @@ void EndpointImpl::onVerbsBack(const wire::FrameHeader& f) {
                                    verbs ? "" : ", without verbs lanes")));
   const char* why = nullptr;
   if (!verbsGone) why = "this side is not on TCP";
-  else if (!verbs->readyToReturn()) why = "lane 0 is not back here, or a lane's join is under way";
+  else if (!verbs->laneUsable(f.tag)) why = "the lane offered as control lane is not back here";
   else if (!quietForReturn()) why = "a transfer is open here";
   else if (f.offset != msgsArrived || f.total != msgsCommitted) why = "messages are in flight";
   if (why != nullptr) {
@@ -180,9 +182,9 @@ void EndpointImpl::onVerbsBack(const wire::FrameHeader& f) {
     h.flags = wire::kJoinRefused;
     return controlNotice(h);
   }
-  controlNotice(wire::makeFrame(wire::FrameType::kVerbsBackAck, 0, verbs->ctsWritten(),
+  controlNotice(wire::makeFrame(wire::FrameType::kVerbsBackAck, f.tag, verbs->ctsWritten(),
                                 msgsArrived, 0, msgsCommitted));
-  returnToVerbs(f.seq);
+  returnToVerbs(f.seq, f.tag);
 }
 
 void EndpointImpl::onVerbsBackAck(const wire::FrameHeader& f) {
@@ -194,14 +196,14 @@ void EndpointImpl::onVerbsBackAck(const wire::FrameHeader& f) {
   if (f.flags == wire::kJoinRefused) {
     returnBackoffMs = std::min<uint32_t>(2000, std::max<uint32_t>(100, returnBackoffMs * 2));
     nextReturnNs = core::nowNs() + static_cast<uint64_t>(returnBackoffMs) * 1000000ull;
-  } else if (f.offset != msgsArrived || f.total != msgsCommitted) {
+  } else if (f.offset != msgsArrived || f.total != msgsCommitted || !verbs->laneUsable(f.tag)) {
     return fail(Status(Code::kProtocolError,
-                       fmt::format("peer {} returned to RDMA with counts that do not meet this "
-                                   "side's: it sent {} messages ({} arrived here), it has {} "
-                                   "({} sent from here)",
-                                   peer, f.offset, msgsArrived, f.total, msgsCommitted)));
+                       fmt::format("peer {} returned to RDMA on lane {} with counts that do not "
+                                   "meet this side's: it sent {} messages ({} arrived here), it "
+                                   "has {} ({} sent from here)",
+                                   peer, f.tag, f.offset, msgsArrived, f.total, msgsCommitted)));
   } else {
-    returnToVerbs(f.seq);
+    returnToVerbs(f.seq, f.tag);
   }
   // What waited for the answer goes now, over the path the endpoint is on.
   for (auto& [tag, ts] : tags) {
@@ -211,14 +213,14 @@ void EndpointImpl::onVerbsBackAck(const wire::FrameHeader& f) {
   if (!queued.empty()) startQueued();
 }
 
-void EndpointImpl::returnToVerbs(uint64_t peerCtsWritten) {
+void EndpointImpl::returnToVerbs(uint64_t peerCtsWritten, size_t ctlLane) {
   const uint64_t now = core::nowNs();
   // The TCP rails' record while they carried the data, kept after the lanes.
   std::vector<RailStats> tcp = statsWithRails().rails;
   tcp.resize(std::min<size_t>(tcp.size(), railCount));
   for (RailStats& r : tcp) r.state = "standby";
   verbsGone = false;
-  verbs->resume(peerCtsWritten);
+  verbs->resume(peerCtsWritten, ctlLane);
   const auto lanes = static_cast<uint32_t>(verbs->laneCount());
   monitor = transport::RailMonitor(lanes);
   links = std::move(laneLinks);
@@ -268,10 +270,10 @@ void EndpointImpl::returnToVerbs(uint64_t peerCtsWritten) {
     if (state != EpState::kConnected) return;
   }
   BRAID_LOG_WARN(kTransport,
-                 "{}: back on RDMA after {} ms over TCP: lanes{}; {} receive(s) send their "
-                 "clear-to-send again over verbs, {} send(s) waiting for one announce "
-                 "themselves",
-                 describe(), tcpMs, up, cts, announced);
+                 "{}: back on RDMA after {} ms over TCP: lanes{}, lane {} the control lane; {} "
+                 "receive(s) send their clear-to-send again over verbs, {} send(s) waiting for "
+                 "one announce themselves",
+                 describe(), tcpMs, up, ctlLane, cts, announced);
 }
 
 }  // namespace braid

@@ -116,7 +116,7 @@ void VerbsPath::onSendCompletion(Lane& l, uint64_t wrId) {
   // Fast path: a well-formed eager frame, maybe with CTS riding along (the common case).
   // Anything else, or anything off, takes the full path below, which names what is wrong.
   ReceivedSend s;
-  if (parseEagerSendInline(p, bytes, eagerMax_, l.index, &s)) {
+  if (parseEagerSendInline(p, bytes, eagerMax_, l.index, &s, ctl_)) {
     const uint8_t* payload = p + wire::kEagerHeaderBytes;
     if (s.riding > 0 && !takeRidingCts(payload + s.hdr.length, s.riding, s.ridingFull)) return;
     ep_->onEager(s.hdr.tag, s.hdr.seq, payload, s.hdr.length);
@@ -152,7 +152,7 @@ bool VerbsPath::takeRidingCts(const uint8_t* src, uint32_t count, bool full) {
 void VerbsPath::onRecvLate(Lane& l, uint32_t slot, uint32_t bytes) {
   const uint8_t* p = l.recvSlot(slot);
   ReceivedSend s;
-  Status st = parseSend(p, bytes, eagerMax_, l.index, &s);
+  Status st = parseSend(p, bytes, eagerMax_, l.index, &s, ctl_);
   if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
   // After a move to TCP every receive's CTS goes again over TCP: riding ones are moot.
   if (s.riding > 0 && !ep_->verbsGone &&
@@ -170,7 +170,7 @@ void VerbsPath::onRecvLate(Lane& l, uint32_t slot, uint32_t bytes) {
 void VerbsPath::onRecvFrame(Lane& l, uint32_t slot, uint32_t bytes) {
   const uint8_t* p = l.recvSlot(slot);
   ReceivedSend s;
-  Status st = parseSend(p, bytes, eagerMax_, l.index, &s);
+  Status st = parseSend(p, bytes, eagerMax_, l.index, &s, ctl_);
   if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
   const wire::FrameHeader& h = s.hdr;
   const size_t hdrBytes = s.headerBytes;

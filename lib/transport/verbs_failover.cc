@@ -48,12 +48,13 @@ void VerbsPath::laneFailed(Lane& l, const Status& why, bool tellPeer) {
   }
   size_t live = 0;
   for (const auto& x : lanes_) live += x.get() != &l && !x->down && x->connected ? 1 : 0;
-  if (l.index == 0 || live == 0) {
+  if (l.index == ctl_ || live == 0) {
     if (ep_->canDegrade()) return degrade(l, why, tellPeer);
-    ep_->fail(l.index == 0 && live > 0
-                  ? why.withContext("lane 0 carries the clear-to-send ring, the credits and the "
-                                    "eager messages, and this endpoint has no TCP data sockets "
-                                    "to go on with")
+    ep_->fail(l.index == ctl_ && live > 0
+                  ? why.withContext(fmt::format(
+                        "lane {} carries the clear-to-send ring, the credits and the eager "
+                        "messages, and this endpoint has no TCP data sockets to go on with",
+                        ctl_))
                   : why);
     return;
   }
@@ -86,7 +87,7 @@ void VerbsPath::giveUp(Lane& l, const Status& why, uint64_t now, std::vector<Lan
   l.backoffMs = 0;
   l.nextTryNs = now + 100'000'000;  // the connector tries it again from then (verbs_rejoin.cc)
   if (l.qp) (void)verbs::toError(*l.qp);
-  // SENDs that may not have arrived (lane 0 on a move to TCP): eager messages (finished
+  // SENDs that may not have arrived (the control lane on a move to TCP): eager messages (finished
   // when posted; the bytes are in their send slot) and notices, then the backlog's.
   if (sends != nullptr) {
     for (uint64_t i = l.sqRetired; i < l.sqPosted; ++i) {
@@ -205,15 +206,17 @@ void VerbsPath::degrade(Lane& first, const Status& why, bool tellPeer) {
   for (auto& lp : lanes_) {
     Lane& l = *lp;
     if (l.down) continue;
-    giveUp(l, &l == &first ? why : moved, now, doubt, l.index == 0 ? &sends : nullptr);
+    giveUp(l, &l == &first ? why : moved, now, doubt, l.index == ctl_ ? &sends : nullptr);
   }
   pendingCts_.clear();
   backlogged_ = false;
-  ep_->degradeToTcp(why);
+  ep_->degradeToTcp(why, first.index == ctl_
+                              ? fmt::format("lane {}, the control lane, failed", first.index)
+                              : fmt::format("lane {}, the last one, failed", first.index));
   if (tellPeer)
     ep_->controlNotice(wire::makeFrame(wire::FrameType::kRailDown, wire::kRailDownVerbsLane, 0,
                                        0, 0, static_cast<uint32_t>(first.index)));
-  // What lane 0 may not have delivered goes again over the control socket, in order; the
+  // What the control lane may not have delivered goes again over the control socket, in order; the
   // receiver drops what it has (wire::kAgain).
   for (const Resend& r : sends) {
     if (ep_->state != EpState::kConnected) return;
@@ -236,7 +239,7 @@ void VerbsPath::degrade(Lane& first, const Status& why, bool tellPeer) {
   if (ep_->state != EpState::kConnected) return;
   ep_->ctsAgain();
   BRAID_LOG_WARN(kTransport,
-                 "{}: {} SEND(s) of lane 0 go again over TCP; {} range(s) of {} bytes are "
+                 "{}: {} SEND(s) of the control lane go again over TCP; {} range(s) of {} bytes are "
                  "rechecked with the receiver and written again over TCP where missing",
                  ep_->describe(), sends.size(), rechecks, bytes);
   if (!tellPeer) answerRechecks();

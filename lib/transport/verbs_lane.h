@@ -21,14 +21,14 @@ namespace verbs_detail {
 // parseEagerSend, always inlined into onRecv's fast path.
 [[gnu::always_inline]] inline bool parseEagerSendInline(const uint8_t* p, size_t bytes,
                                                         uint64_t eagerMax, size_t lane,
-                                                        ReceivedSend* out) {
+                                                        ReceivedSend* out, size_t ctlLane) {
   if (bytes < wire::kEagerHeaderBytes) return false;
   wire::FrameHeader& h = out->hdr;
   std::memcpy(&h, p, wire::kEagerHeaderBytes);
   const uint32_t piggy = h.flags & wire::kPiggyCountMask;
   const bool full = (h.flags & wire::kPiggyFull) != 0;
   const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
-  if (!(lane == 0 && h.type == static_cast<uint8_t>(wire::FrameType::kEager) &&
+  if (!(lane == ctlLane && h.type == static_cast<uint8_t>(wire::FrameType::kEager) &&
         h.magic == wire::kFrameMagic && h.length <= eagerMax &&
         (piggy == 0 || piggy <= kMaxPiggyback) &&
         wire::kEagerHeaderBytes + h.length + piggy * entryBytes == bytes))

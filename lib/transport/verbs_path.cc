@@ -60,12 +60,12 @@ Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k) {
 
 
 bool parseEagerSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
-                    ReceivedSend* out) {
-  return parseEagerSendInline(p, bytes, eagerMax, lane, out);
+                    ReceivedSend* out, size_t ctlLane) {
+  return parseEagerSendInline(p, bytes, eagerMax, lane, out, ctlLane);
 }
 
 Status parseSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
-                 ReceivedSend* out) {
+                 ReceivedSend* out, size_t ctlLane) {
   wire::FrameHeader& h = out->hdr;
   h = {};
   if (bytes < wire::kEagerHeaderBytes)
@@ -90,16 +90,18 @@ Status parseSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
   const size_t entryBytes = full ? sizeof(wire::CtsEntry) : sizeof(wire::CompactCts);
   h.flags = 0;
   BRAID_RETURN_IF_ERROR(wire::checkFrame(h, eagerMax, wire::Path::kVerbsSend));
-  // Lane 0 carries everything that is ordered per tag (EAGER, RTS, TRUNCATED, cancel
-  // frames); a chunk's FIN travels on the lane its RDMA writes took.
-  if (lane != 0 && h.type != static_cast<uint8_t>(wire::FrameType::kFin))
+  // The control lane (0, unless lane 0 failed: ctlLane) carries everything that is
+  // ordered per tag (EAGER, RTS, TRUNCATED, cancel frames); a chunk's FIN travels on the
+  // lane its RDMA writes took.
+  if (lane != ctlLane && h.type != static_cast<uint8_t>(wire::FrameType::kFin))
     return Status(Code::kProtocolError,
                   fmt::format("a SEND of type {} on lane {}: only FIN travels on lanes other "
-                              "than 0",
-                              h.type, lane));
-  if (piggy > kMaxPiggyback || (piggy > 0 && lane != 0))
+                              "than the control lane ({})",
+                              h.type, lane, ctlLane));
+  if (piggy > kMaxPiggyback || (piggy > 0 && lane != ctlLane))
     return Status(Code::kProtocolError,
-                  fmt::format("a SEND carries {} clear-to-send entries (at most {}, lane 0 only)",
+                  fmt::format("a SEND carries {} clear-to-send entries (at most {}, on the "
+                              "control lane only)",
                               piggy, kMaxPiggyback));
   if (hdrBytes + h.length + piggy * entryBytes != bytes)
     return Status(Code::kProtocolError,
@@ -377,7 +379,7 @@ void VerbsPath::requestRetirement() {
   // An unsignaled SEND retires with the next signaled request on its QP (RC completes a
   // send queue in order): a flow-counter write, which is signaled, goes behind them.
   if (lanes_.empty()) return;
-  Lane& l0 = *lanes_[0];
+  Lane& l0 = *lanes_[ctl_];
   if (l0.sqRetired < l0.sqPosted && !flowInFlight_ && l0.backlog.empty() &&
       l0.ctlBacklog.empty())
     maybeWriteFlow(/*force=*/true);
@@ -530,7 +532,7 @@ bool VerbsPath::tryPost(Lane& l, const SendItem& item) {
   }
   uint32_t piggy = 0;
   bool full = false;
-  if (l.index == 0 && !pendingCts_.empty()) {
+  if (l.index == ctl_ && !pendingCts_.empty()) {
     full = pendingCts_.front().addr != 0;
     while (piggy < kMaxPiggyback && piggy < pendingCts_.size() &&
            (pendingCts_[piggy].addr != 0) == full)
@@ -629,7 +631,7 @@ void VerbsPath::sendEager(OpState* op) {
   ++op->pendingFrames;
   // Straight to the wire when nothing waits ahead of it on lane 0 (the common case): no
   // SendItem is built, the header is written into the send slot from the op.
-  Lane& l = *lanes_[0];
+  Lane& l = *lanes_[ctl_];
   if (l.backlog.empty() && trySend(l, kWrEager, op, nullptr, op->buf)) return;
   SendItem it;
   it.kind = kWrEager;
@@ -643,21 +645,21 @@ void VerbsPath::sendTruncated(uint64_t tag, uint64_t seq, uint64_t total) {
   SendItem it;
   it.kind = kWrNotice;
   it.hdr = wire::makeFrame(wire::FrameType::kTruncated, tag, seq, total);
-  post(0, it);
+  post(ctl_, it);
 }
 
 void VerbsPath::sendRts(uint64_t tag, uint64_t seq, uint64_t total) {
   SendItem it;
   it.kind = kWrNotice;
   it.hdr = wire::makeFrame(wire::FrameType::kRts, tag, seq, total);
-  post(0, it);
+  post(ctl_, it);
 }
 
 void VerbsPath::sendNotice(const wire::FrameHeader& h) {
   SendItem it;
   it.kind = kWrNotice;
   it.hdr = h;
-  post(0, it);
+  post(ctl_, it);
 }
 
 std::vector<RailSnapshot>& VerbsPath::snapshotLanes(const uint32_t* rkeys, uint32_t keyRails) {
@@ -827,7 +829,7 @@ void VerbsPath::writeWaitingCts() {
     uint32_t slot = static_cast<uint32_t>(ctsWritten_ & (ctsSlots_ - 1));
     e.ordinal = e.ordinalHead = ++ctsWritten_;
     cb_->ctsOut[slot] = e;
-    Lane& l = *lanes_[0];
+    Lane& l = *lanes_[ctl_];
     SendItem it;
     it.kind = kWrCts;
     it.laddr = reinterpret_cast<uint64_t>(&cb_->ctsOut[slot]);
@@ -835,7 +837,7 @@ void VerbsPath::writeWaitingCts() {
     it.lkey = l.cbMr->lkey();
     it.raddr = l.peer.ctsRingAddr + static_cast<uint64_t>(slot) * sizeof(wire::CtsEntry);
     it.rkey = l.peer.ctsRingRkey;
-    post(0, it);
+    post(ctl_, it);
   }
 }
 
@@ -859,7 +861,7 @@ void VerbsPath::pollCtsRing() {
 void VerbsPath::maybeWriteFlow(bool force) {
   // flowDirty_ stays set while a write cannot go (one in flight, lane 0 not up): its
   // completion sets it again anyway.
-  if (flowInFlight_ || lanes_.empty() || !lanes_[0]->connected) return;
+  if (flowInFlight_ || lanes_.empty() || !lanes_[ctl_]->connected) return;
   flowDirty_ = false;
   // Lazily: only once half of a ring or of a lane's receive slots is owed to the peer.
   // Never a deadlock: a peer blocked on credit (or ring space) has used them all, so more
@@ -870,7 +872,7 @@ void VerbsPath::maybeWriteFlow(bool force) {
     due = due || lanes_[i]->recvReposted - cb_->flowSend.recvReposted[i] >= kRecvSlots / 2;
   }
   if (!due && !force) return;
-  Lane& l = *lanes_[0];
+  Lane& l = *lanes_[ctl_];
   cb_->flowSend = cb_->flowOut;
   SendItem it;
   it.kind = kWrFlow;
@@ -880,7 +882,7 @@ void VerbsPath::maybeWriteFlow(bool force) {
   it.raddr = l.peer.flowAddr;
   it.rkey = l.peer.flowRkey;
   flowInFlight_ = true;
-  post(0, it);
+  post(ctl_, it);
 }
 
 #else  // BRAID_HAVE_VERBS: built without verbs; Lib::load() fails, so no VerbsPath is ever made.

@@ -97,14 +97,15 @@ struct ReceivedSend {
 };
 /// onRecv's fast path (pure): true when the `bytes` at `p` are a well-formed EAGER frame,
 /// with or without riding CTS, for a receiver whose eager limit is `eagerMax`, received on
-/// lane `lane`. False says nothing more: parseSend then names what is wrong, if anything.
+/// lane `lane` (`ctlLane`: the one that carries eager messages and notices, 0 unless lane 0
+/// failed). False says nothing more: parseSend then names what is wrong, if anything.
 bool parseEagerSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
-                    ReceivedSend* out);
+                    ReceivedSend* out, size_t ctlLane = 0);
 /// Every check of a received SEND of any frame type (pure): the header (wire::checkFrame),
-/// the riding CTS (count, lane 0 only) and that header, payload and riding entries add up
+/// the riding CTS (count, control lane only) and that header, payload and riding entries add up
 /// to `bytes`. Whether the verbs path takes that frame type is its caller's business.
 Status parseSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
-                 ReceivedSend* out);
+                 ReceivedSend* out, size_t ctlLane = 0);
 
 /// Registers [base, base+len) on every rail. Explicit ones go through the cache (a buffer
 /// registered twice while alive shares one MR); implicit ones (a request without a
@@ -197,15 +198,21 @@ class VerbsPath {
   /// Listener: the connector's probe crossed the new QPs: the lane carries data again.
   void onLaneUp(const wire::FrameHeader& f);
   // --- back to RDMA after a move to TCP (docs/protocol.md "Back to RDMA")
-  /// Lane 0 is back and no lane's join is under way.
-  bool readyToReturn() const;
+  /// The lane to return on (lane 0 when it is back, else the first lane that is), or -1.
+  int returnLane() const;
+  /// Lane `i` exists, is up and connected.
+  bool laneUsable(size_t i) const;
+  /// The lane that carries the CTS ring, the flow block, eager messages and notices: 0
+  /// until a return to RDMA had to take another.
+  size_t controlLane() const { return ctl_; }
   /// Nothing rechecked (as sender or receiver).
   bool quietForReturn() const;
   /// CTS entries written into the peer's ring so far.
   uint64_t ctsWritten() const { return ctsWritten_; }
-  /// Data moves over the lanes again: the CTS ring's counters meet the peer's
-  /// (`peerCtsWritten`: entries the peer wrote into this side's ring).
-  void resume(uint64_t peerCtsWritten);
+  /// Data moves over the lanes again, with `ctlLane` as the control lane: the CTS ring's
+  /// counters meet the peer's (`peerCtsWritten`: entries the peer wrote into this side's
+  /// ring).
+  void resume(uint64_t peerCtsWritten, size_t ctlLane);
 
  private:
   struct Lane;
@@ -308,6 +315,7 @@ class VerbsPath {
   struct ControlBlock;
   ControlBlock* cb_ = nullptr;
   uint32_t ctsSlots_ = 0;
+  size_t ctl_ = 0;  ///< the control lane (controlLane())
   uint64_t eagerMax_ = 0;
   uint64_t ctsConsumed_ = 0;  ///< entries of our ring read (as sender)
   uint64_t ctsWritten_ = 0;   ///< entries written into the peer's ring (as receiver)

@@ -97,8 +97,8 @@ void VerbsPath::laneUp(Lane& l, uint64_t now) {
 void VerbsPath::rejoinTick(uint64_t now) {
   for (auto& lp : lanes_) {
     Lane& l = *lp;
-    // Lane 0 fails only with the move to TCP: it comes back for the return.
-    if (!l.down || (l.index == 0 && !ep_->verbsGone)) continue;
+    // The control lane fails only with the move to TCP: it comes back for the return.
+    if (!l.down || (l.index == ctl_ && !ep_->verbsGone)) continue;
     if (l.join == Lane::Join::kAsked || l.join == Lane::Join::kProbing) {
       if (now > l.joinSentNs + kJoinTimeoutNs)
         joinFailed(l, Status(Code::kTimedOut, l.join == Lane::Join::kAsked
@@ -127,7 +127,7 @@ void VerbsPath::rejoinTick(uint64_t now) {
 }
 
 void VerbsPath::onLaneJoin(const wire::FrameHeader& f, const uint8_t* payload) {
-  if (ep_->isServer == false || f.offset >= lanes_.size() || (f.offset == 0 && !ep_->verbsGone))
+  if (ep_->isServer == false || f.offset >= lanes_.size() || (f.offset == ctl_ && !ep_->verbsGone))
     return ep_->fail(Status(Code::kProtocolError,
                             fmt::format("a lane join for lane {} from peer {}, which this side "
                                         "does not take",
@@ -228,17 +228,23 @@ void VerbsPath::onLaneUp(const wire::FrameHeader& f) {
   laneUp(l, core::nowNs());
 }
 
-bool VerbsPath::readyToReturn() const {
-  if (lanes_.empty() || lanes_[0]->down || !lanes_[0]->connected) return false;
+int VerbsPath::returnLane() const {
+  // Lane 0 when it is back, else the first lane that is: a port that stays dead does not
+  // keep the endpoint on TCP while another rail works.
   for (const auto& lp : lanes_)
-    if (lp->join != Lane::Join::kNone) return false;  // a join or its probe is under way
-  return true;
+    if (!lp->down && lp->connected) return static_cast<int>(lp->index);
+  return -1;
+}
+
+bool VerbsPath::laneUsable(size_t i) const {
+  return i < lanes_.size() && !lanes_[i]->down && lanes_[i]->connected;
 }
 
 bool VerbsPath::quietForReturn() const { return rechecks_.empty() && pendingRechecks_.empty(); }
 
-void VerbsPath::resume(uint64_t peerCtsWritten) {
-  // The CTS ring: entries the peer wrote through the old lane 0 and never landed are
+void VerbsPath::resume(uint64_t peerCtsWritten, size_t ctlLane) {
+  ctl_ = ctlLane;
+  // The CTS ring: entries the peer wrote through the old control lane and never landed are
   // skipped (their receives' CTS go again, EndpointImpl::returnToVerbs), and the peer did
   // the same with ours. Neither side wrote into a ring while on TCP.
   ctsConsumed_ = peerCtsWritten;
@@ -246,7 +252,7 @@ void VerbsPath::resume(uint64_t peerCtsWritten) {
   cb_->flowSend.ctsConsumed = ctsConsumed_;
   __atomic_store_n(&cb_->flowIn.ctsConsumed, ctsWritten_, __ATOMIC_RELEASE);
   pendingCts_.clear();
-  flowInFlight_ = false;  // lane 0 is a new QP: a flow write of the old one never completes
+  flowInFlight_ = false;  // a new QP: a flow write of the old control lane never completes
   flowDirty_ = true;
   backlogged_ = false;
 }

@@ -297,7 +297,7 @@ Status checkFrame(const FrameHeader& f, uint64_t eagerMax, Path path) {
     case FrameType::kVerbsBack:
     case FrameType::kVerbsBackAck:
       if (f.length != 0) return bad("control frame with a payload");
-      if (f.tag != 0) return bad("a return to RDMA names no tag");
+      if (f.tag >= kMaxRails) return bad("a return to RDMA names a lane out of range");
       if (f.flags != 0 &&
           !(f.type == static_cast<uint8_t>(FrameType::kVerbsBackAck) && f.flags == kJoinRefused))
         return bad("unknown flags");

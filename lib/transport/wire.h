@@ -225,7 +225,8 @@ enum class FrameType : uint8_t {
   kLaneJoinAck = 17,  ///< listener -> connector: its new QP for lane `offset` (payload), `seq`
                       ///< as above; flags kJoinRefused and no payload: not now
   kVerbsBack = 18,    ///< verbs, connector -> listener, after a move to TCP and the lanes'
-                      ///< rejoin: return to RDMA? `offset`: messages the sender has put on
+                      ///< rejoin: return to RDMA, lane `tag` the control lane? `offset`:
+                      ///< messages the sender has put on
                       ///< the wire to the peer, `total`: the peer's messages arrived here,
                       ///< `seq`: CTS entries the sender has written into the peer's ring
   kVerbsBackAck = 19, ///< listener -> connector: returned (the listener's counts, as above),

@@ -133,8 +133,8 @@ bool accepted(const wire::FrameHeader& f, uint64_t eagerMax, Path path) {
       break;
     case FrameType::kVerbsBack:
     case FrameType::kVerbsBackAck:
-      // Counts only: no payload, no tag, and a refusal only in an answer.
-      BRAID_FUZZ_CHECK(f.length == 0 && f.tag == 0 &&
+      // Counts only: no payload, a lane that exists, and a refusal only in an answer.
+      BRAID_FUZZ_CHECK(f.length == 0 && f.tag < wire::kMaxRails &&
                        (f.flags == 0 || (f.flags == wire::kJoinRefused &&
                                          f.type == static_cast<uint8_t>(FrameType::kVerbsBackAck))));
       break;

@@ -6,6 +6,9 @@
 # the return happens in such a pause, when nothing is in flight. Every message arrives
 # intact, both sides log the move and the return, and the stats show the lanes up again,
 # carrying data since the return, and the TCP rail (standby) with what it carried.
+# FAULT=lane0: only rail 0 (eth0) drops RoCE, for good: lane 0, the control lane, fails
+# while lane 1 works. The endpoint moves to TCP, lane 1 rejoins, and the endpoint returns to
+# RDMA with lane 1 as its control lane; lane 0 stays down.
 # Why not `rdma link delete`: rxe cannot take a device from a process that has it open (it
 # has no user-context disassociation), so the delete blocks until braid exits; FAULT=delete
 # runs it anyway, to see that on a newer kernel.
@@ -18,7 +21,11 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 port=$((20000 + RANDOM % 20000))
 n=${BRAID_DEGRADE_MESSAGES:-240}
-if [ "$fault" = drop ]; then
+if [ "$fault" = lane0 ]; then
+  inject='tc qdisc add dev eth0 root handle 1: prio &&
+          tc filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff match ip dport 4791 0xffff action drop || exit 1
+          echo "vm1: RoCE v2 packets now dropped on rail 0 (eth0), for good"'
+elif [ "$fault" = drop ]; then
   inject='for d in eth0 eth1; do
             tc qdisc add dev $d root handle 1: prio &&
             tc filter add dev $d parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff match ip dport 4791 0xffff action drop || exit 1
@@ -62,16 +69,18 @@ grep -q -E "vm1: (both RDMA devices deleted|RoCE v2 packets now dropped)" "$log"
 [ $rc -eq 0 ] || { echo "FAIL: the peers exited with $rc"; grep -E "rail_peer|lane|TCP|error" "$log" | head -20; exit 1; }
 grep -q "server: all messages intact" "$log" || { echo "FAIL: the server did not confirm"; exit 1; }
 for vm in vm1 vm2; do
-  grep -q -E "^\[$vm\].*every verbs lane is down .*the endpoint goes on over TCP" "$log" ||
+  grep -q -E "^\[$vm\].*the verbs lanes are given up: lane [0-9]+, the (control lane|last one), failed .*the endpoint goes on over TCP" "$log" ||
     { echo "FAIL: $vm did not report the move to TCP"; exit 1; }
 done
 secs=$(grep -m1 "vm2: client exit" "$log" | awk '{print $7}')
-if [ "$fault" != drop ]; then  # deleted devices do not come back
+if [ "$fault" = delete ]; then  # deleted devices do not come back
   echo "PASS: $n MiB crossed intact although both RDMA devices were deleted ($fault, ${secs} s)"
   exit 0
 fi
+ctl=0
+[ "$fault" = lane0 ] && ctl=1
 for vm in vm1 vm2; do
-  grep -q -E "^\[$vm\].*back on RDMA after [0-9]+ ms over TCP" "$log" ||
+  grep -q -E "^\[$vm\].*back on RDMA after [0-9]+ ms over TCP: .*lane $ctl the control lane" "$log" ||
     { echo "FAIL: $vm did not return to RDMA"; grep -E "lane|RDMA|TCP" "$log" | tail -12; exit 1; }
 done
 # After the return: the lanes are rails 0 and 1 again, the TCP rail's record follows.
@@ -80,11 +89,21 @@ grep -q -E "^\[vm2\] stats rail 2 state standby" "$log" ||
 tcp=$(grep -E "^\[vm2\] rail 2 bytes" "$log" | awk '{print $5}')
 [ -n "$tcp" ] && [ "$tcp" -gt 0 ] || { echo "FAIL: the TCP rail carried no payload"; exit 1; }
 since=0
-for r in 0 1; do
+lanes="0 1"
+if [ "$fault" = lane0 ]; then
+  lanes=1
+  grep -q -E "^\[vm2\] stats rail 0 state down" "$log" ||
+    { echo "FAIL: lane 0 does not show down although rail 0 drops RoCE for good"; grep "stats rail" "$log"; exit 1; }
+fi
+for r in $lanes; do
   line=$(grep -m1 -E "^\[vm2\] stats rail $r state (up|probing) .* since-rejoin [0-9]+" "$log" || true)
   [ -n "$line" ] || { echo "FAIL: the client's stats do not show lane $r back"; grep "stats rail" "$log"; exit 1; }
   since=$((since + $(sed -E 's/.*since-rejoin ([0-9]+).*/\1/' <<<"$line")))
 done
 [ "$since" -gt 0 ] || { echo "FAIL: the lanes carried nothing after the return"; exit 1; }
 tcpms=$(grep -m1 -E "^\[vm2\].*back on RDMA after" "$log" | sed -E 's/.*back on RDMA after ([0-9]+) ms.*/\1/')
+if [ "$fault" = lane0 ]; then
+  echo "PASS: $n MiB crossed intact: rail 0 dropped RoCE for good mid-stream; the endpoint moved to TCP (it carried $tcp bytes), returned to RDMA after $tcpms ms with lane 1 as control lane, which carried $since bytes since (${secs} s)"
+  exit 0
+fi
 echo "PASS: $n MiB crossed intact: both RDMA rails died mid-stream for 3 s with TCP up; the endpoint moved to TCP (it carried $tcp bytes), returned to RDMA after $tcpms ms, and the lanes carried $since bytes since (${secs} s)"

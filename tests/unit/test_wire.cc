@@ -351,7 +351,7 @@ TEST_CASE("recheck frames travel on the control socket and name a range that doe
   CHECK_FALSE(checkFrame(r, 4096, Path::kControlSocket).isOk());
 }
 
-TEST_CASE("return-to-RDMA frames travel on the control socket, name no tag and carry no "
+TEST_CASE("return-to-RDMA frames travel on the control socket, name a lane and carry no "
           "payload") {
   FrameHeader b = makeFrame(FrameType::kVerbsBack, 0, /*seq*/ 12, /*total*/ 5, 0, /*offset*/ 7);
   CHECK(checkFrame(b, 4096, Path::kControlSocket).isOk());
@@ -365,8 +365,8 @@ TEST_CASE("return-to-RDMA frames travel on the control socket, name no tag and c
   a.flags = 2;
   CHECK_FALSE(checkFrame(a, 4096, Path::kControlSocket).isOk());
   a.flags = 0;
-  a.tag = 9;
-  CHECK_THAT(checkFrame(a, 4096, Path::kControlSocket).message(), Catch::Contains("names no tag"));
+  a.tag = kMaxRails;
+  CHECK_THAT(checkFrame(a, 4096, Path::kControlSocket).message(), Catch::Contains("out of range"));
   a.tag = 0;
   a.length = 8;
   CHECK_THAT(checkFrame(a, 4096, Path::kControlSocket).message(), Catch::Contains("payload"));
