@@ -105,36 +105,13 @@ if command -v iperf3 >/dev/null; then
     -n $((iters * 6)) -t 16 --timeline "$out/comp.jsonl" >"$out/comp.client.txt" 2>&1 &
   cpid=$!
   sleep 3
-  comp_ms=$(python3 -c 'import json,sys; ls=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(ls[-1]["t_ms"] if ls else 0)' "$out/comp.jsonl")
+  comp_ms=$(date +%s%3N)
   ip netns exec "$B" iperf3 -c 10.241.0.1 -p $((port + 1000)) -t 4 -J >"$out/iperf3.json" 2>/dev/null
-  comp_end=$(python3 -c 'import json,sys; ls=[json.loads(l) for l in open(sys.argv[1]) if l.strip()]; print(ls[-1]["t_ms"] if ls else 0)' "$out/comp.jsonl")
+  comp_end=$(date +%s%3N)
   wait "$cpid"; wait "$spid"; spid=
   wait "$ipid" 2>/dev/null
-  read -r comp_line < <(python3 - "$out/comp.jsonl" "$comp_ms" "$comp_end" "$out/iperf3.json" "$FAST" "$SLOW" <<'PY'
-import json, sys
-samples = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-samples = [s for s in samples if "rails" in s]
-t0, t1 = float(sys.argv[2]), float(sys.argv[3])
-fast, slow = float(sys.argv[5]), float(sys.argv[6])
-try:
-    ip = json.load(open(sys.argv[4]))["end"]["sum_received"]["bits_per_second"] / 1e6
-except Exception:
-    ip = 0.0
-def window(lo, hi):
-    b = [0, 0]; ms = 0.0
-    for s in samples:
-        if lo <= s["t_ms"] < hi:
-            for r in s["rails"][:2]:
-                b[r["rail"]] += r["bytes"]
-            ms += s.get("interval_ms", 100)
-    tot = b[0] + b[1]
-    return (b[0] / tot if tot else 0), (tot * 8 / (ms / 1000) / 1e6 if ms else 0)
-s0, r0 = window(0, t0)
-s1, r1 = window(t0 + 1000, t1)
-left = fast + slow - ip
-print("%.1f %.1f %.1f %.1f %.1f %.1f %.2f" % (100 * s0, r0, 100 * s1, r1, ip, left, r1 / left if left > 0 else 0))
-PY
-)
+  comp_line=$(python3 "$(dirname "$0")/rails_timeline.py" competing "$out/comp.jsonl" "$comp_ms" \
+    "$comp_end" "$out/iperf3.json" "$FAST" "$SLOW")
   read -r sh0 r0 sh1 r1 ipm left rat <<<"$comp_line"
   echo "bench_rails: iperf3 on the fast rail from 3 s (adaptive, -t 16)"
   printf '  before: fast rail %s%% of the bytes, braid %s Mbit/s\n' "$sh0" "$r0"
@@ -190,32 +167,13 @@ if [[ $crc != 0 || $src != 0 ]]; then
   echo "bench_rails: the cut run failed (client $crc, server $src)" >&2
   cat "$out/cut.client.txt" "$out/cut.server.txt" >&2
 else
-  read -r cut_line < <(python3 - "$out/cut.jsonl" "$cut_ms" "$up_ms" "$FAST" <<'PY'
-import json, sys
-lines = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-t0 = next(l["start_unix_ms"] for l in lines if "start_unix_ms" in l)
-cut, up, fast = int(sys.argv[2]) - t0, int(sys.argv[3]) - t0, float(sys.argv[4])
-samples = [l for l in lines if "rails" in l]
-events = [l for l in lines if "event" in l and l.get("rail") == 1]
-def rate(s):
-    return sum(r["bytes"] for r in s["rails"]) * 8 / (s["interval_ms"] / 1000) / 1e6
-down = next((e["t_ms"] for e in events if e["event"].startswith("rail 1 down") and e["t_ms"] >= cut), None)
-back = next((e["t_ms"] for e in events if e["event"].startswith("rail 1 up:") and e["t_ms"] >= up), None)
-# Stall: time between the cut and the link's return in samples below half of one rail.
-stall = sum(s["interval_ms"] for s in samples
-            if s["t_ms"] - s["interval_ms"] >= cut and s["t_ms"] <= up and rate(s) < fast / 2)
-after = [s for s in samples if back is not None and s["t_ms"] - s["interval_ms"] >= back + 1000]
-b1 = sum(s["rails"][1]["bytes"] for s in after)
-tot = sum(r["bytes"] for s in after for r in s["rails"])
-print("%.0f %s %s %.1f %.0f %.0f" % (stall, "%.0f" % (down - cut) if down is not None else "-1",
-      "%.0f" % (back - up) if back is not None else "-1", 100 * b1 / tot if tot else 0, cut, up))
-PY
-)
-  read -r stall detect rejoin share1 cut_t up_t <<<"$cut_line"
+  cut_line=$(python3 "$(dirname "$0")/rails_timeline.py" cut "$out/cut.jsonl" 1 "$cut_ms" "$up_ms" "$FAST")
+  read -r stall detect rejoin share1 cut_t up_t slow <<<"$cut_line"
   echo "bench_rails: rail 1 cut 3 s into an adaptive run (two $FAST Mbit/s rails, -t 4, BRAID_TIMEOUT_MS=2000), back 4 s later"
-  printf '  stall %s ms (target <= 4000: 2x the timeout); rail down %s ms after the cut; back %s ms after its link; then %s%% of the bytes\n' \
-    "$stall" "$detect" "$rejoin" "$share1"
+  printf '  stall %s ms (target <= 4000: 2x the timeout; below half a rail %s ms); rail down %s ms after the cut; back %s ms after its link; then %s%% of the bytes\n' \
+    "$stall" "$slow" "$detect" "$rejoin" "$share1"
   cutfig[stall_ms]=$stall
+  cutfig[below_half_ms]=$slow
   cutfig[detect_ms]=$detect
   cutfig[rejoin_ms]=$rejoin
   cutfig[rail1_share_after_pct]=$share1
