@@ -81,6 +81,11 @@ void EndpointImpl::fail(Status st, bool orderly) {
     }
   }
   const bool wasConnecting = state != EpState::kConnected;
+  // The paths that failed before this one, each with its cause.
+  if (!wasConnecting) {
+    std::string before = railsDownSummary();
+    if (!before.empty()) st = Status(st.code(), st.message() + before);
+  }
   state = EpState::kFailed;
   error = st.code() == Code::kConnectionReset || st.code() == Code::kTimedOut ||
                   st.code() == Code::kConnectionRefused || st.code() == Code::kProtocolError

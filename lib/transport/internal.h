@@ -431,13 +431,23 @@ struct EndpointImpl {
   void dialRail(uint32_t rail, uint64_t now);
   /// Connector: a rejoin socket wrote its kRejoin.
   void onRejoinWritten(int rail, int socket);
-  /// Connector: the rejoin of `rail` failed; the next one after the back-off.
+  /// The rejoin of `rail` failed: its sockets go; the connector dials again after the
+  /// back-off.
   void rejoinFailed(int rail, const Status& cause);
+  /// Lets the sockets of a rail's rejoin attempt go (both sides; rejoinFailed also
+  /// schedules the connector's next dial).
+  void dropRejoin(uint32_t rail);
+  /// Abandons every data socket of `rail`, appending the chunks they held to `lost`.
+  void abandonRail(uint32_t rail, std::vector<Channel::Lost>& lost);
   /// Listener: a kRejoin arrived for this endpoint (ListenerImpl::handle).
   Status acceptRejoin(const wire::RejoinBody& j, tcp::Fd fd);
   /// The rail works again (both sides): probing, logged, counted.
   void railUp(uint32_t rail, uint32_t epoch, uint64_t now);
   void railEvent(uint32_t rail, const char* state, std::string cause);
+  /// "; before it: RAIL: CAUSE; ..." for every rail or lane that is down, with the cause
+  /// of its last failure (empty when none is): a failed endpoint's error names each path
+  /// it had.
+  std::string railsDownSummary() const;
   /// Every 100 ms (tick): each rail's congestion signal into the monitor, its counters
   /// into the stats (rail_signals.cc).
   void sampleSignals(uint64_t now);
@@ -591,6 +601,30 @@ struct EndpointImpl {
   /// TCP: rendezvous sends that met their CTS and wait to be striped (tcp_stripe.cc).
   core::Ring<OpState*> deferred;
   bool stripingDeferred = false;
+  /// Holds the striping of deferred messages while a plan is queued (a flush may fail a
+  /// rail, whose chunks are planned at once: they must not go under the plan being
+  /// queued). release() ends the hold and says whether it was the outermost one, whose
+  /// caller then stripes what was deferred meanwhile.
+  class DeferredHold {
+   public:
+    explicit DeferredHold(EndpointImpl& e) : e_(e), outer_(!e.stripingDeferred) {
+      e_.stripingDeferred = true;
+    }
+    ~DeferredHold() { release(); }
+    DeferredHold(const DeferredHold&) = delete;
+    DeferredHold& operator=(const DeferredHold&) = delete;
+    bool release() {
+      if (!held_) return false;
+      held_ = false;
+      e_.stripingDeferred = !outer_;
+      return outer_;
+    }
+
+   private:
+    EndpointImpl& e_;
+    bool outer_;
+    bool held_ = true;
+  };
   /// TCP: chunks written and not yet acknowledged by the peer's kernel (all data sockets).
   /// While there are any, the worker sleeps at most 1 ms so their acknowledgements are
   /// timed (and deferred messages striped) within a millisecond.

@@ -40,6 +40,24 @@ void EndpointImpl::railEvent(uint32_t rail, const char* st, std::string cause) {
   if (rail < links.size()) addRailEvent(links[rail], st, std::move(cause));
 }
 
+std::string EndpointImpl::railsDownSummary() const {
+  auto lastDown = [](const std::vector<RailEvent>& ev) -> std::string {
+    for (size_t i = ev.size(); i > 0; --i)
+      if (ev[i - 1].state == "down") return ev[i - 1].cause;
+    return "down";
+  };
+  std::string s;
+  auto add = [&s](const std::string& part) { s += (s.empty() ? " (failed before it: " : "; ") + part; };
+  for (uint32_t r = 0; r < links.size(); ++r)
+    if (!links[r].alive)
+      add(fmt::format("{} {} ({}): {}", onVerbs() ? "lane" : "rail", r, railLabel(r),
+                      lastDown(links[r].events)));
+  for (size_t i = 0; i < lanesGone.size(); ++i)  // on TCP: the lanes, as they ended
+    if (lanesGone[i].state == "down")
+      add(fmt::format("lane {} ({}): {}", i, lanesGone[i].name, lastDown(lanesGone[i].events)));
+  return s.empty() ? s : s + ")";
+}
+
 void EndpointImpl::addRailEvent(RailLink& link, const char* st, std::string cause) {
   auto& ev = link.events;
   if (ev.size() >= kMaxRailEvents) ev.erase(ev.begin());
@@ -85,7 +103,7 @@ bool EndpointImpl::railDown(int rail, const Status& cause, bool tellPeer) {
     data[r * socketsPerRail + k]->drain();
   if (state != EpState::kConnected) return true;
   std::vector<Channel::Lost> lost;
-  for (uint32_t k = 0; k < socketsPerRail; ++k) data[r * socketsPerRail + k]->abandon(lost);
+  abandonRail(r, lost);
   if (state != EpState::kConnected) return true;  // a receive it released failed the endpoint
   uint64_t bytes = 0;
   for (const Channel::Lost& x : lost) bytes += x.length;
@@ -96,15 +114,13 @@ bool EndpointImpl::railDown(int rail, const Status& cause, bool tellPeer) {
                  isServer ? "; the connector will try to bring it back"
                           : "; it is tried again with back-off");
   // The lost chunks go first; messages waiting to be striped after them.
-  const bool outer = !stripingDeferred;
-  stripingDeferred = true;
+  DeferredHold hold(*this);
   for (const Channel::Lost& x : lost) {
     if (!x.op->finished && state == EpState::kConnected) stripeRange(x.op, x.offset, x.length, now);
     --x.op->pendingFrames;  // the hold of the lost chunk (the new ones hold their own)
     maybeRecycle(x.op);
   }
-  stripingDeferred = !outer;
-  if (outer && !deferred.empty()) stripeDeferred();
+  if (hold.release() && !deferred.empty()) stripeDeferred();
   return true;
 }
 
@@ -173,13 +189,27 @@ void EndpointImpl::onRejoinWritten(int rail, int socket) {
   links[static_cast<size_t>(rail)].joinedMask |= 1ull << socket;
 }
 
+void EndpointImpl::dropRejoin(uint32_t rail) {
+  RailLink& l = links[rail];
+  std::vector<Channel::Lost> none;  // a rail down has nothing queued
+  abandonRail(rail, none);
+  l.pendingEpoch = 0;
+  l.joinedMask = 0;
+}
+
+void EndpointImpl::abandonRail(uint32_t rail, std::vector<Channel::Lost>& lost) {
+  for (uint32_t k = 0; k < socketsPerRail; ++k) data[rail * socketsPerRail + k]->abandon(lost);
+}
+
 void EndpointImpl::rejoinFailed(int rail, const Status& cause) {
   RailLink& l = links[static_cast<size_t>(rail)];
   if (l.alive || l.pendingEpoch == 0) return;
-  std::vector<Channel::Lost> none;  // a rail down has nothing queued
-  for (uint32_t k = 0; k < socketsPerRail; ++k) data[rail * socketsPerRail + k]->abandon(none);
-  l.pendingEpoch = 0;
-  l.joinedMask = 0;
+  dropRejoin(static_cast<uint32_t>(rail));
+  if (isServer) {  // the connector dials; this side only lets the attempt's sockets go
+    BRAID_LOG_DEBUG(kTransport, "{}: rail {} ({}): the peer's rejoin failed here: {}",
+                    describe(), rail, railLabel(static_cast<uint32_t>(rail)), cause.toString());
+    return;
+  }
   l.backoffMs = l.backoffMs == 0 ? kFirstBackoffMs : std::min(kMaxBackoffMs, l.backoffMs * 2);
   l.nextDialNs = core::nowNs() + l.backoffMs * 1000000ull;
   BRAID_LOG_DEBUG(kTransport, "{}: rail {} ({}) could not rejoin: {}; next try in {} ms",
@@ -241,11 +271,8 @@ Status EndpointImpl::acceptRejoin(const wire::RejoinBody& j, tcp::Fd fd) {
                     fmt::format("rejoin of rail {}, the last one this side has", j.rail));
   }
   if (j.epoch != l.pendingEpoch) {  // a newer attempt: the sockets of an older one go
-    std::vector<Channel::Lost> none;
-    for (uint32_t k = 0; k < socketsPerRail; ++k)
-      data[j.rail * socketsPerRail + k]->abandon(none);
+    dropRejoin(j.rail);
     l.pendingEpoch = j.epoch;
-    l.joinedMask = 0;
   }
   if (l.joinedMask & (1ull << j.socket))
     return Status(Code::kProtocolError,

@@ -76,10 +76,9 @@ void EndpointImpl::stripeRange(OpState* op, uint64_t offset, uint64_t length, ui
   // planned again at once: this plan moves to a vector of its own first.
   std::vector<Chunk> mine;
   mine.swap(plan);
-  const bool outer = !stripingDeferred;
-  stripingDeferred = true;
+  DeferredHold hold(*this);
   placePlan(op, offset, now, mine);
-  stripingDeferred = !outer;
+  const bool outer = hold.release();
   if (mine.capacity() > plan.capacity()) {  // keep the larger buffer for the next plan
     mine.clear();
     plan.swap(mine);

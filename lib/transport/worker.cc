@@ -52,9 +52,10 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
       allVerbs = false;
       awaitingAcks = awaitingAcks || (e->state == EpState::kConnected &&
                                       (e->unackedChunks > 0 || !e->deferred.empty()));
-      // A connector moved from verbs to TCP dials its lanes again and offers the return.
-      rejoining = rejoining || (e->state == EpState::kConnected &&
-                                (e->railsDown > 0 || (e->verbsGone && !e->isServer)));
+      // A connector dials its failed rails again (and one moved from verbs to TCP its
+      // lanes, and offers the return); a listener only answers.
+      rejoining = rejoining || (e->state == EpState::kConnected && !e->isServer &&
+                                (e->railsDown > 0 || e->verbsGone));
     }
   }
   // A rail to dial again (rejoin back-off, from the timers): wake every 50 ms at least.
