@@ -81,8 +81,10 @@ void EndpointImpl::fail(Status st, bool orderly) {
     }
   }
   const bool wasConnecting = state != EpState::kConnected;
-  // The paths that failed before this one, each with its cause.
-  if (!wasConnecting) {
+  if (!rmaHeld.empty()) failHeldRma(st);
+  // The paths that failed before this one, each with its cause (a peer's orderly close is
+  // news, not an error to explain).
+  if (!wasConnecting && !orderly) {
     std::string before = railsDownSummary();
     if (!before.empty()) st = Status(st.code(), st.message() + before);
   }
@@ -187,6 +189,14 @@ void EndpointImpl::tick(uint64_t now) {
   sampleSignals(now);
   if (verbs) {
     verbs->tick(now);  // after a move to TCP too: the peer's rechecks wait on it
+    if (state == EpState::kFailed) return;
+  }
+  if (!rmaHeld.empty() && now - rmaHeldNs > static_cast<uint64_t>(ctx->timeoutMs) * 1000000ull) {
+    failHeldRma(Status(Code::kRailFailed,
+                       fmt::format("one-sided write or read: the endpoint moved to TCP {} ms ago "
+                                   "and no verbs lane came back within BRAID_TIMEOUT_MS={} (the "
+                                   "sockets cannot reach the peer's memory)",
+                                   (now - degradedNs) / 1000000, ctx->timeoutMs)));
     if (state == EpState::kFailed) return;
   }
   if (!onVerbs()) {

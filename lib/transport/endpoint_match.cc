@@ -193,11 +193,11 @@ Result<Request> EndpointImpl::postRma(const std::shared_ptr<EndpointImpl>& self,
   if (state != EpState::kConnected)
     return Status(Code::kInvalidArgument, fmt::format("{}: {} is not connected yet", what,
                                                       describe()));
-  if (!onVerbs())
-    return Status(verbs ? Code::kRailFailed : Code::kUnsupported,
-                  fmt::format("{}: {} moves data over TCP{}; one-sided writes and reads need "
+  if (!verbs)
+    return Status(Code::kUnsupported,
+                  fmt::format("{}: {} moves data over TCP; one-sided writes and reads need "
                               "verbs rails on both sides",
-                              what, describe(), verbs ? " (every verbs lane failed)" : ""));
+                              what, describe()));
   if (!local.contains(buf, len) || !local.impl() ||
       local.impl()->perRail.size() != ctx->verbsRails.size())
     return Status(Code::kInvalidArgument,
@@ -219,7 +219,13 @@ Result<Request> EndpointImpl::postRma(const std::shared_ptr<EndpointImpl>& self,
   op->reg = local.shared();
   ++outstanding;
   rmaOps.push_back(op);
-  verbs->startRma(op, rk, offset);
+  if (onVerbs()) {
+    verbs->startRma(op, rk, offset);
+  } else if (verbs->prepareRma(op, rk, offset)) {
+    // Moved to TCP: it waits for the return to RDMA (BRAID_TIMEOUT_MS at most).
+    ++op->pendingFrames;
+    holdRma({op, 0, len});
+  }
   return Request(self, op);  // a copy: one increment, no weak_ptr lock
 }
 

@@ -413,6 +413,16 @@ struct EndpointImpl {
   /// Per-lane bytes as they were at the move to TCP (restored on the way back, with
   /// laneLinks).
   std::vector<uint64_t> laneBytes;
+  /// One-sided ranges waiting for the return to RDMA (held by redo after the move to TCP,
+  /// or posted while on TCP), since rmaHeldNs; they fail after BRAID_TIMEOUT_MS without
+  /// a return.
+  std::vector<RmaRange> rmaHeld;
+  uint64_t rmaHeldNs = 0;
+  /// Takes a range that holds its op (one OpState::pendingFrames).
+  void holdRma(const RmaRange& r);
+  /// Fails every held range's op with `st` (a return that does not come, the endpoint's
+  /// failure) and lets the holds go.
+  void failHeldRma(const Status& st);
   /// True when no transfer is open on this side (none matched and unfinished, no chunk
   /// unacknowledged, nothing rechecked or deferred, no one-sided op): what is left are
   /// receives and sends that wait for their peer, which survive a change of path.

@@ -46,8 +46,8 @@ void EndpointImpl::degradeToTcp(const Status& why, const std::string& what) {
     rails += fmt::format(" {}->{}", wire::railName(localRails[r]), wire::railName(peerRails[r]));
   BRAID_LOG_WARN(kTransport,
                  "{}: the verbs lanes are given up: {} ({}); the endpoint goes on over TCP: {} "
-                 "rail(s) x {} socket(s):{}. One-sided writes and reads fail until it returns "
-                 "to RDMA",
+                 "rail(s) x {} socket(s):{}. One-sided writes and reads wait for the return to "
+                 "RDMA (BRAID_TIMEOUT_MS at most)",
                  describe(), what, why.toString(), railCount, socketsPerRail, rails);
 }
 
@@ -140,8 +140,9 @@ void EndpointImpl::onFrameAgain(const wire::FrameHeader& f, const uint8_t* paylo
 // waiting for one announce themselves (RTS).
 
 bool EndpointImpl::quietForReturn() const {
+  // One-sided ops are not in the way: on TCP they all wait in rmaHeld.
   if (state != EpState::kConnected || !verbs || !queued.empty() || unackedChunks > 0 ||
-      !deferred.empty() || !rmaOps.empty() || !verbs->quietForReturn())
+      !deferred.empty() || !verbs->quietForReturn())
     return false;
   for (const auto& [tag, ts] : tags) {
     for (size_t i = 0; i < ts.sends.size(); ++i)
@@ -245,6 +246,9 @@ void EndpointImpl::returnToVerbs(uint64_t peerCtsWritten, size_t ctlLane) {
     up += " " + verbs->laneName(r);
   }
   lanesGone = std::move(tcp);
+  const size_t rma = rmaHeld.size();
+  if (!rmaHeld.empty()) verbs->replayRma(rmaHeld);
+  if (state != EpState::kConnected) return;
   // What waits for the peer takes the verbs path.
   size_t cts = 0, announced = 0;
   for (auto& [tag, ts] : tags) {
@@ -272,8 +276,23 @@ void EndpointImpl::returnToVerbs(uint64_t peerCtsWritten, size_t ctlLane) {
   BRAID_LOG_WARN(kTransport,
                  "{}: back on RDMA after {} ms over TCP: lanes{}, lane {} the control lane; {} "
                  "receive(s) send their clear-to-send again over verbs, {} send(s) waiting for "
-                 "one announce themselves",
-                 describe(), tcpMs, up, ctlLane, cts, announced);
+                 "one announce themselves, {} one-sided range(s) that waited go",
+                 describe(), tcpMs, up, ctlLane, cts, announced, rma);
+}
+
+void EndpointImpl::holdRma(const RmaRange& r) {
+  if (rmaHeld.empty()) rmaHeldNs = core::nowNs();
+  rmaHeld.push_back(r);
+}
+
+void EndpointImpl::failHeldRma(const Status& st) {
+  std::vector<RmaRange> held;
+  held.swap(rmaHeld);
+  for (const RmaRange& h : held) {
+    if (!h.op->finished) finish(h.op, st);
+    --h.op->pendingFrames;
+    maybeRecycle(h.op);
+  }
 }
 
 }  // namespace braid

@@ -167,7 +167,16 @@ void VerbsPath::redo(const std::vector<Lane::Batch>& doubt, const Status& why, s
       continue;
     }
     if (b.kind == kWrRmaLast) {
-      const int t = ep_->verbsGone ? -1 : liveLaneFor(op);
+      if (ep_->verbsGone) {
+        // Moved to TCP: the sockets cannot reach the peer's memory. The ranges wait for
+        // the return to RDMA (BRAID_TIMEOUT_MS at most), each with a hold of the batch's.
+        op->pendingFrames += b.nranges - 1u;
+        for (uint32_t k = 0; k < b.nranges; ++k)
+          ep_->holdRma({op, b.ranges[k].offset, b.ranges[k].length});
+        ++*rewrites;
+        continue;
+      }
+      const int t = liveLaneFor(op);
       --op->pendingFrames;  // the failed batch's hold; a new one holds its own
       if (t < 0) {
         ep_->finish(op, Status(Code::kRailFailed,

@@ -701,14 +701,19 @@ void VerbsPath::startRendezvous(OpState* op, const wire::CtsEntry& cts,
   postPlan(op, ep_->plan, /*rma=*/false);
 }
 
-void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset) {
+bool VerbsPath::prepareRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset) {
   if (!op->reg || op->reg->perRail.size() <= lanes_.back()->railIndex) {
     ep_->finish(op, Status(Code::kInvalidArgument, "the local MemoryRegion was deregistered"));
-    return;
+    return false;
   }
   op->raddr = remote.addr + offset;
   std::memset(op->rkeys, 0, sizeof op->rkeys);
   std::memcpy(op->rkeys, remote.rkeys, std::min<size_t>(remote.rails, wire::kMaxRails) * 4);
+  return true;
+}
+
+void VerbsPath::startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset) {
+  if (!prepareRma(op, remote, offset)) return;
   std::vector<RailSnapshot>& snaps = snapshotLanes(remote.rkeys, remote.rails);
   ep_->scheduler.plan(op->len, snaps, ep_->plan);
   if (ep_->plan.empty()) {

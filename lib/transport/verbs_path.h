@@ -82,6 +82,13 @@ struct DecodedRemoteKey {
 };
 Result<DecodedRemoteKey> decodeRemoteKey(const RemoteKey& k);
 
+/// Bytes [offset, offset + length) of a one-sided op that wait for the lanes (the endpoint
+/// is on TCP): each holds its op (OpState::pendingFrames) until it goes or the op fails.
+struct RmaRange {
+  OpState* op;
+  uint64_t offset, length;
+};
+
 /// CTS entries a SEND on lane 0 may carry after its payload.
 constexpr uint32_t kMaxPiggyback = 4;
 
@@ -147,6 +154,12 @@ class VerbsPath {
   void startRendezvous(OpState* op, const wire::CtsEntry& cts, const MemoryRegionImpl* mr);
   /// One-sided write or read of op->len bytes between op->buf and remote + offset.
   void startRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset);
+  /// The part of startRma that needs no lane: the op learns its remote address and keys.
+  /// False (and the op finished) when its local registration is gone.
+  bool prepareRma(OpState* op, const DecodedRemoteKey& remote, uint64_t offset);
+  /// After the return to RDMA: each held range goes on a live lane its op has keys for
+  /// (or fails the op), and its hold is released.
+  void replayRma(std::vector<RmaRange>& held);
   /// Tells the receiver its message (tag, seq) of `total` bytes does not fit.
   void sendTruncated(uint64_t tag, uint64_t seq, uint64_t total);
   /// Announces the rendezvous message (tag, seq) of `total` bytes whose CTS is not in: an

@@ -228,6 +228,32 @@ void VerbsPath::onLaneUp(const wire::FrameHeader& f) {
   laneUp(l, core::nowNs());
 }
 
+void VerbsPath::replayRma(std::vector<RmaRange>& held) {
+  std::vector<Chunk> plan;
+  for (const RmaRange& h : held) {
+    OpState* op = h.op;
+    if (op->finished || ep_->state != EpState::kConnected) {
+      --op->pendingFrames;
+      ep_->maybeRecycle(op);
+      continue;
+    }
+    const int t = liveLaneFor(op);
+    --op->pendingFrames;  // the hold; the plan's batches hold their own
+    if (t < 0) {
+      ep_->finish(op, Status(Code::kRailFailed,
+                             fmt::format("one-sided {} of {} bytes: back on RDMA, but no lane "
+                                         "its remote key names is up",
+                                         op->kind == OpState::Kind::kRead ? "read" : "write",
+                                         op->len)));
+      continue;
+    }
+    plan.clear();
+    rangeToPlan(h.offset, h.length, static_cast<size_t>(t), plan);
+    postPlan(op, plan, /*rma=*/true);
+  }
+  held.clear();
+}
+
 int VerbsPath::returnLane() const {
   // Lane 0 when it is back, else the first lane that is: a port that stays dead does not
   // keep the endpoint on TCP while another rail works.

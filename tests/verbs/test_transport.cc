@@ -769,6 +769,121 @@ TEST_CASE("a port that goes down takes its lane out: the endpoint goes on over r
   CHECK(child->wait() == 0);
 }
 
+TEST_CASE("the control lane's port going down moves the endpoint to TCP and back to RDMA on "
+          "rxe1: messages arrive intact and a one-sided write in flight waits and completes") {
+  constexpr size_t kBig = 3 << 20;
+  constexpr size_t kRegion = 4 << 20;
+  auto pattern = [](size_t i, int m) { return static_cast<uint8_t>((i * 37 + m * 11) >> 2); };
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, verbsOptions());
+    auto& ep = peer.ep;
+    if (!ep) return 11;
+    std::vector<uint8_t> region(kRegion, 0);
+    auto mr = peer.ctx->registerMemory(region.data(), region.size());
+    if (!mr) return 12;
+    auto key = mr->remoteKey();
+    if (!key) return 13;
+    std::vector<std::vector<uint8_t>> bufs(4, std::vector<uint8_t>(kBig));
+    std::vector<Request> recvs;
+    for (int m = 0; m < 4; ++m) {
+      auto r = ep->irecv(bufs[m].data(), kBig, 10 + m);
+      if (!r) return 14;
+      recvs.push_back(std::move(r).value());
+    }
+    auto k = ep->isend(key->bytes, RemoteKey::kSize, 1);
+    if (!k || !k->wait(30s).isOk()) return 15;
+    for (int m = 0; m < 4; ++m) {
+      Status st = recvs[m].wait(60s);
+      if (!st.isOk()) {
+        std::fprintf(stderr, "child: message %d: %s\n", m, st.toString().c_str());
+        return 16;
+      }
+      for (size_t i = 0; i < kBig; ++i)
+        if (bufs[m][i] != pattern(i, m)) {
+          std::fprintf(stderr, "child: message %d byte %zu corrupted\n", m, i);
+          return 17;
+        }
+    }
+    uint8_t written = 0;
+    auto w = ep->irecv(&written, 1, 2);
+    if (!w || !w->wait(60s).isOk()) return 18;
+    for (size_t i = 0; i < kRegion; ++i)
+      if (region[i] != pattern(i % (kRegion / 2), 9)) {
+        std::fprintf(stderr, "child: one-sided byte %zu wrong\n", i);
+        return 19;
+      }
+    EndpointStats s = ep->stats();
+    const bool moved = s.rails.size() >= 2 && s.rails[0].state == "down" && s.rails[1].state != "down";
+    uint8_t v = moved ? 1 : 0;
+    auto d = ep->isend(&v, 1, kVerdictTag);
+    if (!d || !d->wait(30s).isOk()) return 20;
+    return moved ? 0 : 21;
+  });
+  ContextOptions o = verbsOptions();
+  Parent p(*child, o);
+  REQUIRE(p.ep->railCount() >= 2);
+  RemoteKey key;
+  auto kr = p.ep->irecv(key.bytes, RemoteKey::kSize, 1);
+  REQUIRE(kr.isOk());
+  REQUIRE(kr->wait(30s).isOk());
+  std::vector<uint8_t> local(kRegion / 2);
+  for (size_t i = 0; i < local.size(); ++i) local[i] = pattern(i, 9);
+  auto lmr = p.ctx->registerMemory(local.data(), local.size());
+  REQUIRE(lmr.isOk());
+  std::vector<std::vector<uint8_t>> bufs(4, std::vector<uint8_t>(kBig));
+  for (int m = 0; m < 4; ++m)
+    for (size_t i = 0; i < kBig; ++i) bufs[m][i] = pattern(i, m);
+  std::vector<Request> sends;
+  for (int m = 0; m < 2; ++m) {
+    auto s = p.ep->isend(bufs[m].data(), kBig, 10 + m);
+    REQUIRE(s.isOk());
+    sends.push_back(std::move(s).value());
+  }
+  auto wr = p.ep->iwrite(local.data(), local.size(), *lmr, key, 0);
+  REQUIRE(wr.isOk());
+  REQUIRE(std::system("ip link set eth0 down") == 0);  // rxe0's port: lane 0, the control lane
+  for (int m = 2; m < 4; ++m) {
+    auto s = p.ep->isend(bufs[m].data(), kBig, 10 + m);
+    REQUIRE(s.isOk());
+    sends.push_back(std::move(s).value());
+  }
+  // Half a second later (the port's failure seen, the endpoint on TCP): a second one-sided
+  // write, which must wait for the return too.
+  for (auto t = std::chrono::steady_clock::now(); std::chrono::steady_clock::now() - t < 500ms;)
+    REQUIRE(p.worker->waitAndProgress(10ms).isOk());
+  auto wr2 = p.ep->iwrite(local.data(), local.size(), *lmr, key, kRegion / 2);
+  REQUIRE(wr2.isOk());
+  for (auto& s : sends) CHECK(s.wait(60s).isOk());
+  for (Request* w : {&wr.value(), &wr2.value()}) {
+    Status ws = w->wait(60s);
+    INFO(ws.toString());
+    CHECK(ws.isOk());
+  }
+  uint8_t one = 1;
+  auto d = p.ep->isend(&one, 1, 2);
+  REQUIRE(d.isOk());
+  CHECK(d->wait(30s).isOk());
+  uint8_t verdict = 0;
+  auto v = p.ep->irecv(&verdict, 1, kVerdictTag);
+  REQUIRE(v.isOk());
+  CHECK(v->wait(60s).isOk());
+  (void)std::system("ip link set eth0 up");
+  CHECK(verdict == 1);
+  EndpointStats st = p.ep->stats();
+  REQUIRE(st.rails.size() >= 3);  // the lanes, then the TCP rail's record (standby)
+  CHECK(st.rails[0].state == "down");
+  CHECK(st.rails[1].state != "down");
+  CHECK(st.rails.back().state == "standby");
+  std::string events;
+  for (const RailEvent& e : st.rails[1].events) events += e.state + ": " + e.cause + "\n";
+  INFO(events);
+  CHECK_THAT(events, Catch::Contains("back on RDMA after"));
+  // The endpoint is still good for more, over rxe1.
+  auto again = p.ep->isend(bufs[0].data(), 1000, 30);
+  CHECK(again.isOk());
+  CHECK(child->wait() == 0);
+}
+
 TEST_CASE("cancel over verbs: a withdrawn receive (eager-only, or with its CTS in the sender's "
           "ring) gives its place to the next one, and a send waiting for its CTS ends both "
           "sides canceled") {
