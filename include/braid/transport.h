@@ -177,7 +177,9 @@ struct RailEvent {
 
 struct RailStats {
   std::string name;            ///< "eth0 10.0.0.1 -> 10.0.0.2" or the lane's device, GID, QPN
-  std::string state;           ///< "up", "probing" (recovering: a small share) or "down"
+  std::string state;           ///< "up", "probing" (recovering: a small share) or "down";
+                               ///< "standby": a TCP rail of a verbs endpoint, after it
+                               ///< carried the data while the verbs lanes were gone
   uint64_t bytesSent = 0;      ///< payload bytes it carried (as bytesSentPerRail)
   uint64_t chunks = 0;         ///< chunks it carried (TCP frames, or verbs chunk writes)
   uint64_t failures = 0;       ///< times it went down
@@ -205,7 +207,10 @@ struct EndpointStats {
   /// Payload bytes each rail carried: rendezvous sends, and one-sided writes and reads
   /// (eager messages ride the control path and count on no rail).
   std::vector<uint64_t> bytesSentPerRail;
-  /// The same rails with the scheduler's estimates (empty until connected).
+  /// The same rails with the scheduler's estimates (empty until connected). A verbs
+  /// endpoint that moved to TCP lists the TCP rails, then its lanes as they ended (state
+  /// "down"); once back on RDMA, the lanes, then the TCP rails' record ("standby"); the
+  /// per-rail bytes follow the same order.
   std::vector<RailStats> rails;
 };
 

@@ -156,7 +156,11 @@ bool EndpointImpl::quietForReturn() const {
 void EndpointImpl::maybeOfferReturn(uint64_t now) {
   if (isServer || !verbsGone || returning || now < nextReturnNs) return;
   const int lane = verbs->returnLane();
-  if (lane < 0 || !quietForReturn()) return;
+  if (lane < 0) return;
+  if (!quietForReturn()) {
+    nextReturnNs = now + 10'000'000;  // looked at every 10 ms (it walks every tag)
+    return;
+  }
   returning = true;
   controlNotice(wire::makeFrame(wire::FrameType::kVerbsBack, static_cast<uint64_t>(lane),
                                 verbs->ctsWritten(), msgsArrived, 0, msgsCommitted));

@@ -6,6 +6,8 @@
 # the return happens in such a pause, when nothing is in flight. Every message arrives
 # intact, both sides log the move and the return, and the stats show the lanes up again,
 # carrying data since the return, and the TCP rail (standby) with what it carried.
+# FAULT=flap: the same twice (2 s of drops, 6 s of RoCE), so the endpoint moves to TCP and
+# returns twice.
 # FAULT=lane0: only rail 0 (eth0) drops RoCE, for good: lane 0, the control lane, fails
 # while lane 1 works. The endpoint moves to TCP, lane 1 rejoins, and the endpoint returns to
 # RDMA with lane 1 as its control lane; lane 0 stays down.
@@ -21,7 +23,18 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 port=$((20000 + RANDOM % 20000))
 n=${BRAID_DEGRADE_MESSAGES:-240}
-if [ "$fault" = lane0 ]; then
+if [ "$fault" = flap ]; then
+  inject='for round in 1 2; do
+            for d in eth0 eth1; do
+              tc qdisc add dev $d root handle 1: prio &&
+              tc filter add dev $d parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff match ip dport 4791 0xffff action drop || exit 1
+            done; echo "vm1: RoCE v2 packets now dropped on both links (round $round)"
+            sleep 2
+            for d in eth0 eth1; do tc qdisc del dev $d root || exit 1; done
+            echo "vm1: RoCE v2 packets pass again (round $round)"
+            sleep 6
+          done'
+elif [ "$fault" = lane0 ]; then
   inject='tc qdisc add dev eth0 root handle 1: prio &&
           tc filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff match ip dport 4791 0xffff action drop || exit 1
           echo "vm1: RoCE v2 packets now dropped on rail 0 (eth0), for good"'
@@ -83,6 +96,12 @@ for vm in vm1 vm2; do
   grep -q -E "^\[$vm\].*back on RDMA after [0-9]+ ms over TCP: .*lane $ctl the control lane" "$log" ||
     { echo "FAIL: $vm did not return to RDMA"; grep -E "lane|RDMA|TCP" "$log" | tail -12; exit 1; }
 done
+if [ "$fault" = flap ]; then
+  for vm in vm1 vm2; do
+    c=$(grep -c -E "^\[$vm\].*back on RDMA after [0-9]+ ms over TCP" "$log" || true)
+    [ "$c" -ge 2 ] || { echo "FAIL: $vm returned to RDMA $c time(s), twice expected"; grep -E "lanes are given up|back on RDMA" "$log"; exit 1; }
+  done
+fi
 # After the return: the lanes are rails 0 and 1 again, the TCP rail's record follows.
 grep -q -E "^\[vm2\] stats rail 2 state standby" "$log" ||
   { echo "FAIL: the client's stats do not show the TCP rail (standby) after the lanes"; grep "stats rail" "$log"; exit 1; }
@@ -102,6 +121,10 @@ for r in $lanes; do
 done
 [ "$since" -gt 0 ] || { echo "FAIL: the lanes carried nothing after the return"; exit 1; }
 tcpms=$(grep -m1 -E "^\[vm2\].*back on RDMA after" "$log" | sed -E 's/.*back on RDMA after ([0-9]+) ms.*/\1/')
+if [ "$fault" = flap ]; then
+  echo "PASS: $n MiB crossed intact: both RDMA rails dropped RoCE twice for 2 s; the endpoint moved to TCP and back to RDMA twice (first return after $tcpms ms), the lanes carried $since bytes since the last (${secs} s)"
+  exit 0
+fi
 if [ "$fault" = lane0 ]; then
   echo "PASS: $n MiB crossed intact: rail 0 dropped RoCE for good mid-stream; the endpoint moved to TCP (it carried $tcp bytes), returned to RDMA after $tcpms ms with lane 1 as control lane, which carried $since bytes since (${secs} s)"
   exit 0
