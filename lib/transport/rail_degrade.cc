@@ -201,7 +201,7 @@ void EndpointImpl::onVerbsBackAck(const wire::FrameHeader& f) {
   if (f.flags == wire::kJoinRefused) {
     returnBackoffMs = std::min<uint32_t>(2000, std::max<uint32_t>(100, returnBackoffMs * 2));
     nextReturnNs = core::nowNs() + static_cast<uint64_t>(returnBackoffMs) * 1000000ull;
-  } else if (f.offset != msgsArrived || f.total != msgsCommitted || !verbs->laneUsable(f.tag)) {
+  } else if (f.offset != msgsArrived || f.total != msgsCommitted || f.tag >= verbs->laneCount()) {
     return fail(Status(Code::kProtocolError,
                        fmt::format("peer {} returned to RDMA on lane {} with counts that do not "
                                    "meet this side's: it sent {} messages ({} arrived here), it "
@@ -209,6 +209,14 @@ void EndpointImpl::onVerbsBackAck(const wire::FrameHeader& f) {
                                    peer, f.tag, f.offset, msgsArrived, f.total, msgsCommitted)));
   } else {
     returnToVerbs(f.seq, f.tag);
+    // The offered lane failed here after the offer (its RAIL_DOWN is on its way, and the
+    // peer leaves again on it): this side leaves again at once too.
+    if (state == EpState::kConnected && !verbs->laneUsable(f.tag))
+      verbs->controlLaneLost(Status(Code::kRailFailed,
+                                    fmt::format("lane {} failed while the return to RDMA on it "
+                                                "was being agreed",
+                                                f.tag)));
+    if (state != EpState::kConnected) return;
   }
   // What waited for the answer goes now, over the path the endpoint is on.
   for (auto& [tag, ts] : tags) {

@@ -254,6 +254,11 @@ void VerbsPath::degrade(Lane& first, const Status& why, bool tellPeer) {
   if (!tellPeer) answerRechecks();
 }
 
+void VerbsPath::controlLaneLost(const Status& why) {
+  if (ep_->canDegrade()) return degrade(*lanes_[ctl_], why, /*tellPeer=*/false);
+  ep_->fail(why);
+}
+
 bool VerbsPath::laneDown(size_t i) const { return i < lanes_.size() && lanes_[i]->down; }
 
 void VerbsPath::peerLaneDown(uint64_t lane) {

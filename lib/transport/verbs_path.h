@@ -220,6 +220,10 @@ class VerbsPath {
   size_t controlLane() const { return ctl_; }
   /// Nothing rechecked (as sender or receiver).
   bool quietForReturn() const;
+  /// The control lane is down already (it failed while the return to RDMA on it was
+  /// agreed): the endpoint moves to TCP again without telling the peer (it learns it from
+  /// this side's RAIL_DOWN sent when the lane failed).
+  void controlLaneLost(const Status& why);
   /// CTS entries written into the peer's ring so far.
   uint64_t ctsWritten() const { return ctsWritten_; }
   /// Data moves over the lanes again, with `ctlLane` as the control lane: the CTS ring's
