@@ -152,12 +152,13 @@ bool VerbsPath::takeRidingCts(const uint8_t* src, uint32_t count, bool full) {
 void VerbsPath::onRecvLate(Lane& l, uint32_t slot, uint32_t bytes) {
   const uint8_t* p = l.recvSlot(slot);
   ReceivedSend s;
-  Status st = parseSend(p, bytes, eagerMax_, l.index, &s, ctl_);
+  // Checked as if it were the control lane: it may have been when the peer sent it (the
+  // control lane moves with a return to RDMA), and what it carries may be a duplicate.
+  Status st = parseSend(p, bytes, eagerMax_, l.index, &s, l.index);
   if (!st.isOk()) return ep_->fail(st.withContext(laneName(l.index)));
-  // After a move to TCP every receive's CTS goes again over TCP: riding ones are moot.
-  if (s.riding > 0 && !ep_->verbsGone &&
-      !takeRidingCts(p + s.headerBytes + s.hdr.length, s.riding, s.ridingFull))
-    return;
+  // CTS ride only on the control lane, and a late SEND there means it failed: the endpoint
+  // moved to TCP, where every receive's CTS goes again (and again over verbs on the
+  // return). Riding ones are moot.
   ep_->onFrameAgain(s.hdr, p + s.headerBytes);
   // A lane that rejoined on this side and waits for the connector's word takes SENDs: its
   // slots go back as on a lane that is up.
