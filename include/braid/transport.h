@@ -70,6 +70,11 @@ struct RailInfo {
   int mtuBytes = 0;         ///< the port's active MTU (a QP uses the smaller of both ends')
   int speedMbps = 0;        ///< the port's active speed x width; 0 unknown
   int numaNode = -1;        ///< NUMA node of the device; -1 unknown
+  // Where the rail sits (topology placement, e.g. the NCCL plugin's device properties):
+  std::string pciPath;      ///< sysfs path of its PCI function (rxe: the netdev's); "" unknown
+  uint64_t guid = 0;        ///< verbs: the adapter's system image GUID; 0 for tcp
+  int port = 0;             ///< verbs: the device port (1-based); 0 for tcp
+  int maxQp = 0;            ///< verbs: the device's QP limit; 0 for tcp
 };
 
 /// Process-level state: params snapshot and rail list. Thread-safe, shared.

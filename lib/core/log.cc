@@ -92,6 +92,10 @@ Loggers& loggers() {
 
 }  // namespace
 
+void setLogLevel(spdlog::level::level_enum level) {
+  for (auto& l : loggers().byId) l->set_level(level);
+}
+
 spdlog::logger& logger(Subsys s) { return *loggers().byId[static_cast<size_t>(s)]; }
 
 void setLogFunction(LogFn fn) {

@@ -21,6 +21,8 @@ spdlog::logger& logger(Subsys s);
 using LogFn = std::function<void(spdlog::level::level_enum, std::string_view subsys,
                                  std::string_view message)>;
 void setLogFunction(LogFn fn);
+/// Sets every subsystem's level (as BRAID_LOG_LEVEL does at start).
+void setLogLevel(spdlog::level::level_enum level);
 
 }  // namespace braid::core
 

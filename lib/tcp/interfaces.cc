@@ -2,7 +2,9 @@
 
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <limits.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -100,6 +102,13 @@ int linkSpeedMbps(const std::string& ifname) {
   if (std::fscanf(f, "%d", &mbps) != 1 || mbps < 0) mbps = 0;
   std::fclose(f);
   return mbps;
+}
+
+std::string interfacePciPath(const std::string& ifname) {
+  if (ifname.empty() || ifname.find('/') != std::string::npos) return "";
+  char resolved[PATH_MAX];
+  if (::realpath(("/sys/class/net/" + ifname + "/device").c_str(), resolved) == nullptr) return "";
+  return resolved;
 }
 
 }  // namespace braid::tcp

@@ -43,4 +43,8 @@ Result<std::vector<Interface>> selectRails(const std::string& spec,
 /// when unknown (virtual interfaces, link down).
 int linkSpeedMbps(const std::string& ifname);
 
+/// The PCI function behind `ifname` (realpath of /sys/class/net/IF/device); "" when it
+/// has none (loopback, veth, bridges).
+std::string interfacePciPath(const std::string& ifname);
+
 }  // namespace braid::tcp

@@ -162,6 +162,10 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
     r.mtuBytes = v.port.activeMtuBytes;
     r.speedMbps = v.port.speedMbps;
     r.numaNode = v.port.numaNode;
+    r.pciPath = v.port.pciPath;
+    r.guid = v.port.guid;
+    r.port = v.port.port;
+    r.maxQp = v.port.maxQp;
     impl->rails.push_back(r);
   }
   for (const auto& i : impl->tcpRails) {
@@ -172,6 +176,8 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
     std::string s = a.toString();
     r.address = s.substr(0, s.rfind(':'));
     r.sockets = impl->socketsPerRail;
+    r.pciPath = tcp::interfacePciPath(i.name);
+    r.speedMbps = tcp::linkSpeedMbps(i.name);
     impl->rails.push_back(r);
   }
   std::string names;

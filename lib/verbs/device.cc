@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <limits.h>
 #include <net/if.h>
+#include <endian.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -294,6 +295,8 @@ Result<std::vector<PortInfo>> discoverPorts(const Lib& lib, const core::Params& 
       pi.lid = pa.lid;
       pi.speedMbps = portSpeedMbps(pa.active_speed, pa.active_width);
       pi.gidTableLen = pa.gid_tbl_len;
+      pi.guid = be64toh(dattr.sys_image_guid);
+      pi.maxQp = dattr.max_qp;
       std::string portDir = fmt::format("{}/ports/{}", devDir, p);
       if (haveTable) {
         pi.gids = std::move(gidsByPort[p]);

@@ -56,6 +56,8 @@ struct PortInfo {
   std::vector<GidEntry> gids;    ///< non-zero entries, by index
   std::optional<GidChoice> gid;  ///< the GID a QP would use
   std::string gidError;          ///< why no GID was chosen (when gid is empty)
+  uint64_t guid = 0;      ///< the adapter's system image GUID (host order); 0 unknown
+  int maxQp = 0;          ///< ibv_device_attr::max_qp
   std::string pciPath;    ///< sysfs path of the PCI device (for rxe/siw: its netdev's); "" unknown
   int numaNode = -1;      ///< -1 unknown
   std::string netdev;     ///< Ethernet device of the chosen (else first) GID; "" for IB

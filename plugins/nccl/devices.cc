@@ -1,0 +1,202 @@
+// plugins/nccl/devices.cc — the devices the plugin offers NCCL: one per verbs port, or one
+// per TCP interface on a host without RDMA; virtual devices fuse several (makeVDevice,
+// BRAID_NCCL_MERGE_ALL=1), and braid's scheduler stripes and fails over across them.
+#include <cstdlib>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "core/log.h"
+#include "net.h"
+
+namespace braid::nccl {
+namespace {
+
+std::string envOr(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  if (v != nullptr && *v != '\0') return v;
+  v = std::getenv(fallback);
+  return v != nullptr ? v : "";
+}
+
+std::string joined(const std::vector<std::string>& parts, const char* sep) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
+/// A Context over exactly these rails: verbs ports by exact device:port, TCP interfaces by
+/// exact name. Everything else (tokens, timeouts, striping policy) comes from BRAID_*.
+ContextOptions optionsFor(Transport t, const std::vector<std::string>& rails,
+                          const std::string& socketIfname) {
+  ContextOptions o;
+  if (t == Transport::kVerbs) {
+    o.ibHca = "=" + joined(rails, ",");
+    if (!socketIfname.empty()) o.socketIfname = socketIfname;
+  } else {
+    o.transport = Transport::kTcp;
+    o.socketIfname = "=" + joined(rails, ",");
+  }
+  return o;
+}
+
+}  // namespace
+
+DeviceTable& DeviceTable::get() {
+  static DeviceTable* t = new DeviceTable();  // never destroyed: getProperties hands out
+                                              // pointers into it until the process ends
+  return *t;
+}
+
+Status DeviceTable::discover() {
+  std::lock_guard<std::mutex> lk(m_);
+  if (discovered_) return Status::ok();
+  // NCCL's own knobs serve when braid's are not set, so a job configured for NCCL's IB
+  // transport picks the same NICs and interfaces.
+  ContextOptions probe;
+  std::string hca = envOr("BRAID_IB_HCA", "NCCL_IB_HCA");
+  std::string ifname = envOr("BRAID_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME");
+  if (!hca.empty()) probe.ibHca = hca;
+  if (!ifname.empty()) probe.socketIfname = ifname;
+  auto ctx = Context::create(probe);
+  if (!ctx) return ctx.status().withContext("braid NCCL plugin: device discovery");
+  std::vector<RailInfo> verbs, tcp;
+  for (const RailInfo& r : (*ctx)->rails())
+    (r.transport == Transport::kVerbs ? verbs : tcp).push_back(r);
+  const std::vector<RailInfo>& use = verbs.empty() ? tcp : verbs;
+  const Transport t = verbs.empty() ? Transport::kTcp : Transport::kVerbs;
+  if (use.empty())
+    return Status(Code::kNotFound,
+                  "braid NCCL plugin: no usable RDMA port or TCP interface (check braid_info, "
+                  "BRAID_IB_HCA / NCCL_IB_HCA and BRAID_SOCKET_IFNAME / NCCL_SOCKET_IFNAME)");
+  // A device with one usable port is named as the device; ports of a multi-port device
+  // carry ":port" so that every name is unique (NCCL keys its topology on names).
+  std::map<std::string, int> portsPerDevice;
+  for (const RailInfo& r : use) portsPerDevice[r.name.substr(0, r.name.rfind(':'))]++;
+  auto describe = [](const RailInfo& r) {
+    return r.transport == Transport::kVerbs
+               ? fmt::format("{} ({} gid[{}] {})", r.name, r.linkLayer, r.gidIndex, r.address)
+               : fmt::format("{} ({})", r.name, r.address);
+  };
+  const bool mergeAll = [] {
+    const char* v = std::getenv("BRAID_NCCL_MERGE_ALL");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  std::vector<std::unique_ptr<NetDevice>> out;
+  if (mergeAll && use.size() > 1) {
+    auto d = std::make_unique<NetDevice>();
+    std::vector<std::string> names, shown;
+    for (const RailInfo& r : use) {
+      names.push_back(r.name);
+      shown.push_back(describe(r));
+      d->speedMbps += r.speedMbps > 0 ? r.speedMbps : 10000;
+    }
+    d->name = joined(names, "+");
+    d->pciPath = use[0].pciPath;
+    d->guid = t == Transport::kVerbs ? use[0].guid : 0;
+    d->port = use[0].port;
+    d->maxComms = t == Transport::kVerbs && use[0].maxQp > 0 ? use[0].maxQp : 65536;
+    d->transport = t;
+    d->children = {0};
+    d->options = optionsFor(t, names, ifname);
+    d->rails = joined(shown, ", ");
+    out.push_back(std::move(d));
+  } else {
+    for (size_t i = 0; i < use.size(); ++i) {
+      const RailInfo& r = use[i];
+      auto d = std::make_unique<NetDevice>();
+      std::string dev = r.name.substr(0, r.name.rfind(':'));
+      d->name = t == Transport::kVerbs && portsPerDevice[dev] == 1 ? dev : r.name;
+      d->pciPath = r.pciPath;
+      d->guid = t == Transport::kVerbs ? r.guid : i;
+      d->port = r.port;
+      // Unknown speeds (veth, lo, some virtual NICs) are reported as NCCL's own default.
+      d->speedMbps = r.speedMbps > 0 ? r.speedMbps : 10000;
+      d->maxComms = t == Transport::kVerbs && r.maxQp > 0 ? r.maxQp : 65536;
+      d->transport = t;
+      d->children = {static_cast<int>(i)};
+      d->options = optionsFor(t, {r.name}, ifname);
+      d->rails = describe(r);
+      out.push_back(std::move(d));
+    }
+  }
+  for (size_t i = 0; i < out.size(); ++i)
+    BRAID_LOG_INFO(kPlugin, "NET/braid: device {} {}: {} over {}, pci {}, {} Mbit/s{}", i,
+                   out[i]->name, t == Transport::kVerbs ? "RDMA verbs" : "TCP (no RDMA port)",
+                   out[i]->rails, out[i]->pciPath.empty() ? "unknown" : out[i]->pciPath,
+                   out[i]->speedMbps, mergeAll ? " (BRAID_NCCL_MERGE_ALL=1)" : "");
+  devs_ = std::move(out);
+  physical_ = static_cast<int>(devs_.size());
+  discovered_ = true;
+  return Status::ok();
+}
+
+int DeviceTable::count() const {
+  std::lock_guard<std::mutex> lk(m_);
+  return static_cast<int>(devs_.size());
+}
+
+Result<NetDevice> DeviceTable::device(int dev) const {
+  const NetDevice* d = stable(dev);
+  if (d == nullptr)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("braid NCCL plugin: device {} does not exist ({} devices)", dev,
+                              count()));
+  return *d;
+}
+
+const NetDevice* DeviceTable::stable(int dev) const {
+  std::lock_guard<std::mutex> lk(m_);
+  if (dev < 0 || dev >= static_cast<int>(devs_.size())) return nullptr;
+  return devs_[static_cast<size_t>(dev)].get();
+}
+
+Result<int> DeviceTable::makeVirtual(const std::vector<int>& devs) {
+  std::lock_guard<std::mutex> lk(m_);
+  if (devs.empty() || devs.size() > 4)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("makeVDevice: {} devices (1 to 4 may be fused)", devs.size()));
+  std::vector<std::string> rails, names, shown;
+  auto d = std::make_unique<NetDevice>();
+  for (int c : devs) {
+    if (c < 0 || c >= physical_)
+      return Status(Code::kInvalidArgument,
+                    fmt::format("makeVDevice: device {} is not a physical device (0..{})", c,
+                                physical_ - 1));
+    const NetDevice& child = *devs_[static_cast<size_t>(c)];
+    for (int seen : d->children)
+      if (seen == c)
+        return Status(Code::kInvalidArgument,
+                      fmt::format("makeVDevice: device {} listed twice", c));
+    if (!d->children.empty() && child.transport != d->transport)
+      return Status(Code::kInvalidArgument,
+                    "makeVDevice: RDMA and TCP devices cannot be fused");
+    if (d->children.empty()) {
+      d->pciPath = child.pciPath;
+      d->guid = child.guid;
+      d->port = child.port;
+      d->maxComms = child.maxComms;
+      d->transport = child.transport;
+    }
+    d->children.push_back(c);
+    d->speedMbps += child.speedMbps;
+    d->maxComms = std::min(d->maxComms, child.maxComms);
+    names.push_back(child.name);
+    shown.push_back(child.rails);
+    // The child's rail, as its options name it ("=rxe0:1" or "=eth0").
+    const std::string& spec = d->transport == Transport::kVerbs ? *child.options.ibHca
+                                                                : *child.options.socketIfname;
+    rails.push_back(spec.substr(1));
+  }
+  d->name = joined(names, "+");
+  std::string ifname = envOr("BRAID_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME");
+  d->options = optionsFor(d->transport, rails, ifname);
+  d->rails = joined(shown, ", ");
+  int index = static_cast<int>(devs_.size());
+  BRAID_LOG_INFO(kPlugin, "NET/braid: virtual device {} {}: braid stripes over {} ({} Mbit/s)",
+                 index, d->name, d->rails, d->speedMbps);
+  devs_.push_back(std::move(d));
+  return index;
+}
+
+}  // namespace braid::nccl
