@@ -150,9 +150,12 @@ Status EndpointImpl::start(OpState* op) {
     } else if (onVerbs()) {
       // A CTS only for a receive that can take a rendezvous message, or one whose sender
       // announced a message too large for it (RTS, arrived before this receive).
+      // Its message may be here already (an eager one, sent before this receive was
+      // posted): then it is taken below, and no CTS goes.
       bool announced = !ts.rts.empty() && ts.rts.front() == op->seq;
       if (announced) ts.rts.pop_front();
-      if (len > eagerMax || announced)
+      const bool here = !ts.unexpected.empty() && ts.unexpected.front().seq == op->seq;
+      if (!here && (len > eagerMax || announced))
         return verbs->postReceive(op, op->reg.get());
     } else {
       OutFrame f;

@@ -43,9 +43,10 @@ ContextOptions optionsFor(Transport t, const std::vector<std::string>& rails,
 }  // namespace
 
 DeviceTable& DeviceTable::get() {
-  static DeviceTable* t = new DeviceTable();  // never destroyed: getProperties hands out
-                                              // pointers into it until the process ends
-  return *t;
+  // Lives until the library is unloaded (NCCL dlclose()s it after the last finalize):
+  // getProperties hands out pointers into it.
+  static DeviceTable t;
+  return t;
 }
 
 Status DeviceTable::discover() {

@@ -317,7 +317,7 @@ void verify(const uint8_t* p, size_t n, uint64_t seed, const char* what) {
       die("%s: byte %zu of %zu is %#x, expected %#x", what, i, n, p[i], pattern(i, seed));
 }
 
-constexpr int kTimeoutS = 60;
+int kTimeoutS = std::getenv("HARNESS_TIMEOUT_S") ? std::atoi(std::getenv("HARNESS_TIMEOUT_S")) : 60;
 
 void* waitDone(Net& net, void* req, int* sizes, const char* what) {
   auto deadline = Clock::now() + std::chrono::seconds(kTimeoutS);
@@ -365,6 +365,7 @@ struct Options {
   size_t benchSize = 4u << 20;
   int benchIters = 200;
   int window = 8;
+  bool fuse = false;  // makeVDevice over devices 0 and 1, and use it
 };
 
 void checkDevices(Net& net, int* ndev) {
@@ -394,6 +395,44 @@ void checkDevices(Net& net, int* ndev) {
         static_cast<unsigned long long>(p.guid), p.port, p.speed, p.ptrSupport, p.maxRecvs,
         p.maxP2pBytes);
   }
+}
+
+/// makeVDevice over devices 0 and 1 as NCCL's NIC fusion does; checks the new device.
+int fuse(Net& net, int ndev) {
+  CHECK(net.makeVDevice != nullptr, "v%d has no makeVDevice", net.version);
+  CHECK(ndev >= 2, "--fuse needs two devices, %d exist", ndev);
+  braid_ncclNetProperties_v11_t p0{}, p1{};
+  NCCLCHECK(net.getProperties(0, &p0));
+  NCCLCHECK(net.getProperties(1, &p1));
+  braid_ncclNetVDeviceProps_t vp{};
+  vp.ndevs = 2;
+  vp.devs[0] = 0;
+  vp.devs[1] = 1;
+  int v = -1;
+  NCCLCHECK(net.makeVDevice(&v, &vp));
+  int n2 = 0;
+  NCCLCHECK(net.devices(&n2));
+  CHECK(v == ndev && n2 == ndev + 1, "makeVDevice gave device %d, devices() %d (had %d)", v, n2,
+        ndev);
+  braid_ncclNetProperties_v11_t pv{};
+  NCCLCHECK(net.getProperties(v, &pv));
+  CHECK(pv.vProps.ndevs == 2 && pv.vProps.devs[0] == 0 && pv.vProps.devs[1] == 1,
+        "virtual device %d lists %d children", v, pv.vProps.ndevs);
+  CHECK(pv.speed == p0.speed + p1.speed, "virtual device speed %d, children %d + %d", pv.speed,
+        p0.speed, p1.speed);
+  CHECK(std::string(pv.name) == std::string(p0.name) + "+" + p1.name, "virtual device name %s",
+        pv.name);
+  // A bad group is refused, and leaves the table as it was.
+  braid_ncclNetVDeviceProps_t bad{};
+  bad.ndevs = 2;
+  bad.devs[0] = 0;
+  bad.devs[1] = 99;
+  int b = -1;
+  CHECK(net.makeVDevice(&b, &bad) != 0, "makeVDevice accepted device 99");
+  NCCLCHECK(net.devices(&n2));
+  CHECK(n2 == ndev + 1, "a refused makeVDevice changed the device count to %d", n2);
+  say("virtual device %d %s over devices 0 and 1, %d Mbit/s", v, pv.name, pv.speed);
+  return v;
 }
 
 std::vector<size_t> sizesUpTo(size_t max) {
@@ -454,10 +493,9 @@ void runSide(const Options& o, bool sender, int oob) {
   int ndev = 0;
   checkDevices(net, &ndev);
   CHECK(o.dev < ndev, "device %d requested, %d exist", o.dev, ndev);
+  int dev = o.fuse ? fuse(net, ndev) : o.dev;
 
-  void* comm = establish(net, ctx, o.dev, oob, sender, o.version == 9);
-  auto& send = net.isend;
-  (void)send;
+  void* comm = establish(net, ctx, dev, oob, sender, o.version == 9);
 
   // 1. One message per size, each received into a larger buffer (NCCL's receives are
   //    sized for the step, the sends for the data).
@@ -476,7 +514,8 @@ void runSide(const Options& o, bool sender, int oob) {
         fill(buf.data(), s, seed);
         void* req = postSend(net, comm, buf.data(), s, 3, mh);
         int got = -1;
-        waitDone(net, req, &got, "send");
+        std::string what = "send of " + std::to_string(s) + " bytes";
+        waitDone(net, req, &got, what.c_str());
         CHECK(got == static_cast<int>(s), "send of %zu reported %d bytes", s, got);
       } else {
         std::memset(buf.data(), 0, s + 64);
@@ -486,7 +525,8 @@ void runSide(const Options& o, bool sender, int oob) {
         void* mhs[1] = {mh};
         void* req = postRecv(net, comm, 1, data, rs, tags, mhs, s < 65536);
         int got = -1;
-        waitDone(net, req, &got, "receive");
+        std::string what = "receive of " + std::to_string(s) + " bytes";
+        waitDone(net, req, &got, what.c_str());
         CHECK(got == static_cast<int>(s), "receive of a %zu-byte message reported %d", s, got);
         verify(buf.data(), s, seed, "receive");
         for (size_t i = s; i < s + 64; ++i)
@@ -916,6 +956,7 @@ int main(int argc, char** argv) {
     else if (a == "--size") o.benchSize = std::stoull(next());
     else if (a == "--iters") o.benchIters = std::stoi(next());
     else if (a == "--window") o.window = std::stoi(next());
+    else if (a == "--fuse") o.fuse = true;
     else usage();
   }
   if (o.plugin.empty()) usage();

@@ -243,6 +243,59 @@ TEST_CASE("registering a buffer that is already registered reuses the registrati
   CHECK(after.registered - before.registered == 2);
 }
 
+// Found by the NCCL plugin's harness: NCCL's receives are sized for the step (here 1 MiB),
+// its sends for the data, and the sender runs ahead with eager messages while the receiver
+// posts one receive at a time, each of which announces its large buffer (CTS).
+TEST_CASE("eager and rendezvous messages sent back to back into large receives posted one at "
+          "a time arrive intact, in order") {
+  const std::vector<size_t> sizes = {0, 7, 100, kEagerMax - 1, kEagerMax, kEagerMax + 1, 1,
+                                     65536, 3, (1u << 20) - 5, 0, 0, 2};
+  constexpr size_t kCap = (1u << 20) + 4096;
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd, verbsOptions());
+    auto& ep = peer.ep;
+    if (!ep) return 11;
+    std::vector<uint8_t> buf(kCap);
+    auto mr = peer.ctx->registerMemory(buf.data(), buf.size());
+    if (!mr) return 12;
+    for (int round = 0; round < 2; ++round)
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        std::memset(buf.data(), 0xEE, sizes[i] + 64);
+        auto r = ep->irecv(buf.data(), kCap, 3, round == 0 ? &*mr : nullptr);
+        if (!r) return 13;
+        Status st = r->wait(20s);
+        if (!st.isOk()) {
+          std::fprintf(stderr, "child: receive %zu (%zu bytes, round %d): %s\n", i, sizes[i],
+                       round, st.toString().c_str());
+          return 14;
+        }
+        if (r->size() != sizes[i] || checkPattern(buf.data(), sizes[i], i) != sizes[i]) return 15;
+      }
+    uint8_t ok = 1;
+    auto v = ep->isend(&ok, 1, kVerdictTag);
+    return v && v->wait(30s).isOk() ? 0 : 16;
+  });
+  Parent p(*child);
+  std::vector<uint8_t> buf(kCap);
+  auto mr = p.ctx->registerMemory(buf.data(), buf.size());
+  REQUIRE(mr.isOk());
+  for (int round = 0; round < 2; ++round)
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      fillPattern(buf.data(), sizes[i], i);
+      auto s = p.ep->isend(buf.data(), sizes[i], 3, round == 0 ? &*mr : nullptr);
+      REQUIRE(s.isOk());
+      Status st = s->wait(30s);
+      INFO("send " << i << " of " << sizes[i] << " bytes, round " << round << ": " << st.toString());
+      REQUIRE(st.isOk());
+    }
+  uint8_t verdict = 0;
+  auto v = p.ep->irecv(&verdict, 1, kVerdictTag);
+  REQUIRE(v.isOk());
+  REQUIRE(v->wait(60s).isOk());
+  CHECK(verdict == 1);
+  CHECK(child->wait() == 0);
+}
+
 TEST_CASE("messages from a registered buffer reuse its registration and arrive intact") {
   constexpr size_t kSize = 512 * 1024;
   constexpr int kCount = 8;

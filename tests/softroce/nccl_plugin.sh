@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The NCCL plugin over verbs on real rxe devices, inside one Soft-RoCE VM: the harness
+# (tests/nccl/plugin_harness.cc) drives two processes through the v11 table on rxe0 and
+# through the v8 table on rxe1, then over a device fused by makeVDevice and over
+# BRAID_NCCL_MERGE_ALL=1 (both striped over rxe0 and rxe1), then two communicators and two
+# copies of the library in one process. The plugin's own log lines (NCCL_DEBUG=INFO) must
+# show the devices and every connection on RDMA verbs.
+# usage: nccl_plugin.sh HARNESS PLUGIN          (exit 77: the VM could not start)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+h=$1 p=$2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+"$here/run_in_vm.sh" --timeout 500 --log "$log" -- sh -c "
+  export NCCL_DEBUG=INFO BRAID_TRANSPORT=verbs BRAID_SOCKET_IFNAME='=eth0'
+  '$h' pair --plugin '$p' --dev 0 && echo 'vm: v11 rxe0 passed' &&
+  '$h' pair --plugin '$p' --version 8 --dev 1 --max-size 16777216 && echo 'vm: v8 rxe1 passed' &&
+  '$h' pair --plugin '$p' --fuse --max-size 16777216 && echo 'vm: fused passed' &&
+  BRAID_NCCL_MERGE_ALL=1 '$h' pair --plugin '$p' --max-size 16777216 && echo 'vm: merge-all passed' &&
+  '$h' local --plugin '$p' && echo 'vm: local passed'"
+rc=$?
+set -e
+[ $rc -ne 77 ] || exit 77
+cat "$log" | grep -E "FAIL|passed|device [0-9]|virtual device" | head -40
+[ $rc -eq 0 ] || { echo "FAIL: the harness exited with $rc"; tail -40 "$log"; exit 1; }
+for want in "vm: v11 rxe0 passed" "vm: v8 rxe1 passed" "vm: fused passed" "vm: merge-all passed" "vm: local passed" \
+            "NET/braid: device 0 rxe0: RDMA verbs over rxe0:1" "NET/braid: device 1 rxe1: RDMA verbs over rxe1:1" \
+            "send comm to .* on device 0 \(rxe0\): RDMA verbs over 1 rail" \
+            "receive comm from .* on device 1 \(rxe1\): RDMA verbs over 1 rail" \
+            "virtual device 2 rxe0\+rxe1: braid stripes over" \
+            "send comm to .* on device 2 \(rxe0\+rxe1\): RDMA verbs over 2 rail" \
+            "device 0 rxe0:1\+rxe1:1: RDMA verbs .*BRAID_NCCL_MERGE_ALL=1" \
+            "receive comm from .* on device 0 \(rxe0:1\+rxe1:1\): RDMA verbs over 2 rail"; do
+  grep -q -E "$want" "$log" || { echo "FAIL: the log lacks '$want'"; grep -E "NET/braid" "$log" | head -30; exit 1; }
+done
+if grep -q -E "TCP over" "$log"; then echo "FAIL: a connection went over TCP"; grep "TCP over" "$log"; exit 1; fi
+echo "PASS: the plugin moved every size intact over rxe0, rxe1, a fused device and BRAID_NCCL_MERGE_ALL, v11 and v8"
