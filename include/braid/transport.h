@@ -100,6 +100,15 @@ class Context {
   /// costs nothing. Thread-safe. Errors: kNoMemory (pinning refused: check `ulimit -l`),
   /// kInvalidArgument.
   Result<MemoryRegion> registerMemory(void* base, size_t length) const;
+  /// Registers a dma-buf (e.g. GPU memory exported by cuMemGetHandleForAddressRange):
+  /// bytes [offset, offset+length) of `fd`, which the caller maps at `base`, on every verbs
+  /// rail (ibv_reg_dmabuf_mr). Not cached. The fd may be closed once this returns.
+  /// kUnsupported on a TCP-only context or where the device or kernel cannot register
+  /// dma-bufs (dmabufSupported() says which).
+  Result<MemoryRegion> registerDmabuf(void* base, size_t length, int fd, uint64_t offset) const;
+  /// Whether registerDmabuf can work here (every verbs rail's device takes dma-bufs); `why`
+  /// gets the reason either way.
+  bool dmabufSupported(std::string* why = nullptr) const;
   /// Hits and misses of the registration cache, summed over devices.
   struct RegistrationStats {
     uint64_t hits = 0, misses = 0, registered = 0, deregistered = 0;

@@ -203,6 +203,28 @@ Result<MemoryRegion> Context::registerMemory(void* base, size_t length) const {
   return mr;
 }
 
+Result<MemoryRegion> Context::registerDmabuf(void* base, size_t length, int fd,
+                                             uint64_t offset) const {
+  if (impl_->verbsRails.empty())
+    return Status(Code::kUnsupported,
+                  "registerDmabuf: this context has no verbs rails (TCP moves data with the CPU, "
+                  "which cannot read device memory)");
+  if (base == nullptr || length == 0 || fd < 0)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("registerDmabuf: base {}, length {}, fd {}", base, length, fd));
+  MemoryRegion mr(base, length);
+  BRAID_ASSIGN_OR_RETURN(mr.impl_,
+                         registerDmabufOnRails(impl_->verbsRails, base, length, fd, offset));
+  return mr;
+}
+
+bool Context::dmabufSupported(std::string* why) const {
+  std::string w;
+  bool ok = dmabufOnRails(impl_->verbsRails, &w);
+  if (why != nullptr) *why = w;
+  return ok;
+}
+
 Context::RegistrationStats Context::registrationStats() const {
   RegistrationStats out;
   std::vector<const verbs::MrCache*> seen;

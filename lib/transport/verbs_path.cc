@@ -163,6 +163,55 @@ Result<std::shared_ptr<const MemoryRegionImpl>> registerOnRails(const std::vecto
   return std::shared_ptr<const MemoryRegionImpl>(std::move(m));
 }
 
+Result<std::shared_ptr<const MemoryRegionImpl>> registerDmabufOnRails(
+    const std::vector<VerbsRail>& rails, const void* base, size_t len, int fd, uint64_t offset) {
+  auto m = std::make_shared<MemoryRegionImpl>();
+  m->base = reinterpret_cast<uintptr_t>(base);
+  m->length = len;
+  const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+  for (const VerbsRail& r : rails) {
+    Result<verbs::Mr> mr = r.pd->regDmabufMr(offset, len, reinterpret_cast<uint64_t>(base), fd,
+                                             access);
+    if (!mr)
+      return mr.status().withContext(fmt::format(
+          "registering dma-buf fd {} ({} bytes at offset {}, mapped at {}) on {}", fd, len,
+          offset, base, r.name()));
+    MemoryRegionImpl::Keys k;
+    k.lkey = mr->lkey();
+    k.rkey = mr->rkey();
+    k.hold = std::make_shared<verbs::Mr>(std::move(mr).value());
+    m->perRail.push_back(std::move(k));
+  }
+  return std::shared_ptr<const MemoryRegionImpl>(std::move(m));
+}
+
+bool dmabufOnRails(const std::vector<VerbsRail>& rails, std::string* why) {
+  if (rails.empty()) {
+    *why = "no verbs rails";
+    return false;
+  }
+  for (const VerbsRail& r : rails) {
+    if (r.lib->regDmabufMr == nullptr) {
+      *why = "ibv_reg_dmabuf_mr is not in this libibverbs (rdma-core >= 34 needed)";
+      return false;
+    }
+    errno = 0;
+    ibv_mr* mr = r.lib->regDmabufMr(r.pd->get(), 0, 0, 0, -1, 0);
+    int err = errno;
+    if (mr != nullptr) {
+      r.lib->deregMr(mr);  // not expected with fd -1; released all the same
+      continue;
+    }
+    if (err == EOPNOTSUPP || err == EPROTONOSUPPORT) {
+      *why = fmt::format("{} cannot register dma-bufs (ibv_reg_dmabuf_mr: {})", r.name(),
+                         std::strerror(err));
+      return false;
+    }
+  }
+  *why = "ibv_reg_dmabuf_mr works on every rail";
+  return true;
+}
+
 VerbsPath::VerbsPath(EndpointImpl* ep) : ep_(ep) {}
 
 VerbsPath::~VerbsPath() {
@@ -894,6 +943,16 @@ void VerbsPath::maybeWriteFlow(bool force) {
 
 struct VerbsPath::Lane {};
 struct VerbsPath::ControlBlock {};
+
+Result<std::shared_ptr<const MemoryRegionImpl>> registerDmabufOnRails(
+    const std::vector<VerbsRail>&, const void*, size_t, int, uint64_t) {
+  return verbs::builtWithoutVerbs("dma-buf registration");
+}
+
+bool dmabufOnRails(const std::vector<VerbsRail>&, std::string* why) {
+  *why = "built without verbs";
+  return false;
+}
 
 Result<std::shared_ptr<const MemoryRegionImpl>> registerOnRails(const std::vector<VerbsRail>&,
                                                                 const void*, size_t, bool) {

@@ -119,6 +119,14 @@ Status parseSend(const uint8_t* p, size_t bytes, uint64_t eagerMax, size_t lane,
 /// MemoryRegion) are registered for the request only.
 Result<std::shared_ptr<const MemoryRegionImpl>> registerOnRails(
     const std::vector<VerbsRail>& rails, const void* base, size_t len, bool cached);
+/// Registers the dma-buf `fd` ([offset, offset+len) of it, mapped at `base`) on every rail
+/// (ibv_reg_dmabuf_mr; never cached: the fd's pages are not the address's).
+Result<std::shared_ptr<const MemoryRegionImpl>> registerDmabufOnRails(
+    const std::vector<VerbsRail>& rails, const void* base, size_t len, int fd, uint64_t offset);
+/// Whether every rail's device registers dma-bufs: NCCL's probe, ibv_reg_dmabuf_mr with
+/// fd -1, which fails with EOPNOTSUPP or EPROTONOSUPPORT where the kernel or provider lacks
+/// it (and with EBADF where it has it).
+bool dmabufOnRails(const std::vector<VerbsRail>& rails, std::string* why);
 
 class VerbsPath {
  public:

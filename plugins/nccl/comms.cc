@@ -7,6 +7,8 @@
 #include <cstring>
 #include <map>
 
+#include <unistd.h>
+
 #include <fmt/format.h>
 
 #include "core/log.h"
@@ -143,8 +145,9 @@ Comm* finishConnected(std::shared_ptr<DevWorker> dw, std::unique_ptr<Endpoint> e
   c->sender = sender;
   c->what = fmt::format("{} comm {} {} on device {} ({})", sender ? "send" : "receive",
                         sender ? "to" : "from", ep->peerName(), c->dw->index, c->dw->dev.name);
-  BRAID_LOG_INFO(kPlugin, "NET/braid: {}: {}, GPU path host (staged by NCCL)", c->what,
-                 describe(*ep));
+  BRAID_LOG_INFO(kPlugin, "NET/braid: {}: {}, GPU path {}", c->what, describe(*ep),
+                 c->dw->dev.gpuPath == "host" ? "host (NCCL stages GPU buffers)"
+                                              : "GPUDirect RDMA (" + c->dw->dev.gpuPath + ")");
   c->ep = std::move(ep);
   return c;
 }
@@ -307,13 +310,32 @@ Status closeComm(Comm* c) {
 
 Result<MrHandle*> regMr(Comm* c, void* data, size_t size, int type) {
   if (c == nullptr) return Status(Code::kInvalidArgument, "regMr: null comm");
-  if (type != 0x1 /* NCCL_PTR_HOST */)
-    return Status(Code::kUnsupported,
-                  fmt::format("braid NCCL plugin: regMr of {} bytes at {} with type {:#x} on {}: "
-                              "only host memory is supported on this host (braid does not "
-                              "advertise GPUDirect RDMA here, so NCCL should stage GPU data "
-                              "through host memory)",
+  const NetDevice& dev = c->dw->dev;
+  if (type != 0x1 /* NCCL_PTR_HOST */ && type != 0x2 /* NCCL_PTR_CUDA */)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("braid NCCL plugin: regMr of {} bytes at {} with type {:#x} on {}",
                               size, data, type, c->what));
+  if (type == 0x2 && (dev.ptrSupport & 0x2) == 0)
+    return Status(Code::kUnsupported,
+                  fmt::format("braid NCCL plugin: regMr of {} bytes of GPU memory at {} on {}: "
+                              "GPUDirect RDMA is not available here (NCCL_DEBUG=INFO shows why "
+                              "at init), so braid did not advertise NCCL_PTR_CUDA and NCCL "
+                              "should stage GPU buffers through host memory",
+                              size, data, c->what));
+  if (type == 0x2 && (dev.ptrSupport & 0x4) != 0) {
+    // dma-buf: export the range from the driver and register the fd on every rail.
+    const gpu::Driver* drv = DeviceTable::get().gpuDriver();
+    if (drv == nullptr) return Status(Code::kInternal, "regMr: dma-buf advertised without a driver");
+    BRAID_ASSIGN_OR_RETURN(gpu::DmabufRange r, gpu::exportDmabuf(*drv, data, size));
+    auto mr = c->dw->context->registerDmabuf(reinterpret_cast<void*>(r.alignedBase),
+                                             r.alignedLength, r.fd, 0);
+    ::close(r.fd);
+    if (!mr)
+      return mr.status().withContext(fmt::format("braid NCCL plugin: regMr of {} bytes of GPU "
+                                                 "memory at {} on {}", size, data, c->what));
+    return new MrHandle{std::move(mr).value()};
+  }
+  // Host memory, or GPU memory a peer memory module lets ibv_reg_mr pin.
   auto mr = c->dw->context->registerMemory(data, size);  // thread-safe: no worker lock
   if (!mr)
     return mr.status().withContext(fmt::format("braid NCCL plugin: regMr of {} bytes at {} on {}",
@@ -324,6 +346,13 @@ Result<MrHandle*> regMr(Comm* c, void* data, size_t size, int type) {
 Result<MrHandle*> regMrDmaBuf(Comm* c, void* data, size_t size, int type, uint64_t offset,
                               int fd) {
   if (c == nullptr) return Status(Code::kInvalidArgument, "regMrDmaBuf: null comm");
+  if ((c->dw->dev.ptrSupport & 0x4) != 0) {
+    // NCCL closes `fd` after this call: the registration holds the dma-buf itself.
+    auto mr = c->dw->context->registerDmabuf(data, size, fd, offset);
+    if (!mr)
+      return mr.status().withContext(fmt::format("braid NCCL plugin: regMrDmaBuf on {}", c->what));
+    return new MrHandle{std::move(mr).value()};
+  }
   return Status(Code::kUnsupported,
                 fmt::format("braid NCCL plugin: regMrDmaBuf of {} bytes at {} (type {:#x}, fd "
                             "{}, offset {}) on {}: dma-buf registration is not available on "
@@ -424,7 +453,7 @@ Status test(NetRequest* r, int* done, int* sizes) {
   return Status::ok();
 }
 
-int ptrSupport(const NetDevice&) { return 0x1; /* NCCL_PTR_HOST */ }
+int ptrSupport(const NetDevice& d) { return d.ptrSupport; }
 
 int toNcclResult(const Status& s) {
   constexpr int kSuccess = 0, kSystem = 2, kInternal = 3, kUsage = 5, kRemote = 6;

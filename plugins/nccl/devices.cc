@@ -121,11 +121,47 @@ Status DeviceTable::discover() {
       out.push_back(std::move(d));
     }
   }
+  // GPUDirect RDMA: advertised only where it works, so that NCCL stages GPU data through
+  // host memory everywhere else.
+  auto drv = gpu::Driver::load();
+  driver_ = drv ? *drv : nullptr;
+  gpu::Support gs = gpu::detect(driver_, drv ? "" : drv.status().message());
+  std::string dmaWhy = "TCP devices: host memory only";
+  const bool verbsDmabuf = t == Transport::kVerbs && (*ctx)->dmabufSupported(&dmaWhy);
+  const char* ff = std::getenv("NCCL_NET_FORCE_FLUSH");
+  const bool forceFlush = ff != nullptr && std::string(ff) == "1";
+  int ptr = 0x1;  // NCCL_PTR_HOST
+  std::string path = "host", why;
+  if (t != Transport::kVerbs || !gs.driver || gs.devices == 0) {
+    why = t != Transport::kVerbs ? "no RDMA port" : "no GPU";
+  } else if (gs.minComputeMajor < 9 || forceFlush) {
+    // NCCL flushes GPUDirect receives on GPUs before sm_90 (or when forced), with an RDMA
+    // READ that braid does not issue yet: staging through host memory is the safe path.
+    why = forceFlush ? "NCCL_NET_FORCE_FLUSH=1 asks for flushes, which braid does not do yet"
+                     : "GPUs older than sm_90 need a flush after GPUDirect receives, which "
+                       "braid does not do yet";
+  } else if (gs.dmabufDevices && verbsDmabuf) {
+    ptr |= 0x2 | 0x4;  // NCCL_PTR_CUDA | NCCL_PTR_DMABUF
+    path = "dma-buf";
+  } else if (gs.peerMemory) {
+    ptr |= 0x2;
+    path = "peer memory";
+  } else {
+    why = "neither dma-buf registration nor a peer memory module";
+  }
+  for (auto& d : out) {
+    d->ptrSupport = ptr;
+    d->gpuPath = path;
+  }
+  BRAID_LOG_INFO(kPlugin, "NET/braid: GPU: {}; verbs dma-buf: {}; GPU buffers {}{}", gs.summary,
+                 dmaWhy, path == "host" ? "go through host memory (NCCL stages them)"
+                                        : "move by GPUDirect RDMA (" + path + ")",
+                 why.empty() ? "" : ": " + why);
   for (size_t i = 0; i < out.size(); ++i)
-    BRAID_LOG_INFO(kPlugin, "NET/braid: device {} {}: {} over {}, pci {}, {} Mbit/s{}", i,
-                   out[i]->name, t == Transport::kVerbs ? "RDMA verbs" : "TCP (no RDMA port)",
+    BRAID_LOG_INFO(kPlugin, "NET/braid: device {} {}: {} over {}, pci {}, {} Mbit/s, GPU path {}{}",
+                   i, out[i]->name, t == Transport::kVerbs ? "RDMA verbs" : "TCP (no RDMA port)",
                    out[i]->rails, out[i]->pciPath.empty() ? "unknown" : out[i]->pciPath,
-                   out[i]->speedMbps, mergeAll ? " (BRAID_NCCL_MERGE_ALL=1)" : "");
+                   out[i]->speedMbps, path, mergeAll ? " (BRAID_NCCL_MERGE_ALL=1)" : "");
   devs_ = std::move(out);
   physical_ = static_cast<int>(devs_.size());
   discovered_ = true;
@@ -178,6 +214,8 @@ Result<int> DeviceTable::makeVirtual(const std::vector<int>& devs) {
       d->port = child.port;
       d->maxComms = child.maxComms;
       d->transport = child.transport;
+      d->ptrSupport = child.ptrSupport;
+      d->gpuPath = child.gpuPath;
     }
     d->children.push_back(c);
     d->speedMbps += child.speedMbps;

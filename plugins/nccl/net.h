@@ -17,6 +17,7 @@
 
 #include "braid/status.h"
 #include "braid/transport.h"
+#include "gpu/gpu.h"
 
 namespace braid::nccl {
 
@@ -39,6 +40,8 @@ struct NetDevice {
   std::vector<int> children;  ///< physical devices fused (itself for a physical one)
   ContextOptions options;     ///< what a Context over exactly these rails needs
   std::string rails;          ///< the rails, for log lines: "rxe0:1 gid ..."
+  int ptrSupport = 0x1;       ///< NCCL_PTR_* bits: HOST, and CUDA/DMABUF with GPUDirect RDMA
+  std::string gpuPath = "host";  ///< how GPU buffers move: "dma-buf", "peer memory", "host"
 };
 
 /// Process-wide, discovered on the first init and kept for the process's life (NCCL asks
@@ -56,12 +59,15 @@ class DeviceTable {
   const NetDevice* stable(int dev) const;
   /// makeVDevice: a new device over `devs` (physical indices, 1..4, one transport).
   Result<int> makeVirtual(const std::vector<int>& devs);
+  /// The CUDA driver (nullptr without one), for telling pointers apart and dma-buf export.
+  const gpu::Driver* gpuDriver() const { return driver_; }
 
  private:
   mutable std::mutex m_;
   bool discovered_ = false;
   int physical_ = 0;
   std::vector<std::unique_ptr<NetDevice>> devs_;
+  const gpu::Driver* driver_ = nullptr;
 };
 
 struct DevWorker;

@@ -838,6 +838,52 @@ void localMode(const Options& o) {
   };
   loop(a, ctxA, a, ctxB, "two communicators");
 
+  // Forged or stale handles are errors, never a crash: a handle braid's listen did not make,
+  // and one whose connect id this communicator never issued.
+  {
+    char handle[BRAID_NCCL_NET_HANDLE_MAXSIZE];
+    std::memset(handle, 0x5a, sizeof handle);
+    void* sc = reinterpret_cast<void*>(0x1);
+    CHECK(a.connect(ctxA, 0, handle, &sc, nullptr) != 0 && sc == nullptr,
+          "connect accepted a handle of random bytes");
+    void* lc = nullptr;
+    NCCLCHECK(a.listen(ctxA, 0, handle, &lc));
+    uint64_t bogus = 0xdeadbeefULL;
+    std::memcpy(handle + 80, &bogus, sizeof bogus);  // the connect id's place
+    sc = reinterpret_cast<void*>(0x1);
+    CHECK(a.connect(ctxB, 0, handle, &sc, nullptr) != 0 && sc == nullptr,
+          "connect accepted a handle naming a connect that does not exist");
+    NCCLCHECK(a.closeListen(lc));
+    say("forged handles refused");
+  }
+
+  // GPU memory is refused where GPUDirect RDMA is not advertised (NCCL stages it instead).
+  {
+    braid_ncclNetProperties_v11_t p{};
+    NCCLCHECK(a.getProperties(0, &p));
+    if ((p.ptrSupport & BRAID_NCCL_PTR_CUDA) == 0) {
+      char handle[BRAID_NCCL_NET_HANDLE_MAXSIZE] = {};
+      void* lc = nullptr;
+      NCCLCHECK(a.listen(ctxA, 0, handle, &lc));
+      void *sc = nullptr, *rc = nullptr;
+      auto deadline = Clock::now() + std::chrono::seconds(kTimeoutS);
+      while (sc == nullptr || rc == nullptr) {
+        if (sc == nullptr) NCCLCHECK(a.connect(ctxB, 0, handle, &sc, nullptr));
+        if (rc == nullptr) NCCLCHECK(a.accept(lc, &rc, nullptr));
+        CHECK(Clock::now() < deadline, "connect/accept did not finish");
+      }
+      std::vector<uint8_t> buf(4096);
+      void* mh = reinterpret_cast<void*>(0x1);
+      int rcode = a.regMr(sc, buf.data(), buf.size(), BRAID_NCCL_PTR_CUDA, &mh);
+      CHECK(rcode != 0 && mh == nullptr, "regMr of type CUDA without NCCL_PTR_CUDA: result %d",
+            rcode);
+      NCCLCHECK(a.closeListen(lc));
+      NCCLCHECK(a.closeSend(sc));
+      NCCLCHECK(a.closeRecv(rc));
+      say("ptrSupport %#x: regMr of GPU memory refused (result %d)", p.ptrSupport, rcode);
+    }
+  }
+
   // A second copy of the library (another file: dlopen gives a separate instance, with its
   // own statics), talking to the first.
   std::string copy = "/tmp/libnccl-net-braid-copy-" + std::to_string(getpid()) + ".so";
