@@ -92,6 +92,10 @@ const Def kDefs[] = {
      "fail the second call with an error instead of corrupting state; auto: on in Debug and "
      "sanitizer builds",
      [](Params& p, const std::string& t, int64_t) { p.threadChecks = t; }},
+    {"BRAID_NCCL_MERGE_ALL", Kind::kEnum, "0", 0, 0, "0|1",
+     "NCCL plugin: 1 offers every rail as one NCCL device, striped and failed over by braid; "
+     "0 offers one device per RDMA port (or TCP interface) and lets NCCL fuse them",
+     [](Params& p, const std::string& t, int64_t) { p.ncclMergeAll = t == "1"; }},
     {"BRAID_IB_HCA", Kind::kString, "", 0, 0, nullptr,
      "verbs rails: devices[:port], comma separated; ^ excludes, = matches exactly "
      "(NCCL_IB_HCA syntax); empty: every active port",

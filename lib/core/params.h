@@ -32,6 +32,7 @@ struct Params {
   std::string stripePolicy;      // BRAID_STRIPE_POLICY
   int64_t spinUs = 0;            // BRAID_SPIN_US
   std::string threadChecks;      // BRAID_THREAD_CHECKS
+  bool ncclMergeAll = false;     // BRAID_NCCL_MERGE_ALL
   // verbs (issue 3)
   std::string ibHca;             // BRAID_IB_HCA
   int64_t ibGidIndex = -1;       // BRAID_IB_GID_INDEX

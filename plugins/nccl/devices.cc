@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "core/log.h"
+#include "core/params.h"
 #include "net.h"
 
 namespace braid::nccl {
@@ -79,10 +80,8 @@ Status DeviceTable::discover() {
                ? fmt::format("{} ({} gid[{}] {})", r.name, r.linkLayer, r.gidIndex, r.address)
                : fmt::format("{} ({})", r.name, r.address);
   };
-  const bool mergeAll = [] {
-    const char* v = std::getenv("BRAID_NCCL_MERGE_ALL");
-    return v != nullptr && std::string(v) == "1";
-  }();
+  BRAID_ASSIGN_OR_RETURN(core::Params params, core::params());
+  const bool mergeAll = params.ncclMergeAll;
   std::vector<std::unique_ptr<NetDevice>> out;
   if (mergeAll && use.size() > 1) {
     auto d = std::make_unique<NetDevice>();
