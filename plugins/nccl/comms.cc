@@ -25,6 +25,14 @@ struct DevWorker {
   int index = 0;
   std::shared_ptr<Context> context;
   std::unique_ptr<Worker> worker;
+  // The flush path (iflush): a loopback connection on this device's rails. An RDMA READ of
+  // a received buffer through it makes the NIC's earlier writes there visible to the GPU
+  // (what NCCL's IB transport does with its flush QP). Made on first need; declared after
+  // the worker so that it goes first.
+  std::unique_ptr<Listener> flushListener;
+  std::unique_ptr<Endpoint> flushEp, flushPeer;
+  std::vector<uint8_t> flushScratch = std::vector<uint8_t>(64);
+  MemoryRegion flushMr;
 };
 
 struct Comm;
@@ -71,6 +79,7 @@ struct ListenComm {
 
 struct MrHandle {
   MemoryRegion mr;
+  bool gpu = false;  // registered as NCCL_PTR_CUDA
 };
 
 namespace {
@@ -137,6 +146,39 @@ std::string describe(const Endpoint& ep) {
   for (const RailStats& r : s.rails) rails += (rails.empty() ? "" : "; ") + r.name;
   return fmt::format("{} over {} rail(s): {}", ep.transport() == Transport::kVerbs ? "RDMA verbs" : "TCP",
                      ep.railCount(), rails);
+}
+
+/// Connects the device's flush path (once; a loopback handshake of a few ms). Holds dw.m.
+Status ensureFlushPath(DevWorker& dw) {
+  if (dw.flushEp) return Status::ok();
+  if (dw.context->transport() != Transport::kVerbs)
+    return Status(Code::kUnsupported, "no verbs rails: nothing to flush");
+  BRAID_ASSIGN_OR_RETURN(auto l, Listener::create(dw.worker.operator*()));
+  BRAID_ASSIGN_OR_RETURN(auto e, Endpoint::connect(*dw.worker, l->address()));
+  std::unique_ptr<Endpoint> peer;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(dw.context->timeoutMs());
+  for (;;) {
+    if (!peer) {
+      auto a = l->accept();
+      if (a) peer = std::move(a).value();
+      else if (a.status().code() != Code::kInProgress) return a.status().withContext("flush path");
+    }
+    Status st = e->connectProgress();
+    if (!st.isOk() && st.code() != Code::kInProgress) return st.withContext("flush path");
+    if (st.isOk() && peer) break;
+    if (std::chrono::steady_clock::now() > deadline)
+      return Status(Code::kTimedOut, "flush path: the loopback connection did not complete");
+  }
+  if (e->transport() != Transport::kVerbs)
+    return Status(Code::kUnsupported, "flush path: the loopback connection is not on verbs");
+  BRAID_ASSIGN_OR_RETURN(dw.flushMr, dw.context->registerMemory(dw.flushScratch.data(),
+                                                                dw.flushScratch.size()));
+  BRAID_LOG_INFO(kPlugin, "NET/braid: device {} ({}): flush path up ({})", dw.index, dw.dev.name,
+                 describe(*e));
+  dw.flushListener = std::move(l);
+  dw.flushEp = std::move(e);
+  dw.flushPeer = std::move(peer);
+  return Status::ok();
 }
 
 Comm* finishConnected(std::shared_ptr<DevWorker> dw, std::unique_ptr<Endpoint> ep, bool sender) {
@@ -333,14 +375,14 @@ Result<MrHandle*> regMr(Comm* c, void* data, size_t size, int type) {
     if (!mr)
       return mr.status().withContext(fmt::format("braid NCCL plugin: regMr of {} bytes of GPU "
                                                  "memory at {} on {}", size, data, c->what));
-    return new MrHandle{std::move(mr).value()};
+    return new MrHandle{std::move(mr).value(), true};
   }
   // Host memory, or GPU memory a peer memory module lets ibv_reg_mr pin.
   auto mr = c->dw->context->registerMemory(data, size);  // thread-safe: no worker lock
   if (!mr)
     return mr.status().withContext(fmt::format("braid NCCL plugin: regMr of {} bytes at {} on {}",
                                                size, data, c->what));
-  return new MrHandle{std::move(mr).value()};
+  return new MrHandle{std::move(mr).value(), type == 0x2};
 }
 
 Result<MrHandle*> regMrDmaBuf(Comm* c, void* data, size_t size, int type, uint64_t offset,
@@ -351,7 +393,7 @@ Result<MrHandle*> regMrDmaBuf(Comm* c, void* data, size_t size, int type, uint64
     auto mr = c->dw->context->registerDmabuf(data, size, fd, offset);
     if (!mr)
       return mr.status().withContext(fmt::format("braid NCCL plugin: regMrDmaBuf on {}", c->what));
-    return new MrHandle{std::move(mr).value()};
+    return new MrHandle{std::move(mr).value(), true};
   }
   return Status(Code::kUnsupported,
                 fmt::format("braid NCCL plugin: regMrDmaBuf of {} bytes at {} (type {:#x}, fd "
@@ -419,9 +461,41 @@ Result<NetRequest*> irecv(Comm* c, int n, void** data, const size_t* sizes, cons
   return r;
 }
 
-Result<NetRequest*> iflush(Comm* c, int, void**, const int*, MrHandle**) {
+Result<NetRequest*> iflush(Comm* c, int n, void** data, const int* sizes, MrHandle** mhs) {
   if (c == nullptr || c->sender) return Status(Code::kInvalidArgument, "iflush: not a receive comm");
-  return static_cast<NetRequest*>(nullptr);  // host buffers: the data is in place already
+  if (n < 1 || n > kMaxRecvs || data == nullptr || sizes == nullptr)
+    return Status(Code::kInvalidArgument, fmt::format("iflush of {} buffers on {}", n, c->what));
+  // NCCL asks only after GPUDirect receives that need it; one 1-byte READ of the last
+  // non-empty buffer covers the writes before it (NCCL's IB transport does the same).
+  int last = -1;
+  for (int i = 0; i < n; ++i)
+    if (sizes[i] > 0 && mhs != nullptr && mhs[i] != nullptr) last = i;
+  if (last < 0) return static_cast<NetRequest*>(nullptr);  // nothing to wait for
+  DevWorker& dw = *c->dw;
+  std::lock_guard<std::mutex> lk(dw.m);
+  if (dw.context->transport() != Transport::kVerbs)
+    return static_cast<NetRequest*>(nullptr);  // TCP: the CPU copied it: nothing in flight
+  BRAID_RETURN_IF_ERROR(ensureFlushPath(dw));
+  MrHandle* mh = mhs[last];
+  if (!mh->mr.contains(data[last], 1))
+    return Status(Code::kInvalidArgument,
+                  fmt::format("iflush on {}: buffer {} outside its registration", c->what, data[last]));
+  BRAID_ASSIGN_OR_RETURN(RemoteKey rk, mh->mr.remoteKey());
+  NetRequest* r = take(c);
+  if (r == nullptr)
+    return Status(Code::kInternal, fmt::format("iflush on {}: all {} requests in flight", c->what,
+                                               kPoolSize));
+  const uint64_t off = static_cast<uint64_t>(static_cast<uint8_t*>(data[last]) -
+                                             static_cast<uint8_t*>(mh->mr.base()));
+  auto q = dw.flushEp->iread(dw.flushScratch.data(), 1, dw.flushMr, rk, off);
+  if (!q) {
+    giveBack(r);
+    return q.status().withContext(fmt::format("iflush on {}", c->what));
+  }
+  r->kind = NetRequest::Kind::kRecv;
+  r->n = 1;
+  r->reqs[0] = std::move(q).value();
+  return r;
 }
 
 Status test(NetRequest* r, int* done, int* sizes) {

@@ -127,18 +127,10 @@ Status DeviceTable::discover() {
   gpu::Support gs = gpu::detect(driver_, drv ? "" : drv.status().message());
   std::string dmaWhy = "TCP devices: host memory only";
   const bool verbsDmabuf = t == Transport::kVerbs && (*ctx)->dmabufSupported(&dmaWhy);
-  const char* ff = std::getenv("NCCL_NET_FORCE_FLUSH");
-  const bool forceFlush = ff != nullptr && std::string(ff) == "1";
   int ptr = 0x1;  // NCCL_PTR_HOST
   std::string path = "host", why;
   if (t != Transport::kVerbs || !gs.driver || gs.devices == 0) {
     why = t != Transport::kVerbs ? "no RDMA port" : "no GPU";
-  } else if (gs.minComputeMajor < 9 || forceFlush) {
-    // NCCL flushes GPUDirect receives on GPUs before sm_90 (or when forced), with an RDMA
-    // READ that braid does not issue yet: staging through host memory is the safe path.
-    why = forceFlush ? "NCCL_NET_FORCE_FLUSH=1 asks for flushes, which braid does not do yet"
-                     : "GPUs older than sm_90 need a flush after GPUDirect receives, which "
-                       "braid does not do yet";
   } else if (gs.dmabufDevices && verbsDmabuf) {
     ptr |= 0x2 | 0x4;  // NCCL_PTR_CUDA | NCCL_PTR_DMABUF
     path = "dma-buf";

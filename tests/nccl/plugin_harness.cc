@@ -368,6 +368,7 @@ struct Options {
   int benchIters = 200;
   int window = 8;
   bool fuse = false;  // makeVDevice over devices 0 and 1, and use it
+  bool expectFlush = false;  // iflush must return a request (verbs)
 };
 
 void checkDevices(Net& net, int* ndev) {
@@ -533,11 +534,16 @@ void runSide(const Options& o, bool sender, int oob) {
         verify(buf.data(), s, seed, "receive");
         for (size_t i = s; i < s + 64; ++i)
           CHECK(buf[i] == 0, "receive of %zu bytes wrote byte %zu", s, i);
-        // An iflush of host memory has nothing to wait for.
+        // iflush, as NCCL issues it after a GPUDirect receive: over verbs an RDMA READ of
+        // the buffer (--expect-flush), over TCP nothing to wait for (NULL); an empty
+        // receive never needs one.
         int isz[1] = {got};
         void* fr = reinterpret_cast<void*>(0x1);
         NCCLCHECK(net.iflush(comm, 1, data, isz, mhs, &fr));
-        CHECK(fr == nullptr, "iflush of host memory returned a request");
+        if (s == 0) CHECK(fr == nullptr, "iflush of an empty receive returned a request");
+        else if (o.expectFlush) CHECK(fr != nullptr, "iflush over verbs issued no READ");
+        if (fr != nullptr) waitDone(net, fr, nullptr, "flush");
+        if (s > 0) verify(buf.data(), s, seed, "receive after its flush");
       }
       moved += s;
     }
@@ -1084,6 +1090,7 @@ int main(int argc, char** argv) {
     else if (a == "--iters") o.benchIters = std::stoi(next());
     else if (a == "--window") o.window = std::stoi(next());
     else if (a == "--fuse") o.fuse = true;
+    else if (a == "--expect-flush") o.expectFlush = true;
     else usage();
   }
   if (o.plugin.empty()) usage();

@@ -14,7 +14,7 @@ trap 'rm -f "$log"' EXIT
 set +e
 "$here/run_in_vm.sh" --timeout 500 --log "$log" -- sh -c "
   export NCCL_DEBUG=INFO BRAID_TRANSPORT=verbs BRAID_SOCKET_IFNAME='=eth0'
-  '$h' pair --plugin '$p' --dev 0 && echo 'vm: v11 rxe0 passed' &&
+  '$h' pair --plugin '$p' --dev 0 --expect-flush && echo 'vm: v11 rxe0 passed' &&
   '$h' pair --plugin '$p' --version 8 --dev 1 --max-size 16777216 && echo 'vm: v8 rxe1 passed' &&
   '$h' pair --plugin '$p' --fuse --max-size 16777216 && echo 'vm: fused passed' &&
   BRAID_NCCL_MERGE_ALL=1 '$h' pair --plugin '$p' --max-size 16777216 && echo 'vm: merge-all passed' &&
@@ -29,6 +29,7 @@ for want in "vm: v11 rxe0 passed" "vm: v8 rxe1 passed" "vm: fused passed" "vm: m
             "send comm to .* on device 0 \(rxe0\): RDMA verbs over 1 rail" \
             "receive comm from .* on device 1 \(rxe1\): RDMA verbs over 1 rail" \
             "virtual device 2 rxe0\+rxe1: braid stripes over" \
+            "device 0 \(rxe0\): flush path up \(RDMA verbs" \
             "send comm to .* on device 2 \(rxe0\+rxe1\): RDMA verbs over 2 rail" \
             "device 0 rxe0:1\+rxe1:1: RDMA verbs .*BRAID_NCCL_MERGE_ALL=1" \
             "receive comm from .* on device 0 \(rxe0:1\+rxe1:1\): RDMA verbs over 2 rail"; do
