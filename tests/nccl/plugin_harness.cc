@@ -1008,17 +1008,19 @@ void benchSide(const Options& o, bool sender, int oob) {
   NCCLCHECK(net.devices(&ndev));
   void* comm = establish(net, ctx, o.dev, oob, sender, false);
   const int w = o.window;
-  std::vector<uint8_t> buf(o.benchSize * static_cast<size_t>(w));
+  // One buffer for every message in flight, as braid_send_bw and perftest do without
+  // validation: the comparison is then of the paths, not of cache footprints.
+  std::vector<uint8_t> buf(o.benchSize);
   fill(buf.data(), buf.size(), 1);
   void* mh = nullptr;
   NCCLCHECK(net.regMr(comm, buf.data(), buf.size(), BRAID_NCCL_PTR_HOST, &mh));
+  // As NCCL's proxy: up to `w` steps posted, only the oldest outstanding one tested.
   auto run = [&](int iters) {
     std::vector<void*> slots(static_cast<size_t>(w), nullptr);
     int posted = 0, finished = 0;
     while (finished < iters) {
-      for (int k = 0; k < w && posted < iters; ++k) {
-        if (slots[static_cast<size_t>(k)] != nullptr) continue;
-        void* data = &buf[static_cast<size_t>(k) * o.benchSize];
+      while (posted < iters && posted - finished < w) {
+        void* data = buf.data();
         void* r = nullptr;
         if (sender) {
           NCCLCHECK(net.isend(comm, data, o.benchSize, 0, mh, &r));
@@ -1028,19 +1030,13 @@ void benchSide(const Options& o, bool sender, int oob) {
           NCCLCHECK(net.irecv(comm, 1, &data, &rs, &tag, &mh, &r));
         }
         if (r == nullptr) break;
-        slots[static_cast<size_t>(k)] = r;
+        slots[static_cast<size_t>(posted % w)] = r;
         ++posted;
       }
-      for (int k = 0; k < w; ++k) {
-        void*& r = slots[static_cast<size_t>(k)];
-        if (r == nullptr) continue;
-        int done = 0, sz = 0;
-        NCCLCHECK(net.test(r, &done, &sz));
-        if (done) {
-          r = nullptr;
-          ++finished;
-        }
-      }
+      if (finished == posted) continue;
+      int done = 0, sz = 0;
+      NCCLCHECK(net.test(slots[static_cast<size_t>(finished % w)], &done, &sz));
+      if (done) ++finished;
     }
   };
   run(std::max(10, o.benchIters / 10));  // warm-up
