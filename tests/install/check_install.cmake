@@ -1,6 +1,7 @@
 # Installs braid into a scratch prefix and builds examples/consumer against it, once with
 # find_package(braid) and once with pkg-config, then runs the result; and runs the
-# installed tools from the prefix with no LD_LIBRARY_PATH (they find libbraid by RPATH).
+# installed tools from the prefix with no LD_LIBRARY_PATH (they find libbraid by RPATH), and
+# loads the installed NCCL plugin by name.
 file(REMOVE_RECURSE ${WORK_DIR})
 file(MAKE_DIRECTORY ${WORK_DIR})
 set(prefix ${WORK_DIR}/prefix)
@@ -18,6 +19,18 @@ foreach(f include/braid/transport.h include/braid/status.h lib/cmake/braid/braid
     file(GLOB_RECURSE hit ${prefix}/*/${f})
   endif()
 endforeach()
+# The NCCL plugin is installed next to libbraid, and NCCL_NET_PLUGIN=braid finds it there by
+# NCCL's name rules (the harness dlopen()s "braid", then libnccl-net-braid.so).
+file(GLOB_RECURSE plugin ${prefix}/*/libnccl-net-braid.so)
+if(NOT plugin)
+  message(FATAL_ERROR "libnccl-net-braid.so is not installed under ${prefix}")
+endif()
+list(GET plugin 0 plugin)
+get_filename_component(plugindir ${plugin} DIRECTORY)
+if(NCCL_HARNESS)
+  run(${CMAKE_COMMAND} -E env LD_LIBRARY_PATH=${plugindir} BRAID_SOCKET_IFNAME=lo
+      BRAID_LOG_LEVEL=error ${NCCL_HARNESS} pair --plugin braid --max-size 65536)
+endif()
 # CMake consumer.
 run(${CMAKE_COMMAND} -S ${BRAID_SOURCE_DIR}/examples/consumer -B ${WORK_DIR}/cmake-build
     -DCMAKE_PREFIX_PATH=${prefix})
