@@ -779,6 +779,8 @@ int oobAccept(int port) {
   return fd;
 }
 
+void* loopConnect(Net& n, void* lctx, void* cctx, void** rcOut);
+
 // ---- local: two communicators in one process, and a second copy of the library
 
 void localMode(const Options& o) {
@@ -890,6 +892,45 @@ void localMode(const Options& o) {
       NCCLCHECK(a.closeRecv(rc));
       say("ptrSupport %#x: regMr of GPU memory refused (result %d)", p.ptrSupport, rcode);
     }
+  }
+
+  // Misuse is an error, never a crash: a NULL request, a send on a receive comm, too many
+  // grouped receives; and a communicator finalized before its comms are closed leaves them
+  // working until they are.
+  {
+    void* ctxD = nullptr;
+    NCCLCHECK(a.init(&ctxD));
+    void* rc = nullptr;
+    void* sc = loopConnect(a, ctxD, ctxD, &rc);
+    int done = 0;
+    CHECK(a.test(nullptr, &done, nullptr) != 0, "test(NULL) succeeded");
+    uint8_t byte = 1;
+    void* r = reinterpret_cast<void*>(0x1);
+    CHECK(a.isend(rc, &byte, 1, 0, nullptr, &r) != 0 && r == nullptr, "isend on a receive comm");
+    void* data[9];
+    size_t sizes[9];
+    int tags[9];
+    for (int i = 0; i < 9; ++i) {
+      data[i] = &byte;
+      sizes[i] = 1;
+      tags[i] = i;
+    }
+    r = reinterpret_cast<void*>(0x1);
+    CHECK(a.irecv(rc, 9, data, sizes, tags, nullptr, &r) != 0 && r == nullptr,
+          "irecv of 9 buffers (maxRecvs 8) succeeded");
+    if (a.finalize) NCCLCHECK(a.finalize(ctxD));
+    uint8_t in = 0;
+    void* din = &in;
+    size_t cap = 1;
+    int tag = 2;
+    void* rr = postRecv(a, rc, 1, &din, &cap, &tag, nullptr, false);
+    void* sr = postSend(a, sc, &byte, 1, 2, nullptr);
+    waitDone(a, sr, nullptr, "send after finalize");
+    waitDone(a, rr, nullptr, "receive after finalize");
+    CHECK(in == 1, "the message after finalize did not arrive");
+    NCCLCHECK(a.closeRecv(rc));  // the receiver first, this time
+    NCCLCHECK(a.closeSend(sc));
+    say("misuse refused; comms outlive their finalized communicator");
   }
 
   // A second copy of the library (another file: dlopen gives a separate instance, with its
