@@ -369,6 +369,7 @@ struct Options {
   int window = 8;
   bool fuse = false;  // makeVDevice over devices 0 and 1, and use it
   bool expectFlush = false;  // iflush must return a request (verbs)
+  bool gpu = false;  // the device must advertise NCCL_PTR_CUDA; step 1 registers as CUDA
 };
 
 void checkDevices(Net& net, int* ndev) {
@@ -506,7 +507,15 @@ void runSide(const Options& o, bool sender, int oob) {
   size_t cap = sizes.back() + 4096;
   std::vector<uint8_t> buf(cap);
   void* mh = nullptr;
-  NCCLCHECK(net.regMr(comm, buf.data(), buf.size(), BRAID_NCCL_PTR_HOST, &mh));
+  int type = BRAID_NCCL_PTR_HOST;
+  if (o.gpu) {
+    braid_ncclNetProperties_v11_t p{};
+    NCCLCHECK(net.getProperties(dev, &p));
+    CHECK(p.ptrSupport & BRAID_NCCL_PTR_CUDA, "--gpu: device %d advertises ptrSupport %#x", dev,
+          p.ptrSupport);
+    type = BRAID_NCCL_PTR_CUDA;
+  }
+  NCCLCHECK(net.regMr(comm, buf.data(), buf.size(), type, &mh));
   CHECK(mh != nullptr, "regMr returned a NULL handle");
   uint64_t moved = 0;
   auto t0 = Clock::now();
@@ -1128,6 +1137,7 @@ int main(int argc, char** argv) {
     else if (a == "--window") o.window = std::stoi(next());
     else if (a == "--fuse") o.fuse = true;
     else if (a == "--expect-flush") o.expectFlush = true;
+    else if (a == "--gpu") o.gpu = true;
     else usage();
   }
   if (o.plugin.empty()) usage();
