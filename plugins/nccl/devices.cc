@@ -140,9 +140,15 @@ Status DeviceTable::discover() {
   } else {
     why = "neither dma-buf registration nor a peer memory module";
   }
+  // NCCL flushes GPUDirect receives on GPUs before sm_90 (or when forced). braid's flush
+  // reads through one NIC, which orders that NIC's writes only: a device over several rails
+  // (BRAID_NCCL_MERGE_ALL, makeVDevice) stays on host memory then.
+  const char* ff = std::getenv("NCCL_NET_FORCE_FLUSH");
+  flushNeeded_ = gs.minComputeMajor < 9 || (ff != nullptr && std::string(ff) == "1");
   for (auto& d : out) {
-    d->ptrSupport = ptr;
-    d->gpuPath = path;
+    const bool multi = mergeAll && use.size() > 1;
+    d->ptrSupport = multi && flushNeeded_ ? 0x1 : ptr;
+    d->gpuPath = multi && flushNeeded_ ? "host" : path;
   }
   BRAID_LOG_INFO(kPlugin, "NET/braid: GPU: {}; verbs dma-buf: {}; GPU buffers {}{}", gs.summary,
                  dmaWhy, path == "host" ? "go through host memory (NCCL stages them)"
@@ -207,6 +213,13 @@ Result<int> DeviceTable::makeVirtual(const std::vector<int>& devs) {
       d->transport = child.transport;
       d->ptrSupport = child.ptrSupport;
       d->gpuPath = child.gpuPath;
+      if (devs.size() > 1 && flushNeeded_ && child.ptrSupport != 0x1) {
+        d->ptrSupport = 0x1;  // see discover(): one NIC's flush does not cover the others'
+        d->gpuPath = "host";
+        BRAID_LOG_INFO(kPlugin, "NET/braid: a fused device's GPU buffers go through host "
+                                "memory: its GPUDirect receives would need a flush on every "
+                                "NIC, and braid flushes through one");
+      }
     }
     d->children.push_back(c);
     d->speedMbps += child.speedMbps;

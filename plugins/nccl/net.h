@@ -66,6 +66,7 @@ class DeviceTable {
   mutable std::mutex m_;
   bool discovered_ = false;
   int physical_ = 0;
+  bool flushNeeded_ = false;  // GPUs before sm_90, or NCCL_NET_FORCE_FLUSH=1
   std::vector<std::unique_ptr<NetDevice>> devs_;
   const gpu::Driver* driver_ = nullptr;
 };

@@ -435,7 +435,8 @@ int fuse(Net& net, int ndev) {
   CHECK(net.makeVDevice(&b, &bad) != 0, "makeVDevice accepted device 99");
   NCCLCHECK(net.devices(&n2));
   CHECK(n2 == ndev + 1, "a refused makeVDevice changed the device count to %d", n2);
-  say("virtual device %d %s over devices 0 and 1, %d Mbit/s", v, pv.name, pv.speed);
+  say("virtual device %d %s over devices 0 and 1, %d Mbit/s, ptrSupport %#x", v, pv.name,
+      pv.speed, pv.ptrSupport);
   return v;
 }
 

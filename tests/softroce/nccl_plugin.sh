@@ -26,14 +26,17 @@ set +e
   mount -t tmpfs braid-fake-peermem /sys/kernel/mm && mkdir -p /sys/kernel/mm/memory_peers/nv_mem &&
   echo 1.0 > /sys/kernel/mm/memory_peers/nv_mem/version &&
   LD_LIBRARY_PATH='$fake' '$h' pair --plugin '$p' --dev 0 --gpu --expect-flush --max-size 16777216 &&
-  echo 'vm: gpu peer memory passed'"
+  echo 'vm: gpu peer memory passed' &&
+  LD_LIBRARY_PATH='$fake' '$h' pair --plugin '$p' --fuse --max-size 65536 && echo 'vm: gpu fused passed'"
 rc=$?
 set -e
 [ $rc -ne 77 ] || exit 77
 cat "$log" | grep -E "FAIL|passed|device [0-9]|virtual device" | head -40
 [ $rc -eq 0 ] || { echo "FAIL: the harness exited with $rc"; tail -40 "$log"; exit 1; }
 for want in "vm: v11 rxe0 passed" "vm: v8 rxe1 passed" "vm: fused passed" "vm: merge-all passed" "vm: local passed" \
-            "vm: gpu peer memory passed" \
+            "vm: gpu peer memory passed" "vm: gpu fused passed" \
+            "virtual device 2 rxe0\+rxe1 over devices 0 and 1, 5000 Mbit/s, ptrSupport 0x1" \
+            "a fused device's GPU buffers go through host memory" \
             "NET/braid: GPU: CUDA driver 12.4, 1 GPU\(s\) \(oldest sm_8x\).*peer memory module loaded; verbs dma-buf: .*GPU buffers move by GPUDirect RDMA \(peer memory\)" \
             "on device 0 \(rxe0\): RDMA verbs over 1 rail.*GPU path GPUDirect RDMA \(peer memory\)" \
             "NET/braid: device 0 rxe0: RDMA verbs over rxe0:1" "NET/braid: device 1 rxe1: RDMA verbs over rxe1:1" \
