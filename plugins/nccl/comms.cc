@@ -79,7 +79,6 @@ struct ListenComm {
 
 struct MrHandle {
   MemoryRegion mr;
-  bool gpu = false;  // registered as NCCL_PTR_CUDA
 };
 
 namespace {
@@ -181,16 +180,22 @@ Status ensureFlushPath(DevWorker& dw) {
   return Status::ok();
 }
 
-Comm* finishConnected(std::shared_ptr<DevWorker> dw, std::unique_ptr<Endpoint> ep, bool sender) {
+Comm* makeComm(std::shared_ptr<DevWorker> dw, std::unique_ptr<Endpoint> ep, bool sender) {
   auto* c = new Comm();
   c->dw = std::move(dw);
+  c->ep = std::move(ep);
   c->sender = sender;
-  c->what = fmt::format("{} comm {} {} on device {} ({})", sender ? "send" : "receive",
-                        sender ? "to" : "from", ep->peerName(), c->dw->index, c->dw->dev.name);
-  BRAID_LOG_INFO(kPlugin, "NET/braid: {}: {}, GPU path {}", c->what, describe(*ep),
+  return c;
+}
+
+/// Names a comm whose endpoint has connected, and logs its path.
+Comm* announce(Comm* c) {
+  c->what = fmt::format("{} comm {} {} on device {} ({})", c->sender ? "send" : "receive",
+                        c->sender ? "to" : "from", c->ep->peerName(), c->dw->index,
+                        c->dw->dev.name);
+  BRAID_LOG_INFO(kPlugin, "NET/braid: {}: {}, GPU path {}", c->what, describe(*c->ep),
                  c->dw->dev.gpuPath == "host" ? "host (NCCL stages GPU buffers)"
                                               : "GPUDirect RDMA (" + c->dw->dev.gpuPath + ")");
-  c->ep = std::move(ep);
   return c;
 }
 
@@ -278,10 +283,7 @@ Result<Comm*> connect(PluginCtx* ctx, int dev, void* handle) {
                         dw->dev.name, a.toString()));
       ep = std::move(e).value();
     }
-    c = new Comm();
-    c->dw = dw;
-    c->sender = true;
-    c->ep = std::move(ep);
+    c = makeComm(dw, std::move(ep), true);
     std::lock_guard<std::mutex> lk(ctx->m);
     h.connectId = ++ctx->nextConnectId;
     ctx->connecting[h.connectId] = c;
@@ -313,9 +315,7 @@ Result<Comm*> connect(PluginCtx* ctx, int dev, void* handle) {
     return st.withContext(fmt::format("braid NCCL plugin: connect from device {} ({})", dev,
                                       dw->dev.name));
   }
-  std::unique_ptr<Endpoint> ep = std::move(c->ep);
-  delete c;
-  return finishConnected(dw, std::move(ep), true);
+  return announce(c);
 }
 
 Result<Comm*> accept(ListenComm* lc) {
@@ -331,7 +331,7 @@ Result<Comm*> accept(ListenComm* lc) {
     }
     ep = std::move(e).value();
   }
-  return finishConnected(lc->dw, std::move(ep), false);
+  return announce(makeComm(lc->dw, std::move(ep), false));
 }
 
 Status closeListen(ListenComm* lc) {
@@ -353,18 +353,18 @@ Status closeComm(Comm* c) {
 Result<MrHandle*> regMr(Comm* c, void* data, size_t size, int type) {
   if (c == nullptr) return Status(Code::kInvalidArgument, "regMr: null comm");
   const NetDevice& dev = c->dw->dev;
-  if (type != 0x1 /* NCCL_PTR_HOST */ && type != 0x2 /* NCCL_PTR_CUDA */)
+  if (type != kPtrHost && type != kPtrCuda)
     return Status(Code::kInvalidArgument,
                   fmt::format("braid NCCL plugin: regMr of {} bytes at {} with type {:#x} on {}",
                               size, data, type, c->what));
-  if (type == 0x2 && (dev.ptrSupport & 0x2) == 0)
+  if (type == kPtrCuda && (dev.ptrSupport & kPtrCuda) == 0)
     return Status(Code::kUnsupported,
                   fmt::format("braid NCCL plugin: regMr of {} bytes of GPU memory at {} on {}: "
                               "GPUDirect RDMA is not available here (NCCL_DEBUG=INFO shows why "
                               "at init), so braid did not advertise NCCL_PTR_CUDA and NCCL "
                               "should stage GPU buffers through host memory",
                               size, data, c->what));
-  if (type == 0x2 && (dev.ptrSupport & 0x4) != 0) {
+  if (type == kPtrCuda && (dev.ptrSupport & kPtrDmabuf) != 0) {
     // dma-buf: export the range from the driver and register the fd on every rail.
     const gpu::Driver* drv = DeviceTable::get().gpuDriver();
     if (drv == nullptr) return Status(Code::kInternal, "regMr: dma-buf advertised without a driver");
@@ -375,25 +375,25 @@ Result<MrHandle*> regMr(Comm* c, void* data, size_t size, int type) {
     if (!mr)
       return mr.status().withContext(fmt::format("braid NCCL plugin: regMr of {} bytes of GPU "
                                                  "memory at {} on {}", size, data, c->what));
-    return new MrHandle{std::move(mr).value(), true};
+    return new MrHandle{std::move(mr).value()};
   }
   // Host memory, or GPU memory a peer memory module lets ibv_reg_mr pin.
   auto mr = c->dw->context->registerMemory(data, size);  // thread-safe: no worker lock
   if (!mr)
     return mr.status().withContext(fmt::format("braid NCCL plugin: regMr of {} bytes at {} on {}",
                                                size, data, c->what));
-  return new MrHandle{std::move(mr).value(), type == 0x2};
+  return new MrHandle{std::move(mr).value()};
 }
 
 Result<MrHandle*> regMrDmaBuf(Comm* c, void* data, size_t size, int type, uint64_t offset,
                               int fd) {
   if (c == nullptr) return Status(Code::kInvalidArgument, "regMrDmaBuf: null comm");
-  if ((c->dw->dev.ptrSupport & 0x4) != 0) {
+  if ((c->dw->dev.ptrSupport & kPtrDmabuf) != 0) {
     // NCCL closes `fd` after this call: the registration holds the dma-buf itself.
     auto mr = c->dw->context->registerDmabuf(data, size, fd, offset);
     if (!mr)
       return mr.status().withContext(fmt::format("braid NCCL plugin: regMrDmaBuf on {}", c->what));
-    return new MrHandle{std::move(mr).value(), true};
+    return new MrHandle{std::move(mr).value()};
   }
   return Status(Code::kUnsupported,
                 fmt::format("braid NCCL plugin: regMrDmaBuf of {} bytes at {} (type {:#x}, fd "

@@ -13,10 +13,11 @@
 namespace braid::nccl {
 namespace {
 
-std::string envOr(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  if (v != nullptr && *v != '\0') return v;
-  v = std::getenv(fallback);
+/// braid's knob when set, else NCCL's (a job configured for NCCL's IB transport then picks
+/// the same NICs and interfaces).
+std::string orNccl(const std::string& braidValue, const char* ncclName) {
+  if (!braidValue.empty()) return braidValue;
+  const char* v = std::getenv(ncclName);
   return v != nullptr ? v : "";
 }
 
@@ -53,11 +54,11 @@ DeviceTable& DeviceTable::get() {
 Status DeviceTable::discover() {
   std::lock_guard<std::mutex> lk(m_);
   if (discovered_) return Status::ok();
-  // NCCL's own knobs serve when braid's are not set, so a job configured for NCCL's IB
-  // transport picks the same NICs and interfaces.
+  BRAID_ASSIGN_OR_RETURN(core::Params params, core::params());
   ContextOptions probe;
-  std::string hca = envOr("BRAID_IB_HCA", "NCCL_IB_HCA");
-  std::string ifname = envOr("BRAID_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME");
+  std::string hca = orNccl(params.ibHca, "NCCL_IB_HCA");
+  socketIfname_ = orNccl(params.socketIfname, "NCCL_SOCKET_IFNAME");
+  const std::string& ifname = socketIfname_;
   if (!hca.empty()) probe.ibHca = hca;
   if (!ifname.empty()) probe.socketIfname = ifname;
   auto ctx = Context::create(probe);
@@ -80,7 +81,6 @@ Status DeviceTable::discover() {
                ? fmt::format("{} ({} gid[{}] {})", r.name, r.linkLayer, r.gidIndex, r.address)
                : fmt::format("{} ({})", r.name, r.address);
   };
-  BRAID_ASSIGN_OR_RETURN(core::Params params, core::params());
   const bool mergeAll = params.ncclMergeAll;
   std::vector<std::unique_ptr<NetDevice>> out;
   if (mergeAll && use.size() > 1) {
@@ -127,15 +127,15 @@ Status DeviceTable::discover() {
   gpu::Support gs = gpu::detect(driver_, drv ? "" : drv.status().message());
   std::string dmaWhy = "TCP devices: host memory only";
   const bool verbsDmabuf = t == Transport::kVerbs && (*ctx)->dmabufSupported(&dmaWhy);
-  int ptr = 0x1;  // NCCL_PTR_HOST
+  int ptr = kPtrHost;
   std::string path = "host", why;
   if (t != Transport::kVerbs || !gs.driver || gs.devices == 0) {
     why = t != Transport::kVerbs ? "no RDMA port" : "no GPU";
   } else if (gs.dmabufDevices && verbsDmabuf) {
-    ptr |= 0x2 | 0x4;  // NCCL_PTR_CUDA | NCCL_PTR_DMABUF
+    ptr |= kPtrCuda | kPtrDmabuf;
     path = "dma-buf";
   } else if (gs.peerMemory) {
-    ptr |= 0x2;
+    ptr |= kPtrCuda;
     path = "peer memory";
   } else {
     why = "neither dma-buf registration nor a peer memory module";
@@ -146,9 +146,9 @@ Status DeviceTable::discover() {
   const char* ff = std::getenv("NCCL_NET_FORCE_FLUSH");
   flushNeeded_ = gs.minComputeMajor < 9 || (ff != nullptr && std::string(ff) == "1");
   for (auto& d : out) {
-    const bool multi = mergeAll && use.size() > 1;
-    d->ptrSupport = multi && flushNeeded_ ? 0x1 : ptr;
-    d->gpuPath = multi && flushNeeded_ ? "host" : path;
+    d->ptrSupport = ptr;
+    d->gpuPath = path;
+    hostOnlyWhereFlushSpansNics(*d, mergeAll ? use.size() : 1);
   }
   BRAID_LOG_INFO(kPlugin, "NET/braid: GPU: {}; verbs dma-buf: {}; GPU buffers {}{}", gs.summary,
                  dmaWhy, path == "host" ? "go through host memory (NCCL stages them)"
@@ -185,6 +185,15 @@ const NetDevice* DeviceTable::stable(int dev) const {
   return devs_[static_cast<size_t>(dev)].get();
 }
 
+void DeviceTable::hostOnlyWhereFlushSpansNics(NetDevice& d, size_t rails) const {
+  if (rails <= 1 || !flushNeeded_ || d.ptrSupport == kPtrHost) return;
+  d.ptrSupport = kPtrHost;  // see discover(): one NIC's flush does not cover the others'
+  d.gpuPath = "host";
+  BRAID_LOG_INFO(kPlugin, "NET/braid: a fused device's GPU buffers go through host memory: its "
+                          "GPUDirect receives would need a flush on every NIC, and braid "
+                          "flushes through one");
+}
+
 Result<int> DeviceTable::makeVirtual(const std::vector<int>& devs) {
   std::lock_guard<std::mutex> lk(m_);
   if (devs.empty() || devs.size() > 4)
@@ -213,13 +222,7 @@ Result<int> DeviceTable::makeVirtual(const std::vector<int>& devs) {
       d->transport = child.transport;
       d->ptrSupport = child.ptrSupport;
       d->gpuPath = child.gpuPath;
-      if (devs.size() > 1 && flushNeeded_ && child.ptrSupport != 0x1) {
-        d->ptrSupport = 0x1;  // see discover(): one NIC's flush does not cover the others'
-        d->gpuPath = "host";
-        BRAID_LOG_INFO(kPlugin, "NET/braid: a fused device's GPU buffers go through host "
-                                "memory: its GPUDirect receives would need a flush on every "
-                                "NIC, and braid flushes through one");
-      }
+      hostOnlyWhereFlushSpansNics(*d, devs.size());
     }
     d->children.push_back(c);
     d->speedMbps += child.speedMbps;
@@ -232,8 +235,7 @@ Result<int> DeviceTable::makeVirtual(const std::vector<int>& devs) {
     rails.push_back(spec.substr(1));
   }
   d->name = joined(names, "+");
-  std::string ifname = envOr("BRAID_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME");
-  d->options = optionsFor(d->transport, rails, ifname);
+  d->options = optionsFor(d->transport, rails, socketIfname_);
   d->rails = joined(shown, ", ");
   int index = static_cast<int>(devs_.size());
   BRAID_LOG_INFO(kPlugin, "NET/braid: virtual device {} {}: braid stripes over {} ({} Mbit/s)",

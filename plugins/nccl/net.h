@@ -26,6 +26,8 @@ constexpr int kMaxRequests = 32;          ///< NCCL_NET_MAX_REQUESTS
 constexpr int kPoolSize = kMaxRequests * kMaxRecvs;  ///< requests in flight per comm
 constexpr size_t kMaxP2pBytes = size_t{1} << 30;     ///< test() reports sizes as int
 constexpr size_t kHandleSize = 128;                  ///< NCCL_NET_HANDLE_MAXSIZE
+/// NCCL_PTR_* bits (checked against the ABI header in plugin.cc).
+constexpr int kPtrHost = 0x1, kPtrCuda = 0x2, kPtrDmabuf = 0x4;
 
 /// One device as NCCL sees it: a verbs port (or, without RDMA, a TCP interface), or a
 /// virtual device fusing several (makeVDevice, BRAID_NCCL_MERGE_ALL).
@@ -40,7 +42,7 @@ struct NetDevice {
   std::vector<int> children;  ///< physical devices fused (itself for a physical one)
   ContextOptions options;     ///< what a Context over exactly these rails needs
   std::string rails;          ///< the rails, for log lines: "rxe0:1 gid ..."
-  int ptrSupport = 0x1;       ///< NCCL_PTR_* bits: HOST, and CUDA/DMABUF with GPUDirect RDMA
+  int ptrSupport = kPtrHost;  ///< NCCL_PTR_* bits: HOST, and CUDA/DMABUF with GPUDirect RDMA
   std::string gpuPath = "host";  ///< how GPU buffers move: "dma-buf", "peer memory", "host"
 };
 
@@ -67,6 +69,9 @@ class DeviceTable {
   bool discovered_ = false;
   int physical_ = 0;
   bool flushNeeded_ = false;  // GPUs before sm_90, or NCCL_NET_FORCE_FLUSH=1
+  std::string socketIfname_;  // BRAID_SOCKET_IFNAME, else NCCL_SOCKET_IFNAME
+  /// GPU buffers of a device over `rails` NICs go through host memory where NCCL flushes.
+  void hostOnlyWhereFlushSpansNics(NetDevice& d, size_t rails) const;
   std::vector<std::unique_ptr<NetDevice>> devs_;
   const gpu::Driver* driver_ = nullptr;
 };

@@ -14,6 +14,9 @@
 #include "net.h"
 
 namespace braid::nccl {
+static_assert(kPtrHost == BRAID_NCCL_PTR_HOST && kPtrCuda == BRAID_NCCL_PTR_CUDA &&
+                  kPtrDmabuf == BRAID_NCCL_PTR_DMABUF,
+              "net.h's pointer bits are NCCL's");
 namespace {
 
 using Res = braid_ncclResult_t;

@@ -142,6 +142,19 @@ void common(Net& n, const T* t) {
   n.closeListen = t->closeListen;
 }
 
+/// isend/irecv of v11 and v10, which take profiler handles: NCCL passes non-NULL ones.
+template <class T>
+void withProfilerHandles(Net& n, const T* t) {
+  n.isend = [t](void* c, void* d, size_t s, int tag, void* mh, void** r) {
+    int ph = 0;
+    return t->isend(c, d, s, tag, mh, &ph, r);
+  };
+  n.irecv = [t](void* c, int k, void** d, size_t* s, int* tags, void** mh, void** r) {
+    void* ph[8] = {};
+    return t->irecv(c, k, d, s, tags, mh, ph, r);
+  };
+}
+
 Net load(void* lib, int version) {
   std::string sym = "ncclNetPlugin_v" + std::to_string(version);
   void* p = dlsym(lib, sym.c_str());
@@ -160,14 +173,7 @@ Net load(void* lib, int version) {
     n.listen = t->listen;
     n.connect = t->connect;
     n.regMr = t->regMr;
-    n.isend = [t](void* c, void* d, size_t s, int tag, void* mh, void** r) {
-      int ph = 0;
-      return t->isend(c, d, s, tag, mh, &ph, r);
-    };
-    n.irecv = [t](void* c, int k, void** d, size_t* s, int* tags, void** mh, void** r) {
-      void* ph[8] = {};
-      return t->irecv(c, k, d, s, tags, mh, ph, r);
-    };
+    withProfilerHandles(n, t);
     n.makeVDevice = t->makeVDevice;
     n.finalize = t->finalize;
     CHECK(t->finalize != nullptr, "v11 finalize is NULL");
@@ -199,14 +205,7 @@ Net load(void* lib, int version) {
       return t->connect(d, &cfg, h, s, dh);
     };
     n.regMr = t->regMr;
-    n.isend = [t](void* c, void* d, size_t s, int tag, void* mh, void** r) {
-      int ph = 0;
-      return t->isend(c, d, s, tag, mh, &ph, r);
-    };
-    n.irecv = [t](void* c, int k, void** d, size_t* s, int* tags, void** mh, void** r) {
-      void* ph[8] = {};
-      return t->irecv(c, k, d, s, tags, mh, ph, r);
-    };
+    withProfilerHandles(n, t);
     n.makeVDevice = t->makeVDevice;
     return n;
   }

@@ -172,12 +172,24 @@ TEST_CASE("gpu: detect() reports dma-buf only when every GPU and the driver supp
   CHECK_FALSE(s.dmabufDevices);
 }
 
-TEST_CASE("gpu: Driver::load fails cleanly on a host without a CUDA driver") {
+TEST_CASE("gpu: Driver::load gives a working driver table, or fails cleanly without one") {
   auto r = Driver::load();
   if (r.isOk()) {
-    SUCCEED("a CUDA driver is present on this host");  // a GPU machine: nothing to check here
+    // A host with a CUDA driver: the table is complete and answers.
+    const Driver* d = *r;
+    REQUIRE(d->driverGetVersion != nullptr);
+    int version = 0;
+    CHECK(d->driverGetVersion(&version) == kCudaSuccess);
+    CHECK(version > 0);
+    Support s = detect(d);
+    CHECK(s.driver);
+    CHECK(s.driverVersion == version);
+    int local = 0;
+    CHECK(classify(d, &local)->kind == MemoryKind::kHost);
   } else {
     CHECK(r.status().code() == Code::kUnsupported);
     CHECK_THAT(r.status().message(), Catch::Contains("libcuda.so.1") || Catch::Contains("cuInit"));
+    // A second call gives the same answer (loaded once per process).
+    CHECK(Driver::load().status().message() == r.status().message());
   }
 }
