@@ -96,6 +96,37 @@ const Def kDefs[] = {
      "NCCL plugin: 1 offers every rail as one NCCL device, striped and failed over by braid; "
      "0 offers one device per RDMA port (or TCP interface) and lets NCCL fuse them",
      [](Params& p, const std::string& t, int64_t) { p.ncclMergeAll = t == "1"; }},
+    {"BRAID_RANK", Kind::kInt, "-1", -1, 1 << 24, nullptr,
+     "collectives: this process's rank (with BRAID_WORLD_SIZE and BRAID_STORE; wins over "
+     "torchrun's, Slurm's and Open MPI's variables); -1: from the launcher",
+     [](Params& p, const std::string&, int64_t n) { p.rank = n; }},
+    {"BRAID_WORLD_SIZE", Kind::kInt, "0", 0, 1 << 24, nullptr,
+     "collectives: the number of ranks (with BRAID_RANK); 0: from the launcher",
+     [](Params& p, const std::string&, int64_t n) { p.worldSize = n; }},
+    {"BRAID_LOCAL_RANK", Kind::kInt, "-1", -1, 1 << 24, nullptr,
+     "collectives: this process's rank on its host (with BRAID_RANK); -1: unknown",
+     [](Params& p, const std::string&, int64_t n) { p.localRank = n; }},
+    {"BRAID_STORE", Kind::kString, "", 0, 0, nullptr,
+     "collectives: where ranks meet: host:port (a TCP store served by rank 0) or file:DIR (a "
+     "directory every rank sees); overrides the launcher's (MASTER_ADDR:MASTER_PORT+1, ...)",
+     [](Params& p, const std::string& t, int64_t) { p.store = t; }},
+    {"BRAID_STORE_PORT", Kind::kInt, "0", 0, 65535, nullptr,
+     "collectives under Slurm or Open MPI without BRAID_STORE: the TCP store's port on the "
+     "first node; 0: 20000 + the job id modulo 20000",
+     [](Params& p, const std::string&, int64_t n) { p.storePort = n; }},
+    {"BRAID_ALGO", Kind::kString, "", 0, 0, nullptr,
+     "collectives: algorithm overrides, collective:algorithm pairs comma separated, e.g. "
+     "allreduce:ring,broadcast:binomial (docs/collectives.md lists them); empty: chosen by "
+     "size and rank count",
+     [](Params& p, const std::string& t, int64_t) { p.algo = t; }},
+    {"BRAID_COLL_SEGMENT", Kind::kSize, "256K", 4096, 1LL << 30, nullptr,
+     "collectives: pipelined algorithms move data in segments of about this size, so that "
+     "sending, receiving and reducing overlap",
+     [](Params& p, const std::string&, int64_t n) { p.collSegment = n; }},
+    {"BRAID_COLL_THREAD", Kind::kEnum, "0", 0, 0, "0|1",
+     "collectives: 1 starts a progress thread per communicator that drives non-blocking "
+     "collectives while the caller computes; 0: the caller's calls drive them",
+     [](Params& p, const std::string& t, int64_t) { p.collThread = t == "1"; }},
     {"BRAID_IB_HCA", Kind::kString, "", 0, 0, nullptr,
      "verbs rails: devices[:port], comma separated; ^ excludes, = matches exactly "
      "(NCCL_IB_HCA syntax); empty: every active port",

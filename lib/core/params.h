@@ -33,6 +33,15 @@ struct Params {
   int64_t spinUs = 0;            // BRAID_SPIN_US
   std::string threadChecks;      // BRAID_THREAD_CHECKS
   bool ncclMergeAll = false;     // BRAID_NCCL_MERGE_ALL
+  // collectives (issue 11)
+  int64_t rank = -1;             // BRAID_RANK
+  int64_t worldSize = 0;         // BRAID_WORLD_SIZE
+  int64_t localRank = -1;        // BRAID_LOCAL_RANK
+  std::string store;             // BRAID_STORE
+  int64_t storePort = 0;         // BRAID_STORE_PORT
+  std::string algo;              // BRAID_ALGO
+  int64_t collSegment = 0;       // BRAID_COLL_SEGMENT
+  bool collThread = false;       // BRAID_COLL_THREAD
   // verbs (issue 3)
   std::string ibHca;             // BRAID_IB_HCA
   int64_t ibGidIndex = -1;       // BRAID_IB_GID_INDEX
