@@ -377,10 +377,9 @@ bool CommImpl::checkAborts() {
     size_t n = peer.abortRecv.size();
     peer.abortRecv = braid::Request();
     if (st.isOk() && n == 1 && peer.abortBuf[0] == 0) {  // goodbye: it destroyed its communicator
+      // Nothing fails yet: what it sent before is still delivered, and its sends
+      // acknowledged by our kernel still finish; its endpoint's close fails the rest.
       BRAID_LOG_DEBUG(kColl, "coll: rank {}: goodbye from rank {}", rank, p);
-      if (peer.failed.isOk()) {
-        peer.failed = Status(Code::kCanceled, "it destroyed its communicator");
-      }
     } else if (st.isOk()) {
       int blamed = -1;
       std::string why = parseAbort(peer.abortBuf.data(), n, &blamed);
