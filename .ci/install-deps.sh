@@ -7,6 +7,7 @@ pkgs=(
   libibverbs-dev librdmacm-dev libhwloc-dev libspdlog-dev libfmt-dev catch2
   libcli11-dev nlohmann-json3-dev
   iperf3 iproute2 procps
+  openmpi-bin
 )
 missing=()
 for p in "${pkgs[@]}"; do
