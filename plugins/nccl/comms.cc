@@ -190,6 +190,9 @@ Comm* makeComm(std::shared_ptr<DevWorker> dw, std::unique_ptr<Endpoint> ep, bool
 
 /// Names a comm whose endpoint has connected, and logs its path.
 Comm* announce(Comm* c) {
+  // The endpoint's name and stats are the worker's: NCCL's other thread may be driving it
+  // (a test() on another comm of this device) right now.
+  std::lock_guard<std::mutex> lk(c->dw->m);
   c->what = fmt::format("{} comm {} {} on device {} ({})", c->sender ? "send" : "receive",
                         c->sender ? "to" : "from", c->ep->peerName(), c->dw->index,
                         c->dw->dev.name);
