@@ -177,27 +177,30 @@ Status CommImpl::post(CollOp& op, int id) {
 
 namespace {
 
-Status peerDescriptor(const CollOp& op, const std::string& who, const uint8_t* data, size_t got,
+/// Checks the descriptor a peer sent; `who()` names the peer (built only for an error:
+/// this runs on every call's first message from each peer).
+template <typename Who>
+Status peerDescriptor(const CollOp& op, const Who& who, const uint8_t* data, size_t got,
                       Descriptor* out) {
   if (got < sizeof(Descriptor)) {
-    return Status(Code::kProtocolError, op.what + ": " + who + " sent " + std::to_string(got) +
+    return Status(Code::kProtocolError, op.what + ": " + who() + " sent " + std::to_string(got) +
                                             " bytes where a call descriptor was expected");
   }
   std::memcpy(out, data, sizeof(Descriptor));
   if (out->magic != Descriptor::kMagic) {
     return Status(Code::kProtocolError,
-                  op.what + ": " + who + " sent a message that is no call descriptor");
+                  op.what + ": " + who() + " sent a message that is no call descriptor");
   }
   if (!sameCall(*out, op.desc)) {
     return Status(Code::kInvalidArgument,
-                  op.what + ": " + who + " called " + describeDesc(*out) +
+                  op.what + ": " + who() + " called " + describeDesc(*out) +
                       " where this rank called " + describeDesc(op.desc) +
                       ": every rank must make the same calls in the same order, with the same "
                       "counts, types, ops and roots");
   }
   if (out->algo != op.desc.algo || out->segmentKiB != op.desc.segmentKiB) {
     return Status(Code::kInvalidArgument,
-                  op.what + ": " + who + " runs it as " + describeDesc(*out) +
+                  op.what + ": " + who() + " runs it as " + describeDesc(*out) +
                       " where this rank runs " + describeDesc(op.desc) +
                       ": set BRAID_ALGO and BRAID_COLL_SEGMENT alike on every rank");
   }
@@ -211,10 +214,10 @@ Status CommImpl::complete(CollOp& op, int id) {
   auto& req = op.reqs[static_cast<size_t>(id)];
   auto& descReq = op.descReqs[static_cast<size_t>(id)];
   auto& staging = op.staging[static_cast<size_t>(id)];
-  const std::string who = describeRank(t.peer);
+  auto who = [&] { return describeRank(t.peer); };  // for errors only: not on the hot path
   auto failed = [&](const Status& st) {
     return Status(st.code(), op.what + ": " + (t.kind == Task::Kind::kSend ? "sending to " : "receiving from ") +
-                                 who + ": " + st.message());
+                                 who() + ": " + st.message());
   };
   const size_t D = sizeof(Descriptor);
   Descriptor peerDesc;
@@ -230,7 +233,7 @@ Status CommImpl::complete(CollOp& op, int id) {
   if (!st.isOk()) {
     if (st.code() == Code::kTruncated) {
       return Status(Code::kInvalidArgument,
-                    op.what + ": " + who + " sent more than the " + std::to_string(t.bytes) +
+                    op.what + ": " + who() + " sent more than the " + std::to_string(t.bytes) +
                         " bytes this rank expects: the ranks disagree on counts or types (" +
                         st.message() + ")");
     }
@@ -245,7 +248,7 @@ Status CommImpl::complete(CollOp& op, int id) {
     }
     if (got != t.bytes) {
       return Status(Code::kInvalidArgument,
-                    op.what + ": " + who + " sent " + std::to_string(got) + " bytes where " +
+                    op.what + ": " + who() + " sent " + std::to_string(got) + " bytes where " +
                         std::to_string(t.bytes) + " were expected: the ranks disagree on counts "
                         "or types");
     }
@@ -270,7 +273,7 @@ bool CommImpl::advance(CollOp& op) {
         !req.finished()) {
       Status st = descReq.result();
       Descriptor d;
-      if (st.isOk()) st = peerDescriptor(op, describeRank(t.peer), op.staging[static_cast<size_t>(id)].data(), descReq.size(), &d);
+      if (st.isOk()) st = peerDescriptor(op, [&] { return describeRank(t.peer); }, op.staging[static_cast<size_t>(id)].data(), descReq.size(), &d);
       if (!st.isOk()) {
         finish(op, st.code() == Code::kInvalidArgument || st.code() == Code::kProtocolError
                        ? st
