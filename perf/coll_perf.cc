@@ -37,6 +37,7 @@
 #include "braid/info.h"
 #include "braid/status.h"
 #include "braid/transport.h"
+#include "perf_common.h"
 
 namespace braid::tools {
 namespace {
@@ -459,38 +460,10 @@ struct Options {
   std::vector<ReduceOp> ops;  // empty for a collective without an op
 };
 
-/// nccl-tests' parsesize: a number with an optional K, M or G (binary) suffix.
-std::optional<uint64_t> parseBytes(std::string_view text) {
-  uint64_t v = 0;
-  size_t i = 0;
-  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
-    uint64_t d = static_cast<uint64_t>(text[i] - '0');
-    if (v > (UINT64_MAX - d) / 10) return std::nullopt;
-    v = v * 10 + d;
-  }
-  if (i == 0) return std::nullopt;
-  std::string unit;
-  for (; i < text.size(); ++i)
-    unit += static_cast<char>(std::tolower(static_cast<unsigned char>(text[i])));
-  int shift = 0;
-  if (unit.empty() || unit == "b")
-    shift = 0;
-  else if (unit == "k" || unit == "kb" || unit == "kib")
-    shift = 10;
-  else if (unit == "m" || unit == "mb" || unit == "mib")
-    shift = 20;
-  else if (unit == "g" || unit == "gb" || unit == "gib")
-    shift = 30;
-  else
-    return std::nullopt;
-  if (v > (UINT64_MAX >> shift)) return std::nullopt;
-  return v << shift;
-}
-
 CLI::Validator sizeValidator() {
   return CLI::Validator(
       [](std::string& s) -> std::string {
-        if (!parseBytes(s)) return "'" + s + "' is not a size (examples: 8, 64K, 32M, 1G)";
+        if (!perf::parseSize(s)) return "'" + s + "' is not a size (examples: 8, 64K, 32M, 1G)";
         return {};
       },
       "SIZE");
@@ -574,9 +547,9 @@ std::optional<int> parseCommandLine(int argc, char** argv, Options& o) {
   }
   o.coll = fromName ? fromName : findColl(collName);
   if (o.coll == nullptr) return usage("unknown collective '" + collName + "'");
-  if (!minArg.empty()) o.minBytes = *parseBytes(minArg);
-  if (!maxArg.empty()) o.maxBytes = *parseBytes(maxArg);
-  if (!stepArg.empty()) o.stepBytes = *parseBytes(stepArg);
+  if (!minArg.empty()) o.minBytes = *perf::parseSize(minArg);
+  if (!maxArg.empty()) o.maxBytes = *perf::parseSize(maxArg);
+  if (!stepArg.empty()) o.stepBytes = *perf::parseSize(stepArg);
   if (o.maxBytes < o.minBytes) return usage("-e (maxbytes) is below -b (minbytes)");
   if (o.stepFactor <= 1 && o.stepBytes == 0 && o.maxBytes > o.minBytes)
     return usage("-i 0 would never reach -e");
