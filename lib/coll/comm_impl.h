@@ -50,7 +50,6 @@ struct CollOp {
   std::vector<size_t> sendNext, recvNext;
   std::vector<int> pendingCompute;  ///< compute tasks not run yet
   std::vector<int> posted;          ///< send/recv tasks posted and not finished
-  std::vector<Descriptor> peerDesc;  ///< per task: the descriptor a recv got
   size_t done = 0;
   bool started = false;
   bool finished = false;
