@@ -16,6 +16,7 @@
 #include "braid/coll.h"
 #include "braid/transport.h"
 #include "coll/schedule.h"
+#include "coll/scratch_pool.h"
 
 namespace braid::coll {
 
@@ -54,7 +55,7 @@ struct CollOp {
   bool started = false;
   bool finished = false;
   Status status;                    ///< the outcome once finished
-  std::vector<std::pair<uint8_t*, size_t>> scratch;  ///< pool buffers to give back
+  std::vector<uint8_t*> scratch;  ///< pool buffers to give back
   std::vector<MemoryRegion> regions;  ///< registrations of the caller's buffers (verbs)
   std::chrono::steady_clock::time_point lastProgress;
   int blame = -1;  ///< on a stall: the peer it waited for
@@ -75,6 +76,9 @@ struct CommImpl : std::enable_shared_from_this<CommImpl> {
   int rank = 0, size = 1;
   int timeoutMs = 30000;
   size_t segmentBytes = 256 * 1024;
+  int spinUs = 1000;  ///< BRAID_COLL_SPIN_US
+  /// When progress() last ran: a caller away for long stalled nothing (checkStalled).
+  std::chrono::steady_clock::time_point lastCall;
   std::map<CollKind, Algo> forced;  ///< BRAID_ALGO
   std::string hostName;
   std::shared_ptr<Context> context;
@@ -85,14 +89,7 @@ struct CommImpl : std::enable_shared_from_this<CommImpl> {
   std::deque<std::shared_ptr<CollOp>> inflight;  ///< calls, oldest first (p2p included)
   Status failed;            ///< sticky: the first error that failed the communicator
   bool verbs = false;
-  // Scratch pool: buffers (and, over verbs, their registrations) kept across calls.
-  struct Buffer {
-    std::unique_ptr<uint8_t[]> mem;
-    size_t size = 0;
-    bool inUse = false;
-    MemoryRegion mr;
-  };
-  std::vector<Buffer> pool;
+  ScratchPool pool;  ///< scratch buffers (and, over verbs, their registrations)
   // Progress thread (BRAID_COLL_THREAD).
   std::mutex mu;
   std::condition_variable cv;

@@ -437,6 +437,7 @@ Result<std::unique_ptr<Communicator>> Communicator::create(int rank, int size,
   impl->size = size;
   impl->timeoutMs = options.timeoutMs.value_or(options.context.timeoutMs.value_or(static_cast<int>(params.timeoutMs)));
   impl->segmentBytes = options.segmentBytes.value_or(static_cast<size_t>(params.collSegment));
+  impl->spinUs = static_cast<int>(params.collSpinUs);
   if (impl->segmentBytes < 1024) impl->segmentBytes = 1024;
   BRAID_ASSIGN_OR_RETURN(impl->forced, parseAlgorithms(options.algorithms.value_or(params.algo)));
   impl->hostName = localHostName();
@@ -598,6 +599,12 @@ Result<std::unique_ptr<Communicator>> Communicator::create(int rank, int size,
       if (r) p.abortRecv = std::move(r).value();
     }
     impl->verbs = allVerbs;
+    if (allVerbs) {
+      impl->pool = ScratchPool([ctx = impl->context](uint8_t* base, size_t length) {
+        auto mr = ctx->registerMemory(base, length);
+        return mr ? *mr : MemoryRegion();  // requests then register their own
+      });
+    }
   }
   impl->threadOn = threadOn;
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();

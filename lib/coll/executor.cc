@@ -2,6 +2,8 @@
 // are done (sends and receives per peer in list order, schedule.h), checks what arrives
 // against what this rank expects, and turns every failure into one communicator error
 // that the other ranks hear about (an abort message) instead of waiting for it.
+#include <sched.h>
+
 #include <algorithm>
 #include <cstring>
 #include <sstream>
@@ -56,36 +58,13 @@ std::string CommImpl::describeRank(int r) const {
 }
 
 uint8_t* CommImpl::acquireScratch(CollOp& op, size_t bytes) {
-  size_t want = std::max<size_t>(bytes, 1);
-  for (auto& b : pool) {
-    if (!b.inUse && b.size >= want && b.size / 4 <= want) {
-      b.inUse = true;
-      op.scratch.emplace_back(b.mem.get(), b.size);
-      return b.mem.get();
-    }
-  }
-  size_t size = 64 * 1024;
-  while (size < want) size *= 2;
-  Buffer b;
-  b.mem.reset(new uint8_t[size]);
-  b.size = size;
-  b.inUse = true;
-  if (verbs) {
-    auto mr = context->registerMemory(b.mem.get(), size);
-    if (mr) b.mr = *mr;  // else: requests register their own (slower, still correct)
-  }
-  uint8_t* p = b.mem.get();
-  pool.push_back(std::move(b));
-  op.scratch.emplace_back(p, size);
+  uint8_t* p = pool.acquire(bytes);
+  op.scratch.push_back(p);
   return p;
 }
 
 void CommImpl::releaseScratch(CollOp& op) {
-  for (auto& [p, n] : op.scratch) {
-    for (auto& b : pool) {
-      if (b.mem.get() == p) b.inUse = false;
-    }
-  }
+  for (uint8_t* p : op.scratch) pool.release(p);
   op.scratch.clear();
 }
 
@@ -94,10 +73,7 @@ const MemoryRegion* CommImpl::regionFor(const CollOp& op, const void* p, size_t 
   for (const auto& r : op.regions) {
     if (r.contains(p, len)) return &r;
   }
-  for (const auto& b : pool) {
-    if (b.inUse && b.mr.registered() && b.mr.contains(p, len)) return &b.mr;
-  }
-  return nullptr;
+  return pool.regionFor(p, len);
 }
 
 void CommImpl::start(CollOp& op) {
@@ -540,7 +516,6 @@ Status CommImpl::checkStalled(CollOp& op) {
 }
 
 void CommImpl::progress() {
-  static thread_local Clock::time_point lastCall;
   auto now = Clock::now();
   // A caller that did not drive the communicator for a while stalled nothing: the
   // no-progress clock only runs while someone is driving.
@@ -600,7 +575,10 @@ Status CommImpl::wait(CollOp& op, std::chrono::milliseconds timeout) {
     return op.status;
   }
   std::lock_guard<std::mutex> lk(mu);
-  const auto spin = std::chrono::microseconds(50);
+  // Poll for a while before sleeping in the worker: a sleeping rank pays a wakeup per
+  // message. Between polls the core goes to whoever else wants it (sched_yield), so ranks
+  // that share cores (more ranks than cores) hand it to the rank that has work.
+  const auto spin = std::chrono::microseconds(spinUs);
   while (true) {
     progress();
     if (op.finished) return op.status;
@@ -608,9 +586,11 @@ Status CommImpl::wait(CollOp& op, std::chrono::milliseconds timeout) {
     if (now >= deadline) {
       return Status(Code::kTimedOut, op.what + ": not finished after " + std::to_string(timeout.count()) + " ms");
     }
-    if (now - start > spin && worker) {
+    if (now - start >= spin && worker) {
       auto r = worker->waitAndProgress(std::chrono::milliseconds(1));
       (void)r;
+    } else {
+      sched_yield();
     }
   }
 }

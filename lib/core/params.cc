@@ -127,6 +127,11 @@ const Def kDefs[] = {
      "collectives: 1 starts a progress thread per communicator that drives non-blocking "
      "collectives while the caller computes; 0: the caller's calls drive them",
      [](Params& p, const std::string& t, int64_t) { p.collThread = t == "1"; }},
+    {"BRAID_COLL_SPIN_US", Kind::kInt, "1000", 0, 1000000, nullptr,
+     "collectives: a blocking call polls this many microseconds (giving the core away "
+     "between polls, so ranks that share cores take turns) before it sleeps until its "
+     "sockets or completion queues wake it; 0 sleeps at once (least CPU, most latency)",
+     [](Params& p, const std::string&, int64_t n) { p.collSpinUs = n; }},
     {"BRAID_IB_HCA", Kind::kString, "", 0, 0, nullptr,
      "verbs rails: devices[:port], comma separated; ^ excludes, = matches exactly "
      "(NCCL_IB_HCA syntax); empty: every active port",

@@ -42,6 +42,7 @@ struct Params {
   std::string algo;              // BRAID_ALGO
   int64_t collSegment = 0;       // BRAID_COLL_SEGMENT
   bool collThread = false;       // BRAID_COLL_THREAD
+  int64_t collSpinUs = 1000;     // BRAID_COLL_SPIN_US
   // verbs (issue 3)
   std::string ibHca;             // BRAID_IB_HCA
   int64_t ibGidIndex = -1;       // BRAID_IB_GID_INDEX
