@@ -75,7 +75,7 @@ struct CommImpl : std::enable_shared_from_this<CommImpl> {
   std::shared_ptr<Store> store;  ///< kept when this rank serves it (fromEnvironment)
   int rank = 0, size = 1;
   int timeoutMs = 30000;
-  size_t segmentBytes = 256 * 1024;
+  size_t segmentBytes = 1024 * 1024;
   int spinUs = 1000;  ///< BRAID_COLL_SPIN_US
   /// When progress() last ran: a caller away for long stalled nothing (checkStalled).
   std::chrono::steady_clock::time_point lastCall;

@@ -108,7 +108,7 @@ struct BuildArgs {
   int root = 0;
   int rank = 0;
   int size = 1;
-  size_t segmentBytes = 256 * 1024;
+  size_t segmentBytes = 1024 * 1024;
   /// Scratch memory for the call, valid until it finishes (the communicator's pool).
   std::function<uint8_t*(size_t)> scratch;
 };

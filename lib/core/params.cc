@@ -119,7 +119,7 @@ const Def kDefs[] = {
      "allreduce:ring,broadcast:binomial (docs/collectives.md lists them); empty: chosen by "
      "size and rank count",
      [](Params& p, const std::string& t, int64_t) { p.algo = t; }},
-    {"BRAID_COLL_SEGMENT", Kind::kSize, "256K", 4096, 1LL << 30, nullptr,
+    {"BRAID_COLL_SEGMENT", Kind::kSize, "1M", 4096, 1LL << 30, nullptr,
      "collectives: pipelined algorithms move data in segments of about this size, so that "
      "sending, receiving and reducing overlap",
      [](Params& p, const std::string&, int64_t n) { p.collSegment = n; }},
