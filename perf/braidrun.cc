@@ -4,7 +4,8 @@
 //
 // Starts N copies of `prog` with what braid::coll::Communicator::fromEnvironment() reads:
 // BRAID_RANK, BRAID_WORLD_SIZE, BRAID_LOCAL_RANK (= the rank) and BRAID_STORE: a TCP store
-// on 127.0.0.1 at a port free when braidrun picked it (rank 0 serves it), or with
+// on 127.0.0.1 at a port below the ephemeral range, free when braidrun picked it (rank 0
+// serves it), or with
 // `--store file` a fresh directory under $TMPDIR (or /tmp), removed when braidrun exits.
 //
 // The children stay in braidrun's process group, so a Ctrl-C on the terminal reaches them
@@ -34,6 +35,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <random>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -159,27 +161,58 @@ Options parseArgs(int argc, char** argv) {
 
 // ------------------------------------------------------------------ job setup
 
-/// A port free on 127.0.0.1 right now (bound to port 0, read back, closed). Rank 0 binds it
-/// again a moment later; another process taking it in between is possible but unlikely.
-std::optional<uint16_t> pickFreePort(std::string& error) {
+/// Binds `port` on every address (SO_REUSEADDR, as the store does) and closes it again.
+/// Port 0 binds whatever the kernel gives: the port is returned. Nullopt: not free.
+std::optional<uint16_t> tryBind(uint16_t port, std::string& error) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = std::string("socket: ") + std::strerror(errno);
     return std::nullopt;
   }
+  int one = 1;
+  (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  sa.sin_port = 0;
+  sa.sin_addr.s_addr = htonl(INADDR_ANY);
+  sa.sin_port = htons(port);
   socklen_t len = sizeof sa;
   if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) {
-    error = std::string("bind 127.0.0.1:0: ") + std::strerror(errno);
+    error = "bind 0.0.0.0:" + std::to_string(port) + ": " + std::strerror(errno);
     ::close(fd);
     return std::nullopt;
   }
   ::close(fd);
   return ntohs(sa.sin_port);
+}
+
+/// The first port of the kernel's ephemeral range, where connect() takes local ports
+/// (net.ipv4.ip_local_port_range; 32768 when it cannot be read).
+int ephemeralLow() {
+  FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  int low = 32768, high = 60999;
+  if (f) {
+    if (std::fscanf(f, "%d %d", &low, &high) != 2) low = 32768;
+    std::fclose(f);
+  }
+  return low;
+}
+
+/// A port for the store, free on every address right now (rank 0 serves it on 0.0.0.0).
+/// Drawn below the ephemeral range: a port the kernel hands out for port 0 comes from that
+/// range, and under parallel tests another process's outgoing connection took it before
+/// rank 0 bound it ("already in use"). Below the range only another server's explicit bind
+/// can take it in between, as unlikely as two draws among thousands colliding.
+std::optional<uint16_t> pickFreePort(std::string& error) {
+  const int first = 10000, last = ephemeralLow() - 1;
+  if (last - first >= 1000) {
+    std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
+    std::uniform_int_distribution<int> pick(first, last);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      if (auto p = tryBind(static_cast<uint16_t>(pick(rng)), error)) return p;
+    }
+  }
+  return tryBind(0, error);  // a range too small to draw from: whatever the kernel gives
 }
 
 int removeEntry(const char* path, const struct stat*, int, struct FTW*) {

@@ -44,6 +44,19 @@ else
     fail "BRAID_STORE is not one 127.0.0.1:PORT: '$stores'"
 fi
 
+# 1b. The store's port lies below the ephemeral range, where no outgoing connection of
+# another process can take it between braidrun's pick and rank 0's bind (it did, under
+# ctest -j2: "cannot serve the TCP store on 0.0.0.0:N: already in use").
+check
+low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)
+for i in 1 2 3 4 5; do
+  p=$(timeout -k 2 20 "$braidrun" -n 1 sh -c 'echo "${BRAID_STORE##*:}"' 2>&1)
+  if ! [[ "$p" =~ ^[0-9]+$ ]] || ((p < 10000 || p >= low)); then
+    fail "store port '$p' is not in [10000, $low) (below net.ipv4.ip_local_port_range)"
+    break
+  fi
+done
+
 # 2. --tag-output: every line of stdout and stderr carries its rank.
 check
 timeout -k 2 20 "$braidrun" -n 2 --tag-output sh -c 'echo out$BRAID_RANK; echo err$BRAID_RANK >&2' \
