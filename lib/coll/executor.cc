@@ -272,9 +272,11 @@ bool CommImpl::advance(CollOp& op) {
       ++i;
     }
   }
-  // Posts, per peer in list order.
+  // Posts, per peer in list order; receives first: over TCP a receive queues its
+  // clear-to-send, which then leaves in the same write as the send that follows it (one
+  // system call per step instead of two), and reaches the peer before that peer's data.
   for (size_t p = 0; p < static_cast<size_t>(size); ++p) {
-    for (auto* q : {&op.sendQ[p], &op.recvQ[p]}) {
+    for (auto* q : {&op.recvQ[p], &op.sendQ[p]}) {
       size_t& next = (q == &op.sendQ[p] ? op.sendNext : op.recvNext)[p];
       while (next < q->size()) {
         int id = (*q)[next];

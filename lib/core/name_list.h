@@ -36,6 +36,23 @@ struct NameList {
     return l;
   }
 
+  /// Empty when every item is a plain name; else why the list is wrong and how to write it:
+  /// '^' and '=' go once, at the start, and apply to every name ("=a,=b" would look for a
+  /// device literally named "=b"). `knob` names the variable, `spec` is what it held.
+  std::string misplacedMark(const std::string& knob, const std::string& spec) const {
+    std::string bad, fixed;
+    for (const std::string& it : items) {
+      size_t n = it.find_first_not_of("^=");
+      if (n != 0 && bad.empty()) bad = it;
+      fixed += (fixed.empty() ? "" : ",") + it.substr(n == std::string::npos ? it.size() : n);
+    }
+    if (bad.empty()) return {};
+    std::string marks = std::string(exclude ? "^" : "") + (exact ? "=" : "");
+    if (marks.empty()) marks = bad.substr(0, bad.find_first_not_of("^="));
+    return knob + "='" + spec + "': '" + bad + "': '^' and '=' go once, at the start of the " +
+           "list, and apply to every name (NCCL's syntax); write '" + marks + fixed + "'";
+  }
+
   /// Whether `name` is what `item` designates: the same name, or (without '=') one that
   /// starts with it.
   bool nameMatches(const std::string& name, const std::string& item) const {

@@ -79,6 +79,8 @@ Result<std::vector<Interface>> selectRails(const std::string& spec,
       for (const auto& i : all)
         if (i.loopback) out.push_back(i);
   } else {
+    std::string misplaced = core::NameList::parse(spec).misplacedMark("BRAID_SOCKET_IFNAME", spec);
+    if (!misplaced.empty()) return Status(Code::kInvalidArgument, misplaced);
     IfFilter f = IfFilter::parse(spec);
     for (const auto& i : all)
       if (f.matches(i.name)) out.push_back(i);

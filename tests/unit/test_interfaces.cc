@@ -59,6 +59,21 @@ TEST_CASE("a spec matching nothing is a not-found error listing what exists") {
   CHECK_THAT(r.status().message(), Catch::Contains("eth0"));
 }
 
+TEST_CASE("a '=' or '^' inside the list is an error that shows where it belongs") {
+  // NCCL's syntax: the mark goes once, first, and applies to every name. "=eth0,=eth1"
+  // selected eth0 only (no interface is named "=eth1"), without a word.
+  for (const char* bad : {"=eth0,=eth1", "^eth0,^eth1", "eth0,=eth1"}) {
+    auto r = selectRails(bad, kAll);
+    REQUIRE_FALSE(r.isOk());
+    CHECK(r.status().code() == Code::kInvalidArgument);
+    CHECK_THAT(r.status().message(), Catch::Contains("BRAID_SOCKET_IFNAME"));
+    CHECK_THAT(r.status().message(), Catch::Contains("at the start of the list"));
+  }
+  auto r = selectRails("=eth0,=eth1", kAll);
+  REQUIRE_FALSE(r.isOk());
+  CHECK_THAT(r.status().message(), Catch::Contains("'=eth0,eth1'"));
+}
+
 TEST_CASE("this host lists at least loopback as an interface") {
   auto all = listInterfaces();
   REQUIRE(all.isOk());

@@ -94,6 +94,21 @@ TEST_CASE("a malformed HCA spec is an error naming it") {
   }
 }
 
+TEST_CASE("a '=' or '^' inside an HCA list is an error that shows where it belongs") {
+  // BRAID_IB_HCA='=rxe0,=rxe1' selected rxe0 only: no device is named "=rxe1".
+  for (const char* bad : {"=rxe0,=rxe1", "^mlx5_0,^mlx5_1", "mlx5_0,^mlx5_1:1"}) {
+    auto f = HcaFilter::parse(bad);
+    REQUIRE_FALSE(f.isOk());
+    CHECK(f.status().code() == Code::kInvalidArgument);
+    CHECK_THAT(f.status().message(), Catch::Contains("BRAID_IB_HCA"));
+    CHECK_THAT(f.status().message(), Catch::Contains("at the start of the list"));
+  }
+  auto f = HcaFilter::parse("=rxe0,=rxe1");
+  REQUIRE_FALSE(f.isOk());
+  CHECK_THAT(f.status().message(), Catch::Contains("'=rxe0,rxe1'"));
+  CHECK(HcaFilter::parse("^=rxe0,rxe1").isOk());
+}
+
 TEST_CASE("port speed, MTU and state helpers follow ibv_query_port's encodings") {
   CHECK(portSpeedMbps(1, 1) == 2500);      // SDR 1x, what rxe reports
   CHECK(portSpeedMbps(32, 2) == 100000);   // EDR 4x
