@@ -35,6 +35,24 @@ Status detectError(const Env& e) {
   return r.status();
 }
 
+/// What every launcher fills in: who, which rank of how many, and (with a job id) the
+/// token derived from "<launcher>:<job id>". The store is checked by each test.
+void checkIdentity(const LaunchInfo& i, const std::string& launcher, int rank, int size,
+                   int localRank, const std::string& jobId) {
+  CHECK(i.launcher == launcher);
+  CHECK(i.rank == rank);
+  CHECK(i.size == size);
+  CHECK(i.localRank == localRank);
+  CHECK_FALSE(i.serveStore);
+  CHECK(i.jobId == jobId);
+  if (jobId.empty()) {
+    CHECK_FALSE(i.jobToken.has_value());
+  } else {
+    REQUIRE(i.jobToken.has_value());
+    CHECK(*i.jobToken == detail::fnv1a64(launcher + ":" + jobId));
+  }
+}
+
 Env merge(Env a, const Env& b) {
   for (auto& [k, v] : b) a[k] = v;
   return a;
@@ -68,14 +86,8 @@ const Env kOmpi = {{"OMPI_COMM_WORLD_RANK", "1"},
 TEST_CASE(
     "launch detection reads BRAID_RANK, BRAID_WORLD_SIZE and BRAID_STORE as the braid launcher") {
   auto i = detect(kBraid);
-  CHECK(i.launcher == "braid");
-  CHECK(i.rank == 1);
-  CHECK(i.size == 4);
-  CHECK(i.localRank == -1);
+  checkIdentity(i, "braid", 1, 4, -1, "");
   CHECK(i.store == "head:29400");
-  CHECK_FALSE(i.serveStore);
-  CHECK(i.jobId.empty());
-  CHECK_FALSE(i.jobToken.has_value());
 
   auto zero = detect(merge(kBraid, {{"BRAID_RANK", "0"}, {"BRAID_LOCAL_RANK", "0"}}));
   CHECK(zero.serveStore);
@@ -113,15 +125,8 @@ TEST_CASE("launch detection rejects a half-configured braid launcher, naming the
 
 TEST_CASE("launch detection puts torchrun's store on MASTER_PORT plus one, served by rank 0") {
   auto i = detect(kTorchrun);
-  CHECK(i.launcher == "torchrun");
-  CHECK(i.rank == 2);
-  CHECK(i.size == 8);
-  CHECK(i.localRank == 2);
+  checkIdentity(i, "torchrun", 2, 8, 2, "run7");
   CHECK(i.store == "10.0.0.1:29501");
-  CHECK_FALSE(i.serveStore);
-  CHECK(i.jobId == "run7");
-  REQUIRE(i.jobToken.has_value());
-  CHECK(*i.jobToken == detail::fnv1a64("torchrun:run7"));
 
   auto zero = detect(merge(kTorchrun, {{"RANK", "0"}, {"LOCAL_RANK", "0"}}));
   CHECK(zero.serveStore);
@@ -165,15 +170,8 @@ TEST_CASE("launch detection rejects a half-configured torchrun environment, nami
 
 TEST_CASE("launch detection puts slurm's store on the step's first node, port from the job id") {
   auto i = detect(kSlurm);
-  CHECK(i.launcher == "slurm");
-  CHECK(i.rank == 3);
-  CHECK(i.size == 8);
-  CHECK(i.localRank == 1);
+  checkIdentity(i, "slurm", 3, 8, 1, "1234.0");
   CHECK(i.store == "node01:21234");
-  CHECK_FALSE(i.serveStore);
-  CHECK(i.jobId == "1234.0");
-  REQUIRE(i.jobToken.has_value());
-  CHECK(*i.jobToken == detail::fnv1a64("slurm:1234.0"));
   CHECK(i.describe() ==
         "rank 3 of 8 (local 1) from slurm, job 1234.0, store node01:21234 (rank 0 serves it)");
 
@@ -207,15 +205,8 @@ TEST_CASE("launch detection puts slurm's store on the step's first node, port fr
 
 TEST_CASE("launch detection gives open mpi on one host a job-private file store") {
   auto i = detect(kOmpi);
-  CHECK(i.launcher == "openmpi");
-  CHECK(i.rank == 1);
-  CHECK(i.size == 2);
-  CHECK(i.localRank == 1);
-  CHECK(i.jobId == "99745793");
+  checkIdentity(i, "openmpi", 1, 2, 1, "99745793");
   CHECK(i.store.rfind("file:/tmp/braid-ompi-99745793-", 0) == 0);
-  CHECK_FALSE(i.serveStore);
-  REQUIRE(i.jobToken.has_value());
-  CHECK(*i.jobToken == detail::fnv1a64("openmpi:99745793"));
   // Another mpirun that happens to get the same job id gets another directory.
   auto again = detect(merge(kOmpi, {{"OMPI_MCA_orte_precondition_transports", "0-1"}}));
   CHECK(again.store != i.store);

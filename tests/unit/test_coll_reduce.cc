@@ -164,33 +164,22 @@ double refDoubleOp(double a, double b, ReduceOp op) {
   }
 }
 
-// fp16: the sum and product of two halves are exact in double, so rounding them once gives
-// the correctly rounded result, which fp32-then-round-once must equal (24 >= 2 * 11 + 2).
-uint16_t refHalfOp(uint16_t a, uint16_t b, ReduceOp op) {
-  const double x = refHalfToDouble(a), y = refHalfToDouble(b);
-  switch (op) {
-    case ReduceOp::kSum:
-    case ReduceOp::kAvg:
-      return refDoubleToHalf(x + y);
-    case ReduceOp::kProd:
-      return refDoubleToHalf(x * y);
-    default:
-      return refPickA(x, y, op) ? a : b;
-  }
+// fp16 and bf16, through double: min and max pick one input (its bits, unchanged); a sum or
+// product is computed in double and rounded once. fp16: the sum and product of two halves
+// are exact in double, so that is the correctly rounded result, which fp32-then-round-once
+// must equal (24 >= 2 * 11 + 2). bf16: double then round equals fp32 then round (both are
+// correctly rounded).
+uint16_t refNarrowOp(uint16_t a, uint16_t b, ReduceOp op, double (*decode)(uint16_t),
+                     uint16_t (*encode)(double)) {
+  const double x = decode(a), y = decode(b);
+  if (op == ReduceOp::kMin || op == ReduceOp::kMax) return refPickA(x, y, op) ? a : b;
+  return encode(refDoubleOp(x, y, op));
 }
-
-// bf16: double then round equals fp32 then round (both are correctly rounded).
+uint16_t refHalfOp(uint16_t a, uint16_t b, ReduceOp op) {
+  return refNarrowOp(a, b, op, refHalfToDouble, refDoubleToHalf);
+}
 uint16_t refBf16Op(uint16_t a, uint16_t b, ReduceOp op) {
-  const double x = refBf16ToDouble(a), y = refBf16ToDouble(b);
-  switch (op) {
-    case ReduceOp::kSum:
-    case ReduceOp::kAvg:
-      return refDoubleToBf16(x + y);
-    case ReduceOp::kProd:
-      return refDoubleToBf16(x * y);
-    default:
-      return refPickA(x, y, op) ? a : b;
-  }
+  return refNarrowOp(a, b, op, refBf16ToDouble, refDoubleToBf16);
 }
 
 // ---------------------------------------------------------------------------------------
