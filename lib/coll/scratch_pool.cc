@@ -33,20 +33,16 @@ uint8_t* ScratchPool::acquire(size_t bytes) {
 }
 
 void ScratchPool::release(uint8_t* p) {
-  size_t size = 0;
-  for (auto& b : buffers_) {
-    if (b.mem.get() == p) {
-      b.inUse = false;
-      size = b.size;
-    }
-  }
-  if (size == 0) return;
-  size_t free = 0;
-  for (const auto& b : buffers_) free += !b.inUse && b.size == size;
-  if (free <= kFreePerClass) return;
   auto it = std::find_if(buffers_.begin(), buffers_.end(),
                          [&](const Buffer& b) { return b.mem.get() == p; });
-  buffers_.erase(it);  // its registration goes with it (nothing posted uses it any more)
+  if (it == buffers_.end()) return;
+  it->inUse = false;
+  const size_t size = it->size;
+  size_t free = 0;
+  for (const auto& b : buffers_) free += !b.inUse && b.size == size;
+  // Beyond kFreePerClass free buffers of its class, it goes, and its registration with it
+  // (nothing posted uses it any more).
+  if (free > kFreePerClass) buffers_.erase(it);
 }
 
 const MemoryRegion* ScratchPool::regionFor(const void* p, size_t len) const {
