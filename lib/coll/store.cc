@@ -462,13 +462,16 @@ class TcpStoreServer {
         }
       }
       if (found) {
+        // Counted off before the reply leaves: a client that has its value sees the stats agree.
         c.pending = false;
+        pending_.fetch_sub(1);
         reply(c, FrameWriter(Frame::kValue).str(value).finish());
       } else if (c.eof) {
         drop(c, "closed the connection while waiting for a key", false);
         return;
       } else if (core::nowNs() >= c.pendingDeadline) {
         c.pending = false;
+        pending_.fetch_sub(1);
         reply(c, FrameWriter(Frame::kTimedOut).finish());
       }
     }
@@ -553,6 +556,7 @@ class TcpStoreServer {
         }
         // Parked: service() answers it once a set or add makes the key, or at the deadline.
         c.pending = true;
+        pending_.fetch_add(1);
         c.pendingKey = std::move(key);
         c.pendingDeadline =
             ms == kNoTimeout ? UINT64_MAX : deadlineAfter(std::chrono::milliseconds(ms));
