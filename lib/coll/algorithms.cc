@@ -7,6 +7,7 @@
 // rank of each of the first 2*rem pairs hands its data to the odd one and gets the result
 // back at the end), as MPICH and Open MPI do.
 #include <algorithm>
+#include <optional>
 #include <cstring>
 
 #include "coll/schedule.h"
@@ -133,6 +134,33 @@ int segmentCount(size_t maxBlockBytes, size_t segmentBytes) {
   return static_cast<int>(std::min<size_t>(n, 4096));
 }
 
+/// Where received segments wait for their reduction: a ring of a few segment-sized slots,
+/// each written again once the task that read it last is done. The slots stay in cache,
+/// where a block-sized scratch would send every received byte out to memory and back
+/// before it is reduced (and would cost a block of memory per call).
+class SlotRing {
+ public:
+  SlotRing(const BuildArgs& a, size_t slotBytes, int segments)
+      : n_(static_cast<size_t>(std::min(2 * segments, 4))),
+        bytes_(slotBytes),
+        base_(a.scratch(n_ * slotBytes)),
+        reader_(n_, -1) {}
+  /// The next slot; `*dep` is the task that must finish before it is written.
+  uint8_t* next(int* dep) {
+    cur_ = i_++ % n_;
+    *dep = reader_[cur_];
+    return base_ + cur_ * bytes_;
+  }
+  /// `task` reads the slot that next() returned last.
+  void readBy(int task) { reader_[cur_] = task; }
+
+ private:
+  size_t n_, bytes_;
+  uint8_t* base_;
+  std::vector<int> reader_;
+  size_t i_ = 0, cur_ = 0;
+};
+
 int mod(int a, int n) { return ((a % n) + n) % n; }
 
 int largestPow2AtMost(int n) {
@@ -175,27 +203,28 @@ void allreduceRing(const BuildArgs& a, Schedule& s) {
   const int G = segmentCount(B.maxLen(), a.segmentBytes);
   uint8_t* dst = a.recv;
   const uint8_t* src = a.send;
-  uint8_t* scratch = a.scratch(2 * B.maxLen());
+  SlotRing slots(a, Segments(B.maxLen(), G, es).len(0), G);
   auto seg = [&](int block, int g, size_t* len) {
     Segments S(B.len(block), G, es);
     *len = S.len(g);
     return B.off(block) + S.off(g);
   };
-  auto slotOff = [&](int g) { return Segments(B.maxLen(), G, es).off(g); };
   // reduceId[s][g], rsSend[s][g], agRecv[s][g]
   std::vector<std::vector<int>> red(static_cast<size_t>(P), std::vector<int>(static_cast<size_t>(G), -1));
   std::vector<std::vector<int>> rsSend = red, agRecv = red;
   for (int st = 0; st + 1 < P; ++st) {
     int sb = mod(r - st, P), rb = mod(r - st - 1, P);
-    uint8_t* slot = scratch + static_cast<size_t>(st % 2) * B.maxLen();
     for (int g = 0; g < G; ++g) {
       size_t slen, rlen;
       size_t soff = seg(sb, g, &slen), roff = seg(rb, g, &rlen);
       auto su = static_cast<size_t>(st), gu = static_cast<size_t>(g);
       rsSend[su][gu] = s.send(right, (st == 0 ? src : dst) + soff, slen,
                               {st == 0 ? -1 : red[su - 1][gu]});
-      int rcv = s.recv(left, slot + slotOff(g), rlen, {st >= 2 ? red[su - 2][gu] : -1});
-      red[su][gu] = s.reduce(dst + roff, src + roff, slot + slotOff(g), rlen, {rcv});
+      int free = -1;
+      uint8_t* slot = slots.next(&free);
+      int rcv = s.recv(left, slot, rlen, {free});
+      red[su][gu] = s.reduce(dst + roff, src + roff, slot, rlen, {rcv});
+      slots.readBy(red[su][gu]);
     }
   }
   // This rank now holds block r+1 reduced; kAvg divides it before it goes round.
@@ -376,7 +405,7 @@ void reduceScatterRing(const BuildArgs& a, Schedule& s) {
   uint8_t* dst = a.recv;
   const int G = segmentCount(blk, a.segmentBytes);
   Segments S(blk, G, es);
-  uint8_t* tmp = a.scratch(2 * blk);   // received partials, two slots
+  SlotRing slots(a, S.len(0), G);     // received partials
   uint8_t* acc = a.scratch(2 * blk);   // this rank's partials, two slots
   auto u = [](int x) { return static_cast<size_t>(x); };
   std::vector<std::vector<int>> red(u(P), std::vector<int>(u(G), -1)), snd = red;
@@ -387,11 +416,13 @@ void reduceScatterRing(const BuildArgs& a, Schedule& s) {
       size_t so = S.off(g), len = S.len(g);
       const uint8_t* from = st == 0 ? src + u(sb) * blk + so : acc + u((st - 1) % 2) * blk + so;
       snd[u(st)][u(g)] = s.send(right, from, len, {st == 0 ? -1 : red[u(st - 1)][u(g)]});
-      uint8_t* slot = tmp + u(st % 2) * blk + so;
-      int rcv = s.recv(left, slot, len, {st >= 2 ? red[u(st - 2)][u(g)] : -1});
+      int free = -1;
+      uint8_t* slot = slots.next(&free);
+      int rcv = s.recv(left, slot, len, {free});
       uint8_t* out = last ? dst + so : acc + u(st % 2) * blk + so;
       red[u(st)][u(g)] = s.reduce(out, src + u(rb) * blk + so, slot, len,
                                   {rcv, st >= 1 ? snd[u(st - 1)][u(g)] : -1});
+      slots.readBy(red[u(st)][u(g)]);
       if (last && isAvg(a)) s.divide(out, len, {red[u(st)][u(g)]});
     }
   }
@@ -485,15 +516,19 @@ void reduceChain(const BuildArgs& a, Schedule& s) {
   const int toward = mod(r - 1, P), from = mod(r + 1, P);  // v-1 and v+1
   const int G = segmentCount(bytes, a.segmentBytes);
   Segments S(bytes, G, es);
-  uint8_t* tmp = v + 1 < P ? a.scratch(bytes) : nullptr;
+  std::optional<SlotRing> slots;  // what the rank behind sends
+  if (v + 1 < P) slots.emplace(a, S.len(0), G);
   uint8_t* acc = (v > 0 && v + 1 < P) ? a.scratch(bytes) : a.recv;
   for (int g = 0; g < G; ++g) {
     size_t off = S.off(g), len = S.len(g);
     int have = -1;
     const uint8_t* out = a.send + off;
     if (v + 1 < P) {
-      int rcv = s.recv(from, tmp + off, len);
-      have = s.reduce(acc + off, a.send + off, tmp + off, len, {rcv});
+      int free = -1;
+      uint8_t* slot = slots->next(&free);
+      int rcv = s.recv(from, slot, len, {free});
+      have = s.reduce(acc + off, a.send + off, slot, len, {rcv});
+      slots->readBy(have);
       out = acc + off;
     } else if (v == 0 && a.send != a.recv) {  // a root with no one behind it (P == 1)
       have = s.copy(a.recv + off, a.send + off, len);

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "braid/status.h"
+
 namespace braid::core {
 
 /// Comma-separated names, matched as prefixes ("eth" matches eth0 and eth1) unless the
@@ -15,7 +17,24 @@ struct NameList {
   bool exact = false;
   std::vector<std::string> items;
 
-  static NameList parse(const std::string& spec) {
+  /// The list `spec` holds, or kInvalidArgument when a '^' or '=' sits anywhere but at the
+  /// start ("=a,=b" would look for a device literally named "=b"); the message names `knob`
+  /// and shows how to write the list.
+  static Result<NameList> parse(const std::string& spec, const std::string& knob) {
+    NameList l = split(spec);
+    std::string misplaced = l.misplacedMark(knob, spec);
+    if (!misplaced.empty()) return Status(Code::kInvalidArgument, misplaced);
+    return l;
+  }
+
+  /// Whether `name` is what `item` designates: the same name, or (without '=') one that
+  /// starts with it.
+  bool nameMatches(const std::string& name, const std::string& item) const {
+    return exact ? name == item : name.compare(0, item.size(), item) == 0;
+  }
+
+ private:
+  static NameList split(const std::string& spec) {
     NameList l;
     std::string s = spec;
     if (!s.empty() && s[0] == '^') {
@@ -37,8 +56,7 @@ struct NameList {
   }
 
   /// Empty when every item is a plain name; else why the list is wrong and how to write it:
-  /// '^' and '=' go once, at the start, and apply to every name ("=a,=b" would look for a
-  /// device literally named "=b"). `knob` names the variable, `spec` is what it held.
+  /// '^' and '=' go once, at the start, and apply to every name.
   std::string misplacedMark(const std::string& knob, const std::string& spec) const {
     std::string bad, fixed;
     for (const std::string& it : items) {
@@ -51,12 +69,6 @@ struct NameList {
     if (marks.empty()) marks = bad.substr(0, bad.find_first_not_of("^="));
     return knob + "='" + spec + "': '" + bad + "': '^' and '=' go once, at the start of the " +
            "list, and apply to every name (NCCL's syntax); write '" + marks + fixed + "'";
-  }
-
-  /// Whether `name` is what `item` designates: the same name, or (without '=') one that
-  /// starts with it.
-  bool nameMatches(const std::string& name, const std::string& item) const {
-    return exact ? name == item : name.compare(0, item.size(), item) == 0;
   }
 };
 

@@ -14,9 +14,9 @@
 
 namespace braid::tcp {
 
-IfFilter IfFilter::parse(const std::string& spec) {
+Result<IfFilter> IfFilter::parse(const std::string& spec) {
   IfFilter f;
-  f.list_ = core::NameList::parse(spec);
+  BRAID_ASSIGN_OR_RETURN(f.list_, core::NameList::parse(spec, "BRAID_SOCKET_IFNAME"));
   return f;
 }
 
@@ -79,9 +79,7 @@ Result<std::vector<Interface>> selectRails(const std::string& spec,
       for (const auto& i : all)
         if (i.loopback) out.push_back(i);
   } else {
-    std::string misplaced = core::NameList::parse(spec).misplacedMark("BRAID_SOCKET_IFNAME", spec);
-    if (!misplaced.empty()) return Status(Code::kInvalidArgument, misplaced);
-    IfFilter f = IfFilter::parse(spec);
+    BRAID_ASSIGN_OR_RETURN(IfFilter f, IfFilter::parse(spec));
     for (const auto& i : all)
       if (f.matches(i.name)) out.push_back(i);
   }

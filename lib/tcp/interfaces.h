@@ -18,10 +18,11 @@ struct Interface {
 
 /// BRAID_SOCKET_IFNAME syntax (as NCCL_SOCKET_IFNAME): comma-separated names; each
 /// matches as a prefix unless the list starts with '='; a leading '^' excludes instead.
-/// "^=docker0", "eth,ib", "=eth0".
+/// "^=docker0", "eth,ib", "=eth0". A '^' or '=' anywhere but at the start is
+/// kInvalidArgument.
 class IfFilter {
  public:
-  static IfFilter parse(const std::string& spec);
+  static Result<IfFilter> parse(const std::string& spec);
   bool empty() const { return list_.items.empty(); }
   bool matches(const std::string& ifname) const;
 

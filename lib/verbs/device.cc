@@ -22,9 +22,7 @@ namespace braid::verbs {
 
 Result<HcaFilter> HcaFilter::parse(const std::string& spec) {
   HcaFilter f;
-  f.names_ = core::NameList::parse(spec);
-  std::string misplaced = f.names_.misplacedMark("BRAID_IB_HCA", spec);
-  if (!misplaced.empty()) return Status(Code::kInvalidArgument, misplaced);
+  BRAID_ASSIGN_OR_RETURN(f.names_, core::NameList::parse(spec, "BRAID_IB_HCA"));
   for (const std::string& item : f.names_.items) {
     Item it;
     size_t colon = item.find(':');

@@ -22,15 +22,15 @@ const std::vector<Interface> kAll = {iface("lo", true), iface("eth0"), iface("et
 }  // namespace
 
 TEST_CASE("interface filters match prefixes, exact names and exclusions like NCCL") {
-  CHECK(IfFilter::parse("eth").matches("eth0"));
-  CHECK_FALSE(IfFilter::parse("eth").matches("ib0"));
-  CHECK(IfFilter::parse("=eth0").matches("eth0"));
-  CHECK_FALSE(IfFilter::parse("=eth").matches("eth0"));
-  CHECK_FALSE(IfFilter::parse("^docker").matches("docker0"));
-  CHECK(IfFilter::parse("^docker").matches("eth0"));
-  CHECK_FALSE(IfFilter::parse("^=eth0").matches("eth0"));
-  CHECK(IfFilter::parse("^=eth0").matches("eth01"));
-  CHECK(IfFilter::parse("eth,ib").matches("ib0"));
+  CHECK(IfFilter::parse("eth")->matches("eth0"));
+  CHECK_FALSE(IfFilter::parse("eth")->matches("ib0"));
+  CHECK(IfFilter::parse("=eth0")->matches("eth0"));
+  CHECK_FALSE(IfFilter::parse("=eth")->matches("eth0"));
+  CHECK_FALSE(IfFilter::parse("^docker")->matches("docker0"));
+  CHECK(IfFilter::parse("^docker")->matches("eth0"));
+  CHECK_FALSE(IfFilter::parse("^=eth0")->matches("eth0"));
+  CHECK(IfFilter::parse("^=eth0")->matches("eth01"));
+  CHECK(IfFilter::parse("eth,ib")->matches("ib0"));
 }
 
 TEST_CASE("without a spec every interface but loopback and docker is a rail") {
@@ -72,6 +72,11 @@ TEST_CASE("a '=' or '^' inside the list is an error that shows where it belongs"
   auto r = selectRails("=eth0,=eth1", kAll);
   REQUIRE_FALSE(r.isOk());
   CHECK_THAT(r.status().message(), Catch::Contains("'=eth0,eth1'"));
+  // The filter itself refuses such a list too, whoever parses it.
+  auto f = IfFilter::parse("eth0,=eth1");
+  REQUIRE_FALSE(f.isOk());
+  CHECK(f.status().code() == Code::kInvalidArgument);
+  CHECK(IfFilter::parse("^=eth0,eth1").isOk());
 }
 
 TEST_CASE("this host lists at least loopback as an interface") {
