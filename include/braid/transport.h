@@ -56,7 +56,18 @@ struct ContextOptions {
   std::optional<int> ibGidIndex;          ///< BRAID_IB_GID_INDEX (-1: automatic)
   std::optional<int> ibQpsPerRail;        ///< BRAID_IB_QPS_PER_RAIL (perftest -q)
   std::optional<bool> threadChecks;       ///< BRAID_THREAD_CHECKS (auto: Debug/sanitizer builds)
+  /// What the context's endpoints will carry. It picks defaults for the knobs that neither
+  /// an option above nor the environment sets. kCollective (a communicator: every rank
+  /// exchanges many messages with several peers at once): when every rail is TCP, messages
+  /// up to kCollectiveTcpEagerMax go eagerly, sparing each one a clear-to-send round trip.
+  /// Verbs keeps the transport's eager limit: its slots are registered per QP at that size.
+  enum class Usage : uint8_t { kPointToPoint, kCollective };
+  Usage usage = Usage::kPointToPoint;
 };
+
+/// The eager limit of a kCollective context whose rails are all TCP (BRAID_EAGER_MAX or
+/// ContextOptions::eagerMax still win).
+inline constexpr size_t kCollectiveTcpEagerMax = 128 * 1024;
 
 /// One rail this host would use.
 struct RailInfo {

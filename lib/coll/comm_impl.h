@@ -33,8 +33,6 @@ inline constexpr uint64_t kSlots = 64;
 /// preceded by a descriptor message of its own.
 inline constexpr size_t kPiggybackMax = 8192;
 inline constexpr size_t kAbortBytes = 2048;
-/// The eager limit of a communicator's TCP endpoints unless BRAID_EAGER_MAX says otherwise.
-inline constexpr size_t kCollEagerMax = 128 * 1024;
 inline constexpr uint32_t kAbortMagic = 0x54424142;  ///< "BABT", then int32 blamed rank, text
 
 /// One call in flight.

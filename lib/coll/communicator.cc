@@ -17,14 +17,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-/// True when every rail of the context is a TCP rail.
-bool tcpOnly(const Context& ctx) {
-  for (const auto& r : ctx.rails()) {
-    if (r.transport != Transport::kTcp) return false;
-  }
-  return true;
-}
-
 /// What a connecting rank says first (wire: 24 bytes, little-endian).
 struct Hello {
   static constexpr uint32_t kMagic = 0x48434f42;  ///< "BOCH"
@@ -482,16 +474,8 @@ Result<std::unique_ptr<Communicator>> Communicator::create(int rank, int size,
       token = theirs;
     }
     copt.jobToken = token;
+    copt.usage = ContextOptions::Usage::kCollective;  // over TCP: eager up to 128 KiB
     BRAID_ASSIGN_OR_RETURN(impl->context, Context::create(copt));
-    if (!copt.eagerMax && !core::processEnv()("BRAID_EAGER_MAX") && tcpOnly(*impl->context)) {
-      // Over TCP the collectives' messages up to kCollEagerMax go eagerly: a rendezvous
-      // costs a clear-to-send round trip, which on ranks that share cores is a context
-      // switch each way (4 ranks on 2 cores: a 32 KiB allreduce ~170 -> ~100 us, 256 KiB
-      // ~560 -> ~400 us). Verbs keeps the transport's default: its eager slots are
-      // registered per queue pair at that size.
-      copt.eagerMax = kCollEagerMax;
-      BRAID_ASSIGN_OR_RETURN(impl->context, Context::create(copt));
-    }
     BRAID_ASSIGN_OR_RETURN(impl->worker, Worker::create(impl->context));
     ListenOptions lopt;
     lopt.jobToken = token;
