@@ -607,6 +607,9 @@ std::string squeeze(double v, int width) {
 
 struct Half {
   double timeUs = 0, algbw = 0, busbw = 0;
+  /// The median call's time (each timed call is clocked on its own; -a combines the ranks'
+  /// medians), and its busbw: Gloo's benchmark reports this statistic.
+  double p50Us = 0, busbwP50 = 0;
   int64_t wrong = -1;  // -1: not checked
 };
 
@@ -617,7 +620,8 @@ std::string halfColumns(const Half& h) {
 }
 
 json halfJson(const Half& h) {
-  json j = {{"time_us", h.timeUs}, {"algbw", h.algbw}, {"busbw", h.busbw}};
+  json j = {{"time_us", h.timeUs}, {"algbw", h.algbw}, {"busbw", h.busbw},
+            {"time_p50_us", h.p50Us}, {"busbw_p50", h.busbwP50}};
   j["wrong"] = h.wrong < 0 ? json(nullptr) : json(h.wrong);
   return j;
 }
@@ -926,17 +930,34 @@ class Bench {
     const char* what = inPlace ? "in-place call" : "out-of-place call";
     for (int w = 0; w < o_.warmupIters; ++w) check(call(s, type, op, root, send, recv), what);
     check(comm_.barrier(), "barrier");
-    auto t0 = std::chrono::steady_clock::now();
     const int64_t calls = static_cast<int64_t>(o_.iters) * o_.aggIters;
-    for (int64_t k = 0; k < calls; ++k) check(call(s, type, op, root, send, recv), what);
-    auto t1 = std::chrono::steady_clock::now();
+    // Back-to-back calls, each clocked (the first million): the mean is nccl-tests' figure,
+    // the median Gloo's.
+    const size_t clocked = std::min<size_t>(static_cast<size_t>(calls), size_t{1} << 20);
+    std::vector<std::chrono::steady_clock::time_point> at(clocked + 1);
+    const auto t0 = std::chrono::steady_clock::now();
+    at[0] = t0;
+    for (int64_t k = 0; k < calls; ++k) {
+      check(call(s, type, op, root, send, recv), what);
+      if (static_cast<size_t>(k) < clocked) at[static_cast<size_t>(k) + 1] = std::chrono::steady_clock::now();
+    }
+    const auto t1 = std::chrono::steady_clock::now();
     double sec = std::chrono::duration<double>(t1 - t0).count() / static_cast<double>(calls);
+    std::vector<double> each(clocked);
+    for (size_t k = 0; k < each.size(); ++k)
+      each[k] = std::chrono::duration<double>(at[k + 1] - at[k]).count();
+    std::nth_element(each.begin(), each.begin() + static_cast<std::ptrdiff_t>(each.size() / 2),
+                     each.end());
+    double p50 = each.empty() ? 0 : each[each.size() / 2];
 
     Half h;
     sec = combineTime(sec);
     h.timeUs = sec * 1e6;
     h.algbw = sec > 0 ? s.algBytes / 1e9 / sec : 0;
     h.busbw = h.algbw * s.busFactor;
+    p50 = combineTime(p50);
+    h.p50Us = p50 * 1e6;
+    h.busbwP50 = p50 > 0 ? s.algBytes / 1e9 / p50 * s.busFactor : 0;
 
     if (o_.check > 0) {
       int64_t wrong = 0;

@@ -42,11 +42,16 @@ def main(argv):
         return [p[0] for p in pts], [p[1] for p in pts]
 
     fig, ax = plt.subplots(figsize=(9, 5.5), dpi=120)
+    # Each tool's median call (Gloo reports only that per iteration; braid and Open MPI
+    # clock every call too); files from before braid had a p50 show its mean.
+    p50 = any(r.get("braid_busbw_p50") is not None for r in rows)
     for key, label, style in (
-        ("braid_busbw", "braid", dict(color="tab:red", marker="o", linewidth=2.2)),
+        ("braid_busbw_p50" if p50 else "braid_busbw", "braid" + (" (p50)" if p50 else ""),
+         dict(color="tab:red", marker="o", linewidth=2.2)),
         ("gloo_best_busbw", "Gloo (best algorithm per size, p50)",
          dict(color="tab:blue", marker="s")),
-        ("openmpi_busbw", "Open MPI 4.1 ob1 + tcp", dict(color="tab:green", marker="^")),
+        ("openmpi_busbw_p50" if p50 else "openmpi_busbw",
+         "Open MPI 4.1 ob1 + tcp" + (" (p50)" if p50 else ""), dict(color="tab:green", marker="^")),
     ):
         x, y = series(key)
         if x:
