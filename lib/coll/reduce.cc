@@ -270,6 +270,44 @@ BRAID_TARGET_F16C void halfLoopF16c(uint16_t* dst, const uint16_t* a, const uint
   // The tail (< 8 elements) in scalar code, which rounds identically.
   for (; i < n; ++i) dst[i] = Half::store(Op::apply(Half::load(a[i]), Half::load(b[i])));
 }
+
+// bf16 in AVX2 integer ops: widening to fp32 is a shift; narrowing is floatToBfloat16Inline's
+// rounding (to nearest even; NaN keeps its top bits and is quieted), eight lanes at a time.
+BRAID_TARGET_F16C inline __m256 bf16Load8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+BRAID_TARGET_F16C inline void bf16Store8(uint16_t* p, __m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i top = _mm256_srli_epi32(u, 16);
+  const __m256i odd = _mm256_and_si256(top, _mm256_set1_epi32(1));
+  const __m256i rounded =
+      _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+  const __m256i nan = _mm256_or_si256(top, _mm256_set1_epi32(0x40));
+  const __m256i isNan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+  const __m256i r = _mm256_blendv_epi8(rounded, nan, isNan);
+  // Every lane holds 0..0xffff: the saturating pack keeps it; it packs within 128-bit
+  // halves, so the permute brings lanes 0-3 and 4-7 together.
+  const __m256i packed =
+      _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), _MM_SHUFFLE(3, 1, 2, 0));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+}
+
+// Loads a[i..i+8) and b[i..i+8) before storing dst[i..i+8): exact aliasing is fine.
+template <typename Op>
+BRAID_TARGET_F16C void bf16LoopAvx2(uint16_t* dst, const uint16_t* a, const uint16_t* b, size_t n) {
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 r0 = applyVec<Op>(bf16Load8(a + i), bf16Load8(b + i));
+    const __m256 r1 = applyVec<Op>(bf16Load8(a + i + 8), bf16Load8(b + i + 8));
+    bf16Store8(dst + i, r0);
+    bf16Store8(dst + i + 8, r1);
+  }
+  for (; i + 8 <= n; i += 8) bf16Store8(dst + i, applyVec<Op>(bf16Load8(a + i), bf16Load8(b + i)));
+  for (; i < n; ++i) dst[i] = Bf16::store(Op::apply(Bf16::load(a[i]), Bf16::load(b[i])));
+}
 #endif
 
 }  // namespace
@@ -289,6 +327,42 @@ bool haveF16c() {
   return have;
 #else
   return false;
+#endif
+}
+
+bool haveAvx2() {
+#if BRAID_REDUCE_F16C
+  static const bool have = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+  }();
+  return have;
+#else
+  return false;
+#endif
+}
+
+void reduceBf16Portable(uint16_t* dst, const uint16_t* a, const uint16_t* b, size_t count,
+                        ReduceOp op) {
+  runOp<Bf16>(dst, a, b, count, op);
+}
+
+void reduceBf16Avx2(uint16_t* dst, const uint16_t* a, const uint16_t* b, size_t count,
+                    ReduceOp op) {
+#if BRAID_REDUCE_F16C
+  switch (op) {
+    case ReduceOp::kSum:
+    case ReduceOp::kAvg:
+      return bf16LoopAvx2<OpSum>(dst, a, b, count);
+    case ReduceOp::kProd:
+      return bf16LoopAvx2<OpProd>(dst, a, b, count);
+    case ReduceOp::kMin:
+      return bf16LoopAvx2<OpMin>(dst, a, b, count);
+    case ReduceOp::kMax:
+      return bf16LoopAvx2<OpMax>(dst, a, b, count);
+  }
+#else
+  reduceBf16Portable(dst, a, b, count, op);  // not reached: haveAvx2() is false
 #endif
 }
 
@@ -339,8 +413,13 @@ void reduce(void* dst, const void* a, const void* b, size_t count, DataType type
       if (detail::haveF16c()) return detail::reduceHalfF16c(d, x, y, count, op);
       return detail::reduceHalfPortable(d, x, y, count, op);
     }
-    case DataType::kBfloat16:
-      return runOp<Bf16>(dst, a, b, count, op);
+    case DataType::kBfloat16: {
+      auto* d = static_cast<uint16_t*>(dst);
+      const auto* x = static_cast<const uint16_t*>(a);
+      const auto* y = static_cast<const uint16_t*>(b);
+      if (detail::haveAvx2()) return detail::reduceBf16Avx2(d, x, y, count, op);
+      return detail::reduceBf16Portable(d, x, y, count, op);
+    }
     case DataType::kFloat32:
       return runOp<Native<float>>(dst, a, b, count, op);
     case DataType::kFloat64:

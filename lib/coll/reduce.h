@@ -53,6 +53,13 @@ void reduceHalfPortable(uint16_t* dst, const uint16_t* a, const uint16_t* b, siz
 void reduceHalfF16c(uint16_t* dst, const uint16_t* a, const uint16_t* b, size_t count, ReduceOp op);
 /// Whether this CPU (and build: x86-64 with GCC or clang) can run reduceHalfF16c.
 bool haveF16c();
+/// The two bf16 reduce() paths, as the fp16 ones: reduce() picks AVX2 when haveAvx2().
+void reduceBf16Portable(uint16_t* dst, const uint16_t* a, const uint16_t* b, size_t count,
+                        ReduceOp op);
+/// Requires haveAvx2(); never call it otherwise.
+void reduceBf16Avx2(uint16_t* dst, const uint16_t* a, const uint16_t* b, size_t count, ReduceOp op);
+/// Whether this CPU (and build: x86-64 with GCC or clang) can run reduceBf16Avx2.
+bool haveAvx2();
 }  // namespace detail
 
 }  // namespace braid::coll

@@ -692,41 +692,67 @@ TEST_CASE("fp16 reductions are right on both the portable and the F16C paths") {
   checkAgainstReference<Fp16>(halfF16c, 11);
 }
 
-TEST_CASE("the F16C and portable fp16 paths agree bit for bit on every half value") {
-  if (!braid::coll::detail::haveF16c()) {
-    WARN("this CPU has no F16C/AVX2: nothing to compare");
-    return;
-  }
+using Path16 = void (*)(uint16_t*, const uint16_t*, const uint16_t*, size_t, ReduceOp);
+
+/// A 16-bit float type's portable and vector reduce() paths, on every value against a
+/// shuffled partner and a few fixed ones, for every op: bit for bit (but for the payload
+/// of a NaN computed from two NaNs, which C++ and the compiler's operand order leave open),
+/// and both right against the double-precision reference.
+void checkPathsAgree(Path16 portable, Path16 vector, bool (*isNan)(uint16_t),
+                     uint16_t (*ref)(uint16_t, uint16_t, ReduceOp),
+                     std::initializer_list<uint16_t> fixed) {
   std::vector<uint16_t> all(65536);
   for (uint32_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
   std::vector<uint16_t> shuffled = all;
   std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937_64(12));
-  const uint16_t fixed[] = {0x0000, 0x8000, 0x3c00, 0xbc00, 0x7bff, 0x7c00,
-                            0xfc00, 0x7e00, 0x7d01, 0x0001, 0x03ff, 0x6800};
   std::vector<std::vector<uint16_t>> others{shuffled};
   for (uint16_t f : fixed) others.emplace_back(all.size(), f);
 
   for (ReduceOp op : kOps) {
     for (const auto& other : others) {
-      std::vector<uint16_t> p(all.size()), v(all.size());
-      braid::coll::detail::reduceHalfPortable(p.data(), all.data(), other.data(), all.size(), op);
-      braid::coll::detail::reduceHalfF16c(v.data(), all.data(), other.data(), all.size(), op);
+      // One element short of a multiple of 16: the vector loops and the scalar tail.
+      const size_t n = all.size() - 1;
+      std::vector<uint16_t> p(n), v(n);
+      portable(p.data(), all.data(), other.data(), n, op);
+      vector(v.data(), all.data(), other.data(), n, op);
       size_t bad = 0, wrong = 0;
-      for (size_t i = 0; i < all.size(); ++i) {
-        // Bit for bit, except whose payload a NaN result carries when both inputs are
-        // NaN (C++ and the compiler's operand order leave that open).
-        if (halfIsNan(all[i]) && halfIsNan(other[i]))
-          bad += !(halfIsNan(p[i]) && halfIsNan(v[i]));
+      for (size_t i = 0; i < n; ++i) {
+        if (isNan(all[i]) && isNan(other[i]))
+          bad += !(isNan(p[i]) && isNan(v[i]));
         else
           bad += p[i] != v[i];
-        const uint16_t want = refHalfOp(all[i], other[i], op);
-        wrong += !((halfIsNan(want) && halfIsNan(p[i])) || want == p[i]);
+        const uint16_t want = ref(all[i], other[i], op);
+        wrong += !((isNan(want) && isNan(p[i])) || want == p[i]);
       }
       INFO(braid::coll::opName(op) << " with b[0] = " << hex(other[0]));
       CHECK(bad == 0);
       CHECK(wrong == 0);
     }
   }
+}
+
+TEST_CASE("the F16C and portable fp16 paths agree bit for bit on every half value") {
+  if (!braid::coll::detail::haveF16c()) {
+    WARN("this CPU has no F16C/AVX2: nothing to compare");
+    return;
+  }
+  checkPathsAgree(braid::coll::detail::reduceHalfPortable, braid::coll::detail::reduceHalfF16c,
+                  halfIsNan, refHalfOp,
+                  {0x0000, 0x8000, 0x3c00, 0xbc00, 0x7bff, 0x7c00, 0xfc00, 0x7e00, 0x7d01, 0x0001,
+                   0x03ff, 0x6800});
+}
+
+TEST_CASE("the AVX2 and portable bfloat16 paths agree bit for bit on every bfloat16 value") {
+  if (!braid::coll::detail::haveAvx2()) {
+    WARN("this CPU has no AVX2: nothing to compare");
+    return;
+  }
+  // Zeros, +-1, the largest finite, infinities, a quiet and a signalling NaN, the smallest
+  // subnormal, the largest subnormal, 2^23 (where a sum of 1s stops growing) and -2^-126.
+  checkPathsAgree(braid::coll::detail::reduceBf16Portable, braid::coll::detail::reduceBf16Avx2,
+                  bf16IsNan, refBf16Op,
+                  {0x0000, 0x8000, 0x3f80, 0xbf80, 0x7f7f, 0x7f80, 0xff80, 0x7fc0, 0x7f81, 0x0001,
+                   0x007f, 0x4b00, 0x8080});
 }
 
 TEST_CASE("bfloat16 reductions are computed in fp32 and rounded once to nearest even") {
