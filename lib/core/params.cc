@@ -70,7 +70,8 @@ const Def kDefs[] = {
     {"BRAID_EAGER_MAX", Kind::kSize, "16K", 0, 1LL << 20, nullptr,
      "messages up to this size are copied and sent at once, and their sends finish then, "
      "without waiting for the receive; larger ones wait for the receiver's clear-to-send and "
-     "land without a copy",
+     "land without a copy. Unset, a collectives communicator whose rails are all TCP uses "
+     "128K (ContextOptions::usage = kCollective)",
      [](Params& p, const std::string&, int64_t n) { p.eagerMax = n; }},
     {"BRAID_CHUNK_SIZE", Kind::kSize, "512K", 4096, 1LL << 30, nullptr,
      "large messages are cut into chunks of about this size and striped over rails and sockets",
