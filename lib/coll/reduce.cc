@@ -199,19 +199,25 @@ void runLoop(void* dstv, const void* av, const void* bv, size_t n) {
   }
 }
 
-template <typename C>
-void runOp(void* dst, const void* a, const void* b, size_t n, ReduceOp op) {
+/// Calls f(Op{}) with the op type of `op` (kAvg reduces as a sum; divideBy finishes it).
+template <typename F>
+void withOp(ReduceOp op, F&& f) {
   switch (op) {
     case ReduceOp::kSum:
     case ReduceOp::kAvg:
-      return runLoop<C, OpSum>(dst, a, b, n);
+      return f(OpSum{});
     case ReduceOp::kProd:
-      return runLoop<C, OpProd>(dst, a, b, n);
+      return f(OpProd{});
     case ReduceOp::kMin:
-      return runLoop<C, OpMin>(dst, a, b, n);
+      return f(OpMin{});
     case ReduceOp::kMax:
-      return runLoop<C, OpMax>(dst, a, b, n);
+      return f(OpMax{});
   }
+}
+
+template <typename C>
+void runOp(void* dst, const void* a, const void* b, size_t n, ReduceOp op) {
+  withOp(op, [&](auto o) { runLoop<C, decltype(o)>(dst, a, b, n); });
 }
 
 template <typename C>
@@ -350,17 +356,7 @@ void reduceBf16Portable(uint16_t* dst, const uint16_t* a, const uint16_t* b, siz
 void reduceBf16Avx2(uint16_t* dst, const uint16_t* a, const uint16_t* b, size_t count,
                     ReduceOp op) {
 #if BRAID_REDUCE_F16C
-  switch (op) {
-    case ReduceOp::kSum:
-    case ReduceOp::kAvg:
-      return bf16LoopAvx2<OpSum>(dst, a, b, count);
-    case ReduceOp::kProd:
-      return bf16LoopAvx2<OpProd>(dst, a, b, count);
-    case ReduceOp::kMin:
-      return bf16LoopAvx2<OpMin>(dst, a, b, count);
-    case ReduceOp::kMax:
-      return bf16LoopAvx2<OpMax>(dst, a, b, count);
-  }
+  withOp(op, [&](auto o) { bf16LoopAvx2<decltype(o)>(dst, a, b, count); });
 #else
   reduceBf16Portable(dst, a, b, count, op);  // not reached: haveAvx2() is false
 #endif
@@ -374,17 +370,7 @@ void reduceHalfPortable(uint16_t* dst, const uint16_t* a, const uint16_t* b, siz
 void reduceHalfF16c(uint16_t* dst, const uint16_t* a, const uint16_t* b, size_t count,
                     ReduceOp op) {
 #if BRAID_REDUCE_F16C
-  switch (op) {
-    case ReduceOp::kSum:
-    case ReduceOp::kAvg:
-      return halfLoopF16c<OpSum>(dst, a, b, count);
-    case ReduceOp::kProd:
-      return halfLoopF16c<OpProd>(dst, a, b, count);
-    case ReduceOp::kMin:
-      return halfLoopF16c<OpMin>(dst, a, b, count);
-    case ReduceOp::kMax:
-      return halfLoopF16c<OpMax>(dst, a, b, count);
-  }
+  withOp(op, [&](auto o) { halfLoopF16c<decltype(o)>(dst, a, b, count); });
 #else
   reduceHalfPortable(dst, a, b, count, op);  // not reached: haveF16c() is false
 #endif
