@@ -934,18 +934,19 @@ class Bench {
     // Back-to-back calls, each clocked (the first million): the mean is nccl-tests' figure,
     // the median Gloo's.
     const size_t clocked = std::min<size_t>(static_cast<size_t>(calls), size_t{1} << 20);
-    std::vector<std::chrono::steady_clock::time_point> at(clocked + 1);
+    std::vector<double> each(clocked);
     const auto t0 = std::chrono::steady_clock::now();
-    at[0] = t0;
+    auto prev = t0;
     for (int64_t k = 0; k < calls; ++k) {
       check(call(s, type, op, root, send, recv), what);
-      if (static_cast<size_t>(k) < clocked) at[static_cast<size_t>(k) + 1] = std::chrono::steady_clock::now();
+      if (static_cast<size_t>(k) < clocked) {
+        const auto now = std::chrono::steady_clock::now();
+        each[static_cast<size_t>(k)] = std::chrono::duration<double>(now - prev).count();
+        prev = now;
+      }
     }
     const auto t1 = std::chrono::steady_clock::now();
     double sec = std::chrono::duration<double>(t1 - t0).count() / static_cast<double>(calls);
-    std::vector<double> each(clocked);
-    for (size_t k = 0; k < each.size(); ++k)
-      each[k] = std::chrono::duration<double>(at[k + 1] - at[k]).count();
     std::nth_element(each.begin(), each.begin() + static_cast<std::ptrdiff_t>(each.size() / 2),
                      each.end());
     double p50 = each.empty() ? 0 : each[each.size() / 2];

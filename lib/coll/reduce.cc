@@ -320,15 +320,12 @@ BRAID_TARGET_F16C void bf16LoopAvx2(uint16_t* dst, const uint16_t* a, const uint
 
 namespace detail {
 
-bool haveF16c() {
+bool haveAvx2() {
 #if BRAID_REDUCE_F16C
   static const bool have = [] {
     __builtin_cpu_init();  // may run before libgcc's constructor (static initialisers)
-    // avx2 includes the OS's consent to YMM state (XGETBV); clang 14 knows no "f16c" for
-    // __builtin_cpu_supports, so that bit comes from CPUID leaf 1 (ECX bit 29).
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
-    return f16c && __builtin_cpu_supports("avx2");
+    // avx2 includes the OS's consent to YMM state (XGETBV).
+    return __builtin_cpu_supports("avx2") != 0;
   }();
   return have;
 #else
@@ -336,11 +333,14 @@ bool haveF16c() {
 #endif
 }
 
-bool haveAvx2() {
+bool haveF16c() {
 #if BRAID_REDUCE_F16C
   static const bool have = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") != 0;
+    // clang 14 knows no "f16c" for __builtin_cpu_supports, so that bit comes from CPUID
+    // leaf 1 (ECX bit 29).
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+    return f16c && haveAvx2();
   }();
   return have;
 #else
