@@ -23,11 +23,16 @@
 # target (>= 1.3x the best peer from 1 MiB up, >= 1.0x below) when both ratios do. Progress (one line per tool and size) goes to stderr, the table to stdout.
 # Exit 0 when every tool ran, 1 when one failed (the others are still reported), 2 on a bad
 # command line or a missing prerequisite.
+# Binding (--bind, default core) is the same for every tool: rank r on the r-th CPU of the
+# script's own set, modulo their count (braidrun --bind-to core; mpirun --map-by core
+# --bind-to core:overload-allowed; taskset for each Gloo rank). Unbound, ranks that outnumber
+# the cores are placed by the scheduler, which can keep three busy-polling ranks on one core
+# for milliseconds: a property of the run, not of the library. --bind none runs all unbound.
 #
 # usage: perf/bench_coll.sh [BUILD_DIR] [--json FILE] [--csv FILE] [--plot FILE.png]
 #          [--rounds R] [--ranks N] [--min BYTES] [--max BYTES] [--iters N] [--warmup N]
 #          [--check N] [--gloo-time MS] [--gloo-algos LIST] [--iperf-time S] [--port P]
-#          [--cache DIR] [--raw DIR]
+#          [--cache DIR] [--raw DIR] [--bind core|none]
 #   BUILD_DIR     braid build directory (default: $BRAID_BUILD_DIR, else ./build)
 #   --json FILE   medians, every round's figures, machine and versions (default: none)
 #   --csv FILE    the table as CSV (default: FILE of --json with .csv, else none)
@@ -46,6 +51,7 @@
 #   --cache DIR   where Gloo and the MPI benchmark are built ($BRAID_BENCH_CACHE, else
 #                 /var/cache/braid-bench)
 #   --raw DIR     keep every tool's raw output there (default: a temporary dir, removed)
+#   --bind B      core: every tool's rank r on CPU r mod CPUs (default); none: unbound
 # Environment: GLOO_SRC = Gloo's source: a source tree, a git work tree or a bare git dir
 # (cloned from); unset: git clone https://github.com/facebookincubator/gloo. GLOO_REF = the
 # commit or tag to build (default: the source's HEAD). Missing tools (mpicc, mpirun, iperf3,
@@ -69,11 +75,12 @@ iperf_time=5
 port=18700
 cache="${BRAID_BENCH_CACHE:-/var/cache/braid-bench}"
 rawdir=""
+bind=core
 usage_err() { echo "bench_coll.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --json|--csv|--plot|--rounds|--ranks|--min|--max|--iters|--warmup|--check|--gloo-time|\
-    --gloo-algos|--iperf-time|--port|--cache|--raw)
+    --gloo-algos|--iperf-time|--port|--cache|--raw|--bind)
       [[ $# -ge 2 ]] || usage_err "$1 takes a value (see --help)" ;;&
     --json) json="$2"; shift 2 ;;
     --csv) csv="$2"; shift 2 ;;
@@ -91,7 +98,8 @@ while [[ $# -gt 0 ]]; do
     --port) port="$2"; shift 2 ;;
     --cache) cache="$2"; shift 2 ;;
     --raw) rawdir="$2"; shift 2 ;;
-    -h|--help) sed -n '2,51p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bind) bind="$2"; shift 2 ;;
+    -h|--help) sed -n '2,58p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) usage_err "unknown option $1 (see --help)" ;;
     *) build="$1"; shift ;;
   esac
@@ -100,6 +108,7 @@ for v in rounds ranks iters warmup gloo_time iperf_time port; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || usage_err "--${v//_/-} takes a positive count"
 done
 [[ "$check" =~ ^[0-9]+$ ]] || usage_err "--check takes a count"
+[[ "$bind" == core || "$bind" == none ]] || usage_err "--bind: core or none"
 [[ $ranks -ge 2 ]] || usage_err "--ranks: at least 2"
 
 # to_bytes 4K -> 4096 (binary suffixes, as braid_coll_perf's -b/-e).
@@ -235,6 +244,9 @@ if [[ ! -x "$gloo_bin" ]]; then
     { tail -20 "$gloo_dir/build.log" >&2; usage_err "Gloo's build failed ($gloo_dir/build.log)"; }
 fi
 
+# The CPUs this script may use (rank r of every tool goes to cpus[r % n] with --bind core).
+IFS=, read -r -a cpus <<<"$(python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))')"
+
 # ------------------------------------------------------------------ the MPI benchmark
 mpi_src="$here/mpi_allreduce_bench.c"
 mpi_bin="$cache/mpi_allreduce_bench"
@@ -242,7 +254,8 @@ if [[ ! -x "$mpi_bin" || "$mpi_src" -nt "$mpi_bin" ]]; then
   progress "compiling $mpi_src with mpicc"
   mpicc -O2 -o "$mpi_bin" "$mpi_src" || usage_err "mpicc failed"
 fi
-mpirun_cmd=(mpirun --oversubscribe --bind-to none -n "$ranks" --mca pml ob1 --mca btl "tcp,self"
+if [[ $bind == core ]]; then mpi_bind=(--map-by core --bind-to core:overload-allowed); else mpi_bind=(--bind-to none); fi
+mpirun_cmd=(mpirun --oversubscribe "${mpi_bind[@]}" -n "$ranks" --mca pml ob1 --mca btl "tcp,self"
   --mca btl_tcp_if_include lo --mca oob_tcp_if_include lo)
 if [[ $(id -u) -eq 0 ]]; then mpirun_cmd+=(--allow-run-as-root); fi
 
@@ -279,7 +292,7 @@ run_bound() {  # round
 
 run_braid() {  # round
   local r="$1" log="$raw/braid.r$1" rc=0
-  local cmd=("$braidrun" -n "$ranks" "$collperf" all_reduce -b "$minb" -e "$maxb" -f 2
+  local cmd=("$braidrun" -n "$ranks" --bind-to "$bind" "$collperf" all_reduce -b "$minb" -e "$maxb" -f 2
     -c "$check" -n "$iters" -w "$warmup" -J "$log.json")
   echo "BRAID_SOCKET_IFNAME=lo ${cmd[*]}" >"$raw/braid.cmd"
   "${cmd[@]}" 2>&1 | tee "$log.txt" | while read -r b _ _ _ _ t _ bus wrong _ _ busip _; do
@@ -325,7 +338,9 @@ run_gloo() {  # round
         local gp=()
         rc=0
         for ((rk = 0; rk < ranks; rk++)); do
-          timeout 300 "$gloo_bin" --size "$ranks" --rank "$rk" --shared-path "$rdv" \
+          local pin=()
+          if [[ $bind == core ]]; then pin=(taskset -c "${cpus[$((rk % ${#cpus[@]}))]}"); fi
+          timeout 300 "${pin[@]}" "$gloo_bin" --size "$ranks" --rank "$rk" --shared-path "$rdv" \
             --prefix "$tag.$$" --transport tcp --tcp-device lo --elements "$elems" \
             --iteration-time "${gloo_time}ms" --no-verify --nanos "$algo" \
             >"$raw/$tag.rank$rk.txt" 2>&1 &
@@ -394,7 +409,7 @@ elapsed=$(($(date +%s) - t_start))
 cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 mpi_version="$(mpirun --version 2>/dev/null | head -1)"
 iperf_version="$(iperf3 --version 2>/dev/null | head -1)"
-python3 - "$vals" "$json" "$csv" "$ranks" "$rounds" "$gloo_algos" "$load0" "$load1" "$(nproc)" \
+BENCH_BIND="$bind" python3 - "$vals" "$json" "$csv" "$ranks" "$rounds" "$gloo_algos" "$load0" "$load1" "$(nproc)" \
   "$cpu_model" "$gloo_rev" "$mpi_version" "$iperf_version" "$elapsed" "$(cat "$raw/braid.cmd")" \
   "${mpirun_cmd[*]} $mpi_bin $minb $maxb $iters $warmup" "$iters" "$warmup" "$gloo_time" \
   "$iperf_time" "$raw/braid.r1.json" <<'PY'
@@ -461,6 +476,7 @@ def human(s):
     return f"{s >> 20} MiB" if s >= 1 << 20 else f"{s >> 10} KiB"
 print(f"== bench_coll: allreduce float32 sum, {ranks} ranks, TCP loopback, medians over "
       f"{rounds} round(s); busbw GB/s (1e9 B/s); bound = iperf3 -P {cores}: {f(bound)} GB/s")
+print(f"   binding: {os.environ.get('BENCH_BIND')} (the same for every tool)")
 print("   p50: each tool's median call; mean: each tool's mean call; peer = the better of Gloo's "
       "best algorithm and Open MPI")
 hdr = (f"{'size':>8} {'braid p50':>9} {'gloo p50':>8} {'(algo)':<26} {'ompi p50':>8} "
@@ -483,11 +499,13 @@ wrong = {t: sum(v for (tt, s, k), d in per.items() if tt == t and k == "wrong" f
 doc = {
     "benchmark": "allreduce float32 sum", "ranks": int(ranks), "rounds": int(rounds),
     "transport": "TCP loopback (127.0.0.1)", "units": "busbw GB/s (1e9 B/s), 2(n-1)/n factor",
+    "binding": os.environ.get("BENCH_BIND"),
     "machine": {"nproc": int(cores), "cpu_model": cpu, "load_before": load0, "load_after": load1},
     "elapsed_s": int(elapsed),
     "versions": {"braid": braid_version, "gloo": gloo_rev, "openmpi": mpi_v, "iperf3": iperf_v},
     "commands": {"braid": braid_cmd, "openmpi": mpi_cmd,
-                 "gloo": f"benchmark --size {ranks} --rank R --shared-path DIR --prefix P "
+                 "gloo": ("taskset -c CPU(R) " if os.environ.get("BENCH_BIND") == "core" else "") +
+                         f"benchmark --size {ranks} --rank R --shared-path DIR --prefix P "
                          f"--transport tcp --tcp-device lo --elements BYTES/4 "
                          f"--iteration-time {gloo_time}ms --no-verify --nanos ALGO",
                  "bound": f"iperf3 -c 127.0.0.1 -t {iperf_time} -P {cores} -J"},

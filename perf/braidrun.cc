@@ -1,6 +1,7 @@
 // braidrun — a one-host launcher for braid collectives, like `mpirun -n N` on one machine:
 //
-//   braidrun -n 4 [--store tcp|file] [--timeout SECONDS] [--tag-output] [--] prog args...
+//   braidrun -n 4 [--store tcp|file] [--bind-to none|core] [--report-bindings]
+//            [--timeout SECONDS] [--tag-output] [--] prog args...
 //
 // Starts N copies of `prog` with what braid::coll::Communicator::fromEnvironment() reads:
 // BRAID_RANK, BRAID_WORLD_SIZE, BRAID_LOCAL_RANK (= the rank) and BRAID_STORE: a TCP store
@@ -15,6 +16,13 @@
 // --timeout ends the job the same way and exits 124. With --tag-output every line a child
 // writes to stdout or stderr is prefixed with "[RANK] ".
 //
+// --bind-to core pins rank r to the r-th CPU (modulo their count) of those braidrun may run
+// on (its own affinity mask), as `mpirun --bind-to core` does; with more ranks than CPUs,
+// ranks r and r + CPUs share one. Unbound (the default, as torchrun), busy-polling ranks
+// that outnumber the cores are left to the scheduler, which can keep three on one core and
+// one on the other for milliseconds (each rank is "cache hot"); bound, each core carries its
+// share. --report-bindings prints each rank's CPU set to stderr.
+//
 // Exit codes: the first failing rank's code; 0 when every rank exits 0; 124 on --timeout;
 // 126/127 when the program cannot be executed / is not found; 128+N when braidrun itself
 // got signal N; 2 for a bad command line; 1 when braidrun cannot set the job up.
@@ -23,6 +31,7 @@
 #include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -51,8 +60,8 @@ constexpr auto kKillGrace = std::chrono::seconds(3);
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kUsage =
-    "usage: braidrun -n N [--store tcp|file] [--timeout SECONDS] [--tag-output] [--] "
-    "PROGRAM [ARGS...]\n"
+    "usage: braidrun -n N [--store tcp|file] [--bind-to none|core] [--report-bindings]\n"
+    "                [--timeout SECONDS] [--tag-output] [--] PROGRAM [ARGS...]\n"
     "\n"
     "Starts N ranks of PROGRAM on this host for braid's collectives: each gets BRAID_RANK,\n"
     "BRAID_WORLD_SIZE, BRAID_LOCAL_RANK and BRAID_STORE in its environment.\n"
@@ -60,6 +69,10 @@ constexpr const char* kUsage =
     "  -n, -np, --np N      number of ranks (1..4096)\n"
     "  --store tcp|file     tcp: a TCP store on 127.0.0.1 served by rank 0 (default);\n"
     "                       file: a fresh directory under $TMPDIR or /tmp, removed at exit\n"
+    "  --bind-to none|core  core: rank r runs only on the r-th CPU braidrun may use (modulo\n"
+    "                       their count, so ranks share CPUs when they outnumber them);\n"
+    "                       none: each rank inherits braidrun's CPU set (default)\n"
+    "  --report-bindings    print each rank's CPU set to stderr as it starts\n"
     "  --timeout SECONDS    end the job after this long and exit 124\n"
     "  --tag-output         prefix each line of each rank's stdout/stderr with \"[RANK] \"\n"
     "  -h, --help           this text\n"
@@ -72,6 +85,8 @@ struct Options {
   bool fileStore = false;
   std::optional<double> timeoutSec;
   bool tagOutput = false;
+  bool bindCore = false;
+  bool reportBindings = false;
   std::vector<std::string> command;  // program and its arguments, untouched
 };
 
@@ -128,6 +143,10 @@ Options parseArgs(int argc, char** argv) {
       o.tagOutput = true;
       continue;
     }
+    if (a == "--report-bindings") {
+      o.reportBindings = true;
+      continue;
+    }
     std::optional<std::string> v;
     if ((v = valueOf(a, "-n")) || (v = valueOf(a, "-np")) || (v = valueOf(a, "--np"))) {
       auto n = parseInt(*v);
@@ -145,6 +164,13 @@ Options parseArgs(int argc, char** argv) {
         o.fileStore = true;
       else
         usageError("--store '" + *v + "': tcp or file expected");
+    } else if ((v = valueOf(a, "--bind-to"))) {
+      if (*v == "core")
+        o.bindCore = true;
+      else if (*v == "none")
+        o.bindCore = false;
+      else
+        usageError("--bind-to '" + *v + "': none or core expected");
     } else if ((v = valueOf(a, "--timeout"))) {
       o.timeoutSec = parseSeconds(*v);
       if (!o.timeoutSec)
@@ -344,6 +370,36 @@ int exitCodeOf(int status) {
   return 1;
 }
 
+/// A CPU mask sized for `cpus` CPUs (glibc's cpu_set_t stops at 1024).
+struct CpuSet {
+  explicit CpuSet(int cpus) : bytes(CPU_ALLOC_SIZE(cpus)), set(CPU_ALLOC(cpus)) {
+    if (set) CPU_ZERO_S(bytes, set);
+  }
+  ~CpuSet() { CPU_FREE(set); }
+  CpuSet(const CpuSet&) = delete;
+  CpuSet& operator=(const CpuSet&) = delete;
+  size_t bytes;
+  cpu_set_t* set;
+};
+
+/// The CPUs this process may run on, in increasing order.
+bool allowedCpus(std::vector<int>& cpus, std::string& error) {
+  for (int n = 1024; n <= (1 << 20); n *= 2) {
+    CpuSet s(n);
+    if (!s.set) break;
+    if (::sched_getaffinity(0, s.bytes, s.set) == 0) {
+      cpus.clear();
+      for (int c = 0; c < n; ++c)
+        if (CPU_ISSET_S(static_cast<size_t>(c), s.bytes, s.set)) cpus.push_back(c);
+      if (!cpus.empty()) return true;
+      break;
+    }
+    if (errno != EINVAL) break;  // EINVAL: the kernel's mask is larger: try twice the size
+  }
+  error = std::string("sched_getaffinity: ") + std::strerror(errno);
+  return false;
+}
+
 class Job {
  public:
   explicit Job(const Options& o) : o_(o), ranks_(static_cast<size_t>(o.ranks)) {}
@@ -357,6 +413,13 @@ class Job {
     wakeRead_ = wake[0];
     gWakeWrite = wake[1];
     installHandlers();
+    if (o_.bindCore || o_.reportBindings) {
+      std::string error;
+      if (!allowedCpus(cpus_, error)) {
+        std::fprintf(stderr, "braidrun: cannot read the CPUs braidrun may run on: %s\n", error.c_str());
+        return kExitSetup;
+      }
+    }
 
     for (int r = 0; r < o_.ranks; ++r) {
       int rc = spawn(r, store);
@@ -410,6 +473,7 @@ class Job {
       ::setenv("BRAID_WORLD_SIZE", size.c_str(), 1);
       ::setenv("BRAID_LOCAL_RANK", rank.c_str(), 1);
       ::setenv("BRAID_STORE", store.c_str(), 1);
+      bindChild(r);
       ::execvp(argv[0], argv.data());
       int e = errno;
       [[maybe_unused]] ssize_t n = ::write(errPipe[1], &e, sizeof e);
@@ -572,7 +636,32 @@ class Job {
     }
   }
 
+  /// In the child, before exec: --bind-to core pins rank `r` to one CPU of braidrun's set.
+  void bindChild(int r) {
+    if (cpus_.empty()) return;
+    int cpu = cpus_[static_cast<size_t>(r) % cpus_.size()];
+    if (o_.bindCore) {
+      CpuSet set(cpu + 1);
+      CPU_SET_S(static_cast<size_t>(cpu), set.bytes, set.set);
+      if (::sched_setaffinity(0, set.bytes, set.set) != 0) {
+        std::fprintf(stderr, "braidrun: rank %d: cannot bind to CPU %d: %s (try --bind-to none)\n", r,
+                     cpu, std::strerror(errno));
+        ::_exit(kExitSetup);
+      }
+    }
+    if (o_.reportBindings) {
+      std::string list = std::to_string(cpu);
+      if (!o_.bindCore) {
+        list.clear();
+        for (int c : cpus_) list += (list.empty() ? "" : ",") + std::to_string(c);
+      }
+      std::fprintf(stderr, "braidrun: rank %d (pid %d) runs on CPU%s %s\n", r, static_cast<int>(::getpid()),
+                   !o_.bindCore && cpus_.size() > 1 ? "s" : "", list.c_str());
+    }
+  }
+
   const Options& o_;
+  std::vector<int> cpus_;  // braidrun's own CPU set, when binding or reporting
   std::vector<Rank> ranks_;
   std::vector<TaggedStream> streams_;
   int wakeRead_ = -1;

@@ -4,7 +4,8 @@
 # prefixes lines; the first failing rank's code is braidrun's and its siblings are killed
 # within seconds; --timeout exits 124 naming the ranks left; a missing program exits 127; a
 # bad command line exits 2; a rank killed by a signal gives 128+N; SIGTERM to braidrun
-# reaches the ranks; --store file makes a directory the ranks see and removes it.
+# reaches the ranks; --store file makes a directory the ranks see and removes it; --bind-to
+# core pins rank r to the r-th CPU braidrun may use.
 #
 #   tests/coll/braidrun.sh PERF_DIR
 # The ranks' shell snippets are single-quoted on purpose: they expand in each rank.
@@ -159,6 +160,43 @@ if [[ $(echo "$dirs" | wc -l) != 1 || "$dirs" != "$out"/braidrun.* ]]; then
 elif [[ -e "$dirs" ]]; then
   fail "--store file: $dirs is still there after braidrun exited"
 fi
+
+# 11. --bind-to core: rank r runs on the r-th CPU of braidrun's own set (modulo its size),
+# also when that set is narrowed by taskset; --bind-to none leaves the set as it is;
+# --report-bindings says so per rank; a bad value is a usage error.
+cpus_of() { python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))'; }
+mine=$(cpus_of)
+IFS=, read -r -a cpu <<<"$mine"
+check
+timeout -k 2 20 "$braidrun" -n 5 --bind-to core --report-bindings sh -c \
+  'echo "$BRAID_RANK $(python3 -c "import os; print(\",\".join(map(str, sorted(os.sched_getaffinity(0)))))")"' \
+  >"$out/bind" 2>"$out/err"
+rc=$?
+if [[ $rc != 0 ]]; then
+  fail "--bind-to core: exit $rc"; cat "$out/err"
+else
+  for r in 0 1 2 3 4; do
+    want=${cpu[$((r % ${#cpu[@]}))]}
+    got=$(awk -v r="$r" '$1 == r {print $2}' "$out/bind")
+    [[ "$got" == "$want" ]] || fail "--bind-to core: rank $r runs on CPUs '$got', '$want' expected (braidrun's: $mine)"
+    grep -q "^braidrun: rank $r (pid [0-9]*) runs on CPU $want\$" "$out/err" ||
+      fail "--report-bindings: no line for rank $r on CPU $want: $(cat "$out/err")"
+  done
+fi
+check
+last=${cpu[$((${#cpu[@]} - 1))]}
+got=$(timeout -k 2 20 taskset -c "$last" "$braidrun" -n 3 --bind-to core sh -c \
+  'python3 -c "import os; print(sorted(os.sched_getaffinity(0)))"' 2>&1 | sort -u)
+[[ "$got" == "[$last]" ]] || fail "--bind-to core under taskset -c $last: ranks ran on '$got'"
+check
+got=$(timeout -k 2 20 "$braidrun" -n 2 --bind-to none sh -c \
+  'python3 -c "import os; print(\",\".join(map(str, sorted(os.sched_getaffinity(0)))))"' 2>&1 | sort -u)
+[[ "$got" == "$mine" ]] || fail "--bind-to none: ranks ran on '$got', braidrun's '$mine' expected"
+check
+timeout -k 2 20 "$braidrun" -n 2 --bind-to socket true >/dev/null 2>"$out/err"
+rc=$?
+[[ $rc == 2 ]] && grep -q "none or core expected" "$out/err" ||
+  fail "--bind-to socket: exit $rc, 2 with 'none or core expected' expected: $(cat "$out/err")"
 
 if [[ $failures -gt 0 ]]; then
   echo "$failures of $checks checks failed"
