@@ -40,6 +40,17 @@ class MemoryRegion;
 /// Which transport an endpoint uses.
 enum class Transport : uint8_t { kAuto = 0, kTcp = 1, kVerbs = 2 };
 
+/// Hints for Endpoint::isend.
+enum class SendFlags : uint32_t {
+  kNone = 0,
+  /// More sends to the same endpoint follow at once (as MSG_MORE): over TCP an eager message
+  /// may wait for them, so that several go out in one system call. It goes out with the
+  /// next send without kMore on that endpoint, or at the worker's next progress (any
+  /// progress, test or wait call), whichever comes first. No effect over verbs, nor on a
+  /// message above the eager limit (it waits for its receive anyway).
+  kMore = 1,
+};
+
 /// Options of a Context. Unset fields come from the BRAID_* environment knobs.
 struct ContextOptions {
   std::optional<Transport> transport;     ///< BRAID_TRANSPORT
@@ -403,8 +414,9 @@ class Endpoint {
   /// the eager limit (BRAID_EAGER_MAX) is copied out at once and its request finishes when
   /// handed to the transport, whether or not the receive is posted yet (as MPI's eager
   /// sends); a larger one waits for its receive and lands in it without a copy.
+  /// `flags`: SendFlags::kMore lets an eager message wait for the sends that follow.
   Result<Request> isend(const void* buf, size_t len, uint64_t tag,
-                        const MemoryRegion* mr = nullptr);
+                        const MemoryRegion* mr = nullptr, SendFlags flags = SendFlags::kNone);
   /// Non-blocking receive into `buf` of capacity `len`. The n-th receive posted for a tag
   /// matches the n-th message sent with that tag. A message larger than `len` fails the
   /// receive with kTruncated and writes nothing past `len`; the send fails with kTruncated

@@ -126,7 +126,8 @@ Status CommImpl::post(CollOp& op, int id) {
       BRAID_ASSIGN_OR_RETURN(req, ep.isend(staging.data(), staging.size(), tag));
     } else {
       if (t.carriesDescriptor) {
-        BRAID_ASSIGN_OR_RETURN(descReq, ep.isend(&op.desc, D, tag));
+        // Over TCP the descriptor shares the data's write (one system call, not two).
+        BRAID_ASSIGN_OR_RETURN(descReq, ep.isend(&op.desc, D, tag, nullptr, SendFlags::kMore));
       }
       BRAID_ASSIGN_OR_RETURN(req, ep.isend(t.src, t.bytes, tag, mr));
     }

@@ -422,6 +422,7 @@ Result<Params> parseParams(const EnvLookup& env) {
     std::string text = v ? *v : std::string(d.def);
     Status st = parseOne(d, text, p);
     if (!st.isOk()) return st;
+    if (v) p.setNames.emplace_back(d.name);
   }
   return p;
 }

@@ -5,6 +5,7 @@
 // Params snapshot; a bad value is an error naming the variable, the value and the range.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -54,6 +55,15 @@ struct Params {
   int64_t ibTc = 0;              // BRAID_IB_TC
   int64_t ibSl = 0;              // BRAID_IB_SL
   int64_t ibQpsPerRail = 1;      // BRAID_IB_QPS_PER_RAIL
+
+  /// Whether `name` was set in the environment this snapshot was parsed from (a default that
+  /// depends on how a knob is used, such as the collectives' TCP eager limit, applies only
+  /// when the user did not set the knob; asking this snapshot, not the live environment,
+  /// keeps the two views from disagreeing when the environment changes after the parse).
+  bool isSet(std::string_view name) const {
+    return std::find(setNames.begin(), setNames.end(), name) != setNames.end();
+  }
+  std::vector<std::string> setNames;  ///< the knobs set in the environment, registry order
 };
 
 /// One row of the registry, with the value in force.

@@ -125,7 +125,7 @@ Result<std::shared_ptr<Context>> Context::create(const ContextOptions& o) {
     return Status(Code::kInvalidArgument, fmt::format("timeoutMs={} must be > 0", impl->timeoutMs));
   impl->eagerMax = o.eagerMax ? *o.eagerMax : static_cast<uint64_t>(p.eagerMax);
   if (!o.eagerMax && o.usage == ContextOptions::Usage::kCollective && impl->verbsRails.empty() &&
-      !core::processEnv()("BRAID_EAGER_MAX")) {
+      !p.isSet("BRAID_EAGER_MAX")) {
     // Collectives over TCP: a rendezvous costs a clear-to-send round trip, which on ranks
     // that share cores is a context switch each way (4 ranks on 2 cores: a 32 KiB allreduce
     // ~170 -> ~100 us, 256 KiB ~560 -> ~400 us with 128 KiB eager).

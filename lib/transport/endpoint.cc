@@ -266,12 +266,17 @@ Status Endpoint::waitConnected(std::chrono::milliseconds timeout) {
   }
 }
 
-Result<Request> Endpoint::isend(const void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {
+Result<Request> Endpoint::isend(const void* buf, size_t len, uint64_t tag, const MemoryRegion* mr,
+                                SendFlags flags) {
   BRAID_WORKER_ENTRY(impl_->worker, "Endpoint::isend");
   if (mr && !mr->contains(buf, len))
     return Status(Code::kInvalidArgument, "isend: buffer outside its MemoryRegion");
+  if ((static_cast<uint32_t>(flags) & ~static_cast<uint32_t>(SendFlags::kMore)) != 0)
+    return Status(Code::kInvalidArgument,
+                  fmt::format("isend: unknown flags {:#x} (SendFlags::kMore is the only one)",
+                              static_cast<uint32_t>(flags)));
   return impl_->post(impl_, OpState::Kind::kSend, static_cast<uint8_t*>(const_cast<void*>(buf)),
-                     len, tag, mr);
+                     len, tag, mr, flags == SendFlags::kMore);
 }
 
 Result<Request> Endpoint::irecv(void* buf, size_t len, uint64_t tag, const MemoryRegion* mr) {

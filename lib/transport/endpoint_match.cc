@@ -35,7 +35,7 @@ Result<std::shared_ptr<const MemoryRegionImpl>> EndpointImpl::registrationFor(
 
 Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind,
                                    uint8_t* buf, uint64_t len, uint64_t tag,
-                                   const MemoryRegion* mr) {
+                                   const MemoryRegion* mr, bool more) {
   // An eager message finishes at its sender when handed over, so a peer may send and
   // close before this side posts the receive: messages that arrived whole before the
   // endpoint failed or closed are still delivered to the receives that match them.
@@ -60,6 +60,7 @@ Result<Request> EndpointImpl::post(const std::shared_ptr<EndpointImpl>& self, Op
   op->buf = buf;
   op->len = len;
   op->hasHandle = true;
+  op->more = more;
   op->reg = std::move(reg);
   ++outstanding;
   if (connecting) {
@@ -120,7 +121,8 @@ Status EndpointImpl::start(OpState* op) {
             wire::makeFrame(wire::FrameType::kEager, tag, op->seq, len, static_cast<uint32_t>(len));
         f.payload = buf;
         f.op = op;
-        control->queue(f, true);
+        // kMore: the frame waits for the next send's write, or the worker's next progress.
+        control->queue(f, !op->more);
         controlDirty = control->hasOutput();
       }
       if (!ts.cts.empty()) matchSends(ts);

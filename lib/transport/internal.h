@@ -93,13 +93,16 @@ struct OpState {
   /// Verbs rendezvous send with ranges written again over TCP after the lanes went: it
   /// finishes when nothing holds it any more (its bytes are not counted from zero).
   bool resent = false;
+  /// TCP eager send posted with SendFlags::kMore: its frame waits for the next send or
+  /// progress to share their write (only read when it starts).
+  bool more = false;
   /// Back to a fresh OpState, field by field: recycling is on every request's path, and
   /// the status and registration are nearly always empty already.
   void reset() {
     kind = Kind::kSend;
     tag = seq = len = size = bytesDone = 0;
     buf = nullptr;
-    matched = finished = released = hasHandle = cancelPending = resent = false;
+    matched = finished = released = hasHandle = cancelPending = resent = more = false;
     pendingFrames = landing = 0;
     if (!landed.empty()) landed.clear();
     if (!status.isOk()) status = Status();
@@ -253,7 +256,7 @@ struct EndpointImpl {
 
   // --- data path ---
   Result<Request> post(const std::shared_ptr<EndpointImpl>& self, OpState::Kind kind, uint8_t* buf,
-                       uint64_t len, uint64_t tag, const MemoryRegion* mr);
+                       uint64_t len, uint64_t tag, const MemoryRegion* mr, bool more = false);
   /// Starts a posted send or receive (seq, CTS, eager payload); the op holds its
   /// registration already. An error leaves the op for the caller to finish.
   Status start(OpState* op);

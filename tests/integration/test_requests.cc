@@ -208,3 +208,42 @@ TEST_CASE("a collective context over TCP sends up to 128 KiB eagerly; a point-to
     CHECK(in == out);
   }
 }
+
+TEST_CASE("an eager send with SendFlags::kMore waits for the next send and goes out in its "
+          "write; progress alone sends it too; unknown flags are refused") {
+  auto p = connectLocal();
+  uint64_t a = 11, b = 22, c = 33, d = 44;
+  uint64_t ra = 0, rb = 0, rc = 0, rd = 0;
+  // Without the flag an eager send is written inside isend: finished at once.
+  auto s0 = p.client->isend(&d, 8, 6);
+  REQUIRE(s0.isOk());
+  CHECK(s0->finished());
+  // With it, the frame waits: no progress has run, so nothing is written yet.
+  auto s1 = p.client->isend(&a, 8, 6, nullptr, SendFlags::kMore);
+  REQUIRE(s1.isOk());
+  CHECK_FALSE(s1->finished());
+  // The next send without the flag writes both, still without any progress call.
+  auto s2 = p.client->isend(&b, 8, 6);
+  REQUIRE(s2.isOk());
+  CHECK(s1->finished());
+  CHECK(s2->finished());
+  // A held send that nothing follows goes out with the worker's next progress (wait).
+  auto s3 = p.client->isend(&c, 8, 6, nullptr, SendFlags::kMore);
+  REQUIRE(s3.isOk());
+  CHECK_FALSE(s3->finished());
+  REQUIRE(s3->wait(5s).isOk());
+  // In order, whole.
+  auto r0 = p.server->irecv(&rd, 8, 6);
+  auto r1 = p.server->irecv(&ra, 8, 6);
+  auto r2 = p.server->irecv(&rb, 8, 6);
+  auto r3 = p.server->irecv(&rc, 8, 6);
+  for (auto* r : {&r0, &r1, &r2, &r3}) REQUIRE((*r)->wait(5s).isOk());
+  CHECK(rd == 44);
+  CHECK(ra == 11);
+  CHECK(rb == 22);
+  CHECK(rc == 33);
+  auto bad = p.client->isend(&a, 8, 6, nullptr, static_cast<SendFlags>(6));
+  REQUIRE_FALSE(bad.isOk());
+  CHECK(bad.status().code() == Code::kInvalidArgument);
+  CHECK_THAT(bad.status().message(), Catch::Contains("unknown flags 0x6"));
+}

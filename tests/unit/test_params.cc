@@ -50,6 +50,22 @@ TEST_CASE("params parse numbers, sizes with suffixes, enums and tokens") {
   CHECK(p->socketIfname == "^docker,lo");
 }
 
+TEST_CASE("params record which knobs the environment set, even to their default value") {
+  auto unset = core::parseParams(env({}));
+  REQUIRE(unset.isOk());
+  CHECK_FALSE(unset->isSet("BRAID_EAGER_MAX"));
+  CHECK(unset->setNames.empty());
+  auto p = core::parseParams(env({{"BRAID_EAGER_MAX", "16K"}, {"BRAID_TIMEOUT_MS", "1500"},
+                                  {"BRAID_NOT_A_KNOB", "1"}}));
+  REQUIRE(p.isOk());
+  CHECK(p->eagerMax == unset->eagerMax);  // the default's value, but set by the user
+  CHECK(p->isSet("BRAID_EAGER_MAX"));
+  CHECK(p->isSet("BRAID_TIMEOUT_MS"));
+  CHECK_FALSE(p->isSet("BRAID_CHUNK_SIZE"));
+  CHECK_FALSE(p->isSet("BRAID_NOT_A_KNOB"));
+  CHECK(p->setNames.size() == 2);
+}
+
 TEST_CASE("a non-numeric value is an error naming the variable and the value") {
   auto p = core::parseParams(env({{"BRAID_TIMEOUT_MS", "soon"}}));
   REQUIRE_FALSE(p.isOk());
