@@ -186,6 +186,10 @@ void EndpointImpl::tick(uint64_t now) {
                               peer, ctx->timeoutMs, static_cast<int>(state))));
     return;
   }
+  if (control && control->peerGoneNs() != 0 && now - control->peerGoneNs() > kPeerGoneGraceNs) {
+    fail(control->peerGoneError());
+    return;
+  }
   sampleSignals(now);
   if (verbs) {
     verbs->tick(now);  // after a move to TCP too: the peer's rechecks wait on it

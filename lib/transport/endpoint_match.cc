@@ -163,7 +163,12 @@ Status EndpointImpl::start(OpState* op) {
       OutFrame f;
       f.hdr = wire::makeFrame(wire::FrameType::kCts, tag, op->seq, len);
       control->queue(f, false);  // goes out with the next send or progress()
-      controlDirty = true;
+      // Any message up to the eager limit comes without waiting for it: the CTS of a
+      // receive no larger can wait for a write to share (lazyCts).
+      if (len > eagerMax)
+        controlDirty = true;
+      else
+        lazyCts = true;
     }
     // An eager message may already be here.
     if (!ts.unexpected.empty() && ts.unexpected.front().seq == op->seq) {
@@ -236,6 +241,7 @@ Result<Request> EndpointImpl::postRma(const std::shared_ptr<EndpointImpl>& self,
 
 void EndpointImpl::flushControl() {
   controlDirty = false;
+  lazyCts = false;
   if (control && control->fd() >= 0) control->flush();
 }
 

@@ -138,6 +138,11 @@ class Channel final : public tcp::Pollable {
   void closeFd() noexcept;
   uint64_t queuedBytes() const { return queuedBytes_; }
   bool hasOutput() const { return !out_.empty(); }
+  /// Control socket: a write found the peer gone (EPIPE, ECONNRESET) at this time (0:
+  /// never). The endpoint fails once the read side has delivered what the peer sent
+  /// before it went, or kPeerGoneGraceNs later (EndpointImpl::tick).
+  uint64_t peerGoneNs() const { return peerGoneNs_; }
+  const Status& peerGoneError() const { return peerGone_; }
   int fd() const { return fd_.get(); }
   /// Drops queued frames and hands the socket over (to linger or to another owner).
   tcp::Fd detach();
@@ -190,6 +195,8 @@ class Channel final : public tcp::Pollable {
   int index_;
   bool control_;
   bool wantOut_ = false;
+  uint64_t peerGoneNs_ = 0;
+  Status peerGone_;
   core::Ring<OutFrame> out_;
   uint64_t queuedBytes_ = 0;
   // Connector rejoin: connecting to remote_, then writing preamble_ (the kRejoin).
@@ -599,6 +606,9 @@ struct EndpointImpl {
   uint64_t unexpectedBytes = 0;
   /// CTS held per tag for sends not posted yet (each is 128 bytes).
   static constexpr size_t kMaxPendingCts = 65536;
+  /// A write found the peer gone: how long the read side has to deliver what the peer
+  /// sent before, and end the stream, before the endpoint fails with the write's error.
+  static constexpr uint64_t kPeerGoneGraceNs = 200'000'000;
   std::unordered_map<uint64_t, TagState> tags;
   uint64_t lastTag = 0;
   TagState* lastTagState = nullptr;
@@ -674,6 +684,11 @@ struct EndpointImpl {
   std::vector<RailSnapshot> snaps;
   std::vector<Chunk> plan;
   bool controlDirty = false;
+  /// A CTS of a receive that only an eager message fits is queued on the control socket:
+  /// it rides with the next write there, or goes before the worker sleeps or at the next
+  /// tick (within a millisecond). Such a CTS only tells a larger (rendezvous) message that
+  /// it does not fit, so writing it alone at once would cost a system call for nothing.
+  bool lazyCts = false;
   uint64_t lastRxNs = 0, lastTxNs = 0, nextTickNs = 0;
   EndpointStats stats;
 };

@@ -176,6 +176,7 @@ void Channel::queue(const OutFrame& f, bool flushNow) {
 }
 
 void Channel::flush() {
+  if (peerGoneNs_ != 0) return;  // nothing more goes out: the read side finishes the endpoint
   while (!out_.empty() && fd_.valid()) {
     iovec iov[kMaxIov];
     int n = 0;
@@ -195,6 +196,15 @@ void Channel::flush() {
     if (!r) {
       Status st = r.status().withContext(name());
       if (rail_ >= 0 && ep_->railError(rail_, st)) return;
+      if (control_ && r.status().code() == Code::kConnectionReset) {
+        // The peer went while this side wrote: what it sent before (its last messages,
+        // a CLOSE) is still in the socket and says more than this error. The socket reads
+        // as readable (data, then the end): readAll delivers it and fails the endpoint;
+        // EndpointImpl::tick fails it with this error if that does not come.
+        peerGone_ = st;
+        peerGoneNs_ = core::nowNs();
+        return;
+      }
       ep_->fail(st);
       return;
     }

@@ -42,7 +42,8 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
   bool anyVerbs = false, allVerbs = !endpoints.empty(), awaitingAcks = false, rejoining = false;
   for (size_t i = 0; i < endpoints.size(); ++i) {
     EndpointImpl* e = endpoints[i];
-    if (e->controlDirty) e->flushControl();
+    // A lazy CTS goes before a sleep (nothing else to do), and at the tick otherwise.
+    if (e->controlDirty || (e->lazyCts && timeoutMs != 0)) e->flushControl();
     // An endpoint that moved from verbs to TCP still drains its lanes (the peer's
     // rechecks wait on them), and is a TCP endpoint otherwise.
     if (e->verbs && e->state == EpState::kConnected) verbsEvents += e->verbs->progress();
@@ -115,7 +116,10 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
 void WorkerImpl::tick() {
   uint64_t now = core::nowNs();
   // Copy: a tick may fail an endpoint, which does not remove it from the list.
-  for (size_t i = 0; i < endpoints.size(); ++i) endpoints[i]->tick(now);
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    if (endpoints[i]->lazyCts) endpoints[i]->flushControl();
+    endpoints[i]->tick(now);
+  }
   // Handshakes are bounded in time by the worker, not by the application calling accept().
   for (size_t i = 0; i < listeners.size(); ++i) sweepListener(listeners[i]);
   for (size_t i = 0; i < lingering.size();) {

@@ -2,6 +2,7 @@
 // stalled one never does (the waiting operation's own timeout speaks).
 #include <signal.h>
 
+#include <cstring>
 #include <vector>
 
 #include "support.h"
@@ -199,6 +200,54 @@ TEST_CASE("messages sent before the peer closed reach receives posted after the 
   auto r3 = p.server->irecv(&got3, 8, 5);
   REQUIRE_FALSE(r3.isOk());
   CHECK(r3.status().code() == Code::kConnectionReset);
+}
+
+TEST_CASE("a write that finds the peer gone does not lose what the peer sent before it went") {
+  // Seen in the collectives: a rank that detected a mismatch told its peers why and left;
+  // a peer's next write got EPIPE and failed the endpoint before it read the message that
+  // explained it, so its call reported "Broken pipe" instead of the mismatch. The peer's
+  // last messages are still in the socket: they are read first, then the endpoint fails.
+  auto child = spawn([&](int pipeFd) {
+    ChildPeer peer(pipeFd);
+    if (!peer.ep) return 11;
+    static const char kLast[8] = {'L', 'A', 'S', 'T', 'W', 'O', 'R', 'D'};
+    auto s = peer.ep->isend(kLast, sizeof kLast, 4);
+    if (!s || !s->finished()) return 12;  // eager: written inside isend
+    return 0;  // exits without closing: the kernel closes the sockets
+  });
+  auto ctx = makeContext(loOptions());
+  auto w = makeWorker(ctx);
+  auto ep = connectToChild(*w, *child);
+  REQUIRE(child->wait(30s) == 0);
+  // No progress from here on until the receive: the child's message stays unread. The
+  // first write reaches the closed socket (whose kernel answers with a reset), a later
+  // one fails with EPIPE or ECONNRESET.
+  uint64_t v = 7;
+  bool failedWrite = false;
+  std::vector<Request> sends;
+  for (int i = 0; i < 50 && !failedWrite; ++i) {
+    auto s = ep->isend(&v, 8, 5);
+    if (!s) {
+      failedWrite = true;
+      break;
+    }
+    failedWrite = s->finished() && !s->result().isOk();
+    sends.push_back(std::move(s).value());
+    ::usleep(1000);
+  }
+  char got[8] = {};
+  auto r = ep->irecv(got, sizeof got, 4);
+  // Posted on a failed endpoint, a receive still gets a message that arrived before the
+  // failure; the buggy order failed the endpoint with the message unread.
+  REQUIRE(r.isOk());
+  Status st = r->wait(5s);
+  INFO(st.toString());
+  REQUIRE(st.isOk());
+  CHECK(std::memcmp(got, "LASTWORD", 8) == 0);
+  // The endpoint does fail, saying the peer is gone.
+  auto after = ep->isend(&v, 8, 5);
+  Status fst = after ? after->wait(5s) : after.status();
+  CHECK(fst.code() == Code::kConnectionReset);
 }
 
 TEST_CASE("requests outstanding when their endpoint is closed end as canceled") {

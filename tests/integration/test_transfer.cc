@@ -210,6 +210,27 @@ TEST_CASE("a message larger than the posted receive fails the receive with trunc
   CHECK(got == 42);
 }
 
+TEST_CASE("a receive no larger than the eager limit still stops a rendezvous message that does "
+          "not fit when the worker only polls (its CTS goes at the tick, not only before a sleep)") {
+  // Such a receive's CTS waits for a write to share (lazyCts): an eager message does not
+  // need it. A rendezvous sender does, to learn that its message is too large; a caller
+  // that only polls (progress without a timeout, as a busy loop) must not leave it waiting.
+  auto p = connectLocal();
+  std::vector<uint8_t> out(size_t(1) << 20, 0xAB), in(4096 + 64, 0xEE);
+  auto r = p.server->irecv(in.data(), 4096, 9);
+  auto s = p.client->isend(out.data(), out.size(), 9);
+  REQUIRE(r.isOk());
+  REQUIRE(s.isOk());
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while ((!r->finished() || !s->finished()) && std::chrono::steady_clock::now() < until)
+    REQUIRE(p.worker->progress().isOk());
+  REQUIRE(r->finished());
+  REQUIRE(s->finished());
+  CHECK(r->result().code() == Code::kTruncated);
+  CHECK(s->result().code() == Code::kTruncated);
+  for (size_t i = 4096; i < in.size(); ++i) REQUIRE(in[i] == 0xEE);
+}
+
 TEST_CASE("an eager message that arrives before its receive is posted is kept and delivered") {
   auto p = connectLocal();
   uint64_t v = 0xC0FFEE, got = 0;
