@@ -681,6 +681,14 @@ struct EndpointImpl {
   uint32_t railsDown = 0;  ///< links not alive
   /// Bytes queued in user space over all data sockets above which striping waits.
   static constexpr uint64_t kStripeWindow = 4ull << 20;
+  /// Bytes the data sockets may write per progress call (reset there). A flush that empties
+  /// its socket stripes the next deferred message and flushes again: without a bound, a
+  /// peer that keeps up (no EAGAIN) kept one call writing every queued message (hundreds
+  /// of MiB), and the caller saw nothing else (the peer's messages, its own completions)
+  /// until the stream had gone. Over budget, a socket waits for EPOLLOUT, which the next
+  /// progress call finds at once.
+  static constexpr uint64_t kWriteBudget = 8ull << 20;
+  uint64_t writeBudget = kWriteBudget;
   std::vector<RailSnapshot> snaps;
   std::vector<Chunk> plan;
   bool controlDirty = false;

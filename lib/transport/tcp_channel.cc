@@ -178,6 +178,10 @@ void Channel::queue(const OutFrame& f, bool flushNow) {
 void Channel::flush() {
   if (peerGoneNs_ != 0) return;  // nothing more goes out: the read side finishes the endpoint
   while (!out_.empty() && fd_.valid()) {
+    if (rail_ >= 0 && ep_->writeBudget == 0) {  // this progress call wrote its share
+      setWantOut(true);
+      return;
+    }
     iovec iov[kMaxIov];
     int n = 0;
     for (size_t i = 0; i < out_.size() && n + 2 <= kMaxIov; ++i) {
@@ -214,6 +218,7 @@ void Channel::flush() {
     }
     ep_->lastTxNs = core::nowNs();
     uint64_t moved = r->bytes;
+    if (rail_ >= 0) ep_->writeBudget -= std::min(ep_->writeBudget, moved);
     queuedBytes_ -= moved;
     written_ += moved;
     while (moved > 0) {

@@ -42,6 +42,7 @@ Result<size_t> WorkerImpl::progress(int timeoutMs) {
   bool anyVerbs = false, allVerbs = !endpoints.empty(), awaitingAcks = false, rejoining = false;
   for (size_t i = 0; i < endpoints.size(); ++i) {
     EndpointImpl* e = endpoints[i];
+    e->writeBudget = EndpointImpl::kWriteBudget;
     // A lazy CTS goes before a sleep (nothing else to do), and at the tick otherwise.
     if (e->controlDirty || (e->lazyCts && timeoutMs != 0)) e->flushControl();
     // An endpoint that moved from verbs to TCP still drains its lanes (the peer's
