@@ -376,10 +376,13 @@ bool CommImpl::checkAborts() {
                                            ", was itself waiting for " + describeRank(y)),
                true, y);
         } else {
-          fail(Status(Code::kEndpointFailed, base), false, -1);
+          fail(Status(Code::kEndpointFailed, base), true, -1);
         }
       } else {
-        fail(Status(Code::kEndpointFailed, base), false, blamed);
+        // Passed on to every peer: one that blames this rank at the same moment (it waits
+        // for this rank, which waits for the stopped one) follows the word to the rank
+        // that stopped instead of finding this rank gone without a reason and naming it.
+        fail(Status(Code::kEndpointFailed, base), true, blamed);
       }
     } else if (peer.failed.isOk()) {
       peer.failed = st;

@@ -426,6 +426,36 @@ TEST_CASE("a stopped rank (SIGSTOP) makes every other rank's call fail within BR
   }
 }
 
+TEST_CASE("a stopped rank is named by every other rank even when the rank between them failed on a third rank's word first") {
+  // Recursive doubling on 4 ranks with rank 1 stopped in call 10: rank 0 waits for rank 1
+  // (step 1), rank 3 for rank 1 (step 2), rank 2 for rank 0 (step 2). Rank 3 gives up
+  // first and blames rank 1; rank 0 fails on that word; then rank 2 gives up and blames
+  // rank 0, which must pass rank 3's word on (it used to fail silently, and rank 2 blamed
+  // rank 0: the CI flake of the SIGSTOP test above, made certain by the timeouts).
+  RunOptions o;
+  o.tweak = [](int r, CommOptions& co) {
+    co.timeoutMs = r == 3 ? 1000 : r == 2 ? 1250 : 8000;
+  };
+  auto rs = runRanks(4, [](Communicator* c, int r, int, const std::string&) -> std::string {
+    std::vector<float> buf(1000, 1.0f);
+    for (int k = 0;; ++k) {
+      if (r == 1 && k == 10) {
+        raise(SIGSTOP);
+        return "";  // the test kills it when the others are done
+      }
+      Status s = c->allreduce(buf.data(), buf.data(), buf.size(), DataType::kFloat32, ReduceOp::kMax);
+      if (s.isOk()) continue;
+      if (k != 10) return "failed at call " + std::to_string(k) + ": " + s.toString();
+      if (s.message().find("rank 1 ") == std::string::npos) return "the error does not name rank 1: " + s.toString();
+      return "";
+    }
+  }, o);
+  for (int r : {0, 2, 3}) {
+    INFO("rank " << r << ": " << rs[static_cast<size_t>(r)].text);
+    CHECK(rs[static_cast<size_t>(r)].exitCode == 0);
+  }
+}
+
 TEST_CASE("a rank of another job (another token) cannot join, and the others fail naming it") {
   RunOptions o;
   o.comm.timeoutMs = 3000;
