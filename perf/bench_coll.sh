@@ -17,8 +17,11 @@
 #           timing: WARMUP calls, then ITERS back-to-back, each clocked; mean and median call
 #           averaged over ranks (braid_coll_perf reports both too)
 # busbw = bytes / time * 2(N-1)/N in GB/s (1e9 B/s), as nccl-tests. With --rounds R every tool
-# runs R times, interleaved (bound, braid, gloo, openmpi, bound, ...); each figure is the
-# median over rounds. Per size and statistic (median call against median call, mean against
+# runs R times; each figure is the median over rounds. --interleave size (the default) runs
+# the three tools back to back on each size in turn (one launch per tool and size), the
+# order of the tools turning by one each round, so that a slow spell of a shared machine
+# (they last seconds to minutes) falls on all three alike; --interleave round runs each
+# tool's whole sweep in turn (bound, braid, gloo, openmpi, bound, ...). Per size and statistic (median call against median call, mean against
 # mean): braid / best peer (max of gloo best and openmpi), and braid / bound; a size meets its
 # target (>= 1.3x the best peer from 1 MiB up, >= 1.0x below) when both ratios do. Progress (one line per tool and size) goes to stderr, the table to stdout.
 # Exit 0 when every tool ran, 1 when one failed (the others are still reported), 2 on a bad
@@ -32,7 +35,7 @@
 # usage: perf/bench_coll.sh [BUILD_DIR] [--json FILE] [--csv FILE] [--plot FILE.png]
 #          [--rounds R] [--ranks N] [--min BYTES] [--max BYTES] [--iters N] [--warmup N]
 #          [--check N] [--gloo-time MS] [--gloo-algos LIST] [--iperf-time S] [--port P]
-#          [--cache DIR] [--raw DIR] [--bind core|none]
+#          [--cache DIR] [--raw DIR] [--bind core|none] [--interleave size|round]
 #   BUILD_DIR     braid build directory (default: $BRAID_BUILD_DIR, else ./build)
 #   --json FILE   medians, every round's figures, machine and versions (default: none)
 #   --csv FILE    the table as CSV (default: FILE of --json with .csv, else none)
@@ -52,6 +55,8 @@
 #                 /var/cache/braid-bench)
 #   --raw DIR     keep every tool's raw output there (default: a temporary dir, removed)
 #   --bind B      core: every tool's rank r on CPU r mod CPUs (default); none: unbound
+#   --interleave  size: tools back to back per size, order turning per round (default);
+#                 round: each tool's whole sweep in turn
 # Environment: GLOO_SRC = Gloo's source: a source tree, a git work tree or a bare git dir
 # (cloned from); unset: git clone https://github.com/facebookincubator/gloo. GLOO_REF = the
 # commit or tag to build (default: the source's HEAD). Missing tools (mpicc, mpirun, iperf3,
@@ -76,11 +81,12 @@ port=18700
 cache="${BRAID_BENCH_CACHE:-/var/cache/braid-bench}"
 rawdir=""
 bind=core
+interleave=size
 usage_err() { echo "bench_coll.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --json|--csv|--plot|--rounds|--ranks|--min|--max|--iters|--warmup|--check|--gloo-time|\
-    --gloo-algos|--iperf-time|--port|--cache|--raw|--bind)
+    --gloo-algos|--iperf-time|--port|--cache|--raw|--bind|--interleave)
       [[ $# -ge 2 ]] || usage_err "$1 takes a value (see --help)" ;;&
     --json) json="$2"; shift 2 ;;
     --csv) csv="$2"; shift 2 ;;
@@ -99,7 +105,8 @@ while [[ $# -gt 0 ]]; do
     --cache) cache="$2"; shift 2 ;;
     --raw) rawdir="$2"; shift 2 ;;
     --bind) bind="$2"; shift 2 ;;
-    -h|--help) sed -n '2,58p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --interleave) interleave="$2"; shift 2 ;;
+    -h|--help) sed -n '2,63p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) usage_err "unknown option $1 (see --help)" ;;
     *) build="$1"; shift ;;
   esac
@@ -109,6 +116,7 @@ for v in rounds ranks iters warmup gloo_time iperf_time port; do
 done
 [[ "$check" =~ ^[0-9]+$ ]] || usage_err "--check takes a count"
 [[ "$bind" == core || "$bind" == none ]] || usage_err "--bind: core or none"
+[[ "$interleave" == size || "$interleave" == round ]] || usage_err "--interleave: size or round"
 [[ $ranks -ge 2 ]] || usage_err "--ranks: at least 2"
 
 # to_bytes 4K -> 4096 (binary suffixes, as braid_coll_perf's -b/-e).
@@ -290,9 +298,11 @@ run_bound() {  # round
   fi
 }
 
-run_braid() {  # round
-  local r="$1" log="$raw/braid.r$1" rc=0
-  local cmd=("$braidrun" -n "$ranks" --bind-to "$bind" "$collperf" all_reduce -b "$minb" -e "$maxb" -f 2
+run_braid() {  # round [MIN MAX]
+  local r="$1" lo="${2:-$minb}" hi="${3:-$maxb}" rc=0
+  local log="$raw/braid.r$1"
+  [[ $# -ge 3 ]] && log="$raw/braid.r$1.s$lo"
+  local cmd=("$braidrun" -n "$ranks" --bind-to "$bind" "$collperf" all_reduce -b "$lo" -e "$hi" -f 2
     -c "$check" -n "$iters" -w "$warmup" -J "$log.json")
   echo "BRAID_SOCKET_IFNAME=lo ${cmd[*]}" >"$raw/braid.cmd"
   "${cmd[@]}" 2>&1 | tee "$log.txt" | while read -r b _ _ _ _ t _ bus wrong _ _ busip _; do
@@ -305,6 +315,7 @@ run_braid() {  # round
     progress "round $r braid FAILED (rc $rc): ${cmd[*]}"; tail -20 "$log.txt" >&2
   fi
   if [[ -s "$log.json" ]]; then
+    [[ -n "$braid_json" ]] || braid_json="$log.json"
     python3 - "$log.json" "$r" >>"$vals" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
@@ -322,12 +333,15 @@ PY
   fi
 }
 
-run_gloo() {  # round
+run_gloo() {  # round [SIZE...]
   local r="$1" algo size elems rk tag rc line p50 bw try p
+  shift
+  local -a szs=("$@")
+  [[ ${#szs[@]} -gt 0 ]] || szs=("${sizes[@]}")
   local rdv="$raw/gloo-rdv"
   mkdir -p "$rdv"
   for algo in "${algos[@]}"; do
-    for size in "${sizes[@]}"; do
+    for size in "${szs[@]}"; do
       elems=$((size / 4))
       # Gloo's benchmark decides on each rank alone when --iteration-time is reached
       # (runner.cc: "totalNanos > minIterationTimeNanos" is not agreed on), so when one
@@ -376,9 +390,11 @@ PY
   done
 }
 
-run_mpi() {  # round
-  local r="$1" log="$raw/openmpi.r$1" rc=0
-  "${mpirun_cmd[@]}" "$mpi_bin" "$minb" "$maxb" "$iters" "$warmup" 2>&1 | tee "$log.txt" |
+run_mpi() {  # round [MIN MAX]
+  local r="$1" lo="${2:-$minb}" hi="${3:-$maxb}" rc=0
+  local log="$raw/openmpi.r$1"
+  [[ $# -ge 3 ]] && log="$raw/openmpi.r$1.s$lo"
+  "${mpirun_cmd[@]}" "$mpi_bin" "$lo" "$hi" "$iters" "$warmup" 2>&1 | tee "$log.txt" |
     while read -r b _ t _ bus wrong _; do
       if [[ "$b" =~ ^[0-9]+$ ]]; then
         progress "round $r openmpi $b B: $t us, busbw $bus GB/s, wrong $wrong"
@@ -395,12 +411,26 @@ run_mpi() {  # round
     print r, "openmpi", $1, "busbw_p50", $8 }' "$log.txt" >>"$vals"
 }
 
+braid_json=""
+tools=(braid gloo openmpi)
 for ((r = 1; r <= rounds; r++)); do
   progress "round $r/$rounds (load $(loadavg))"
   run_bound "$r"
-  run_braid "$r"
-  run_gloo "$r"
-  run_mpi "$r"
+  if [[ $interleave == round ]]; then
+    run_braid "$r"
+    run_gloo "$r"
+    run_mpi "$r"
+    continue
+  fi
+  for size in "${sizes[@]}"; do
+    for ((k = 0; k < ${#tools[@]}; k++)); do
+      case "${tools[$(((k + r - 1) % ${#tools[@]}))]}" in
+        braid) run_braid "$r" "$size" "$size" ;;
+        gloo) run_gloo "$r" "$size" ;;
+        openmpi) run_mpi "$r" "$size" "$size" ;;
+      esac
+    done
+  done
 done
 load1="$(loadavg)"
 elapsed=$(($(date +%s) - t_start))
@@ -409,14 +439,22 @@ elapsed=$(($(date +%s) - t_start))
 cpu_model="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"
 mpi_version="$(mpirun --version 2>/dev/null | head -1)"
 iperf_version="$(iperf3 --version 2>/dev/null | head -1)"
-BENCH_BIND="$bind" python3 - "$vals" "$json" "$csv" "$ranks" "$rounds" "$gloo_algos" "$load0" "$load1" "$(nproc)" \
-  "$cpu_model" "$gloo_rev" "$mpi_version" "$iperf_version" "$elapsed" "$(cat "$raw/braid.cmd")" \
-  "${mpirun_cmd[*]} $mpi_bin $minb $maxb $iters $warmup" "$iters" "$warmup" "$gloo_time" \
-  "$iperf_time" "$raw/braid.r1.json" <<'PY'
+if [[ $interleave == size ]]; then
+  braid_cmd="$(sed -e 's/-b [0-9]* -e [0-9]*/-b SIZE -e SIZE/' -e 's/-J [^ ]*/-J FILE/' \
+    "$raw/braid.cmd") (one launch per size)"
+  mpi_cmd="${mpirun_cmd[*]} $mpi_bin SIZE SIZE $iters $warmup (one launch per size)"
+else
+  braid_cmd="$(cat "$raw/braid.cmd")"
+  mpi_cmd="${mpirun_cmd[*]} $mpi_bin $minb $maxb $iters $warmup"
+fi
+python3 - "$vals" "$json" "$csv" "$ranks" "$rounds" "$gloo_algos" "$load0" "$load1" "$(nproc)" \
+  "$cpu_model" "$gloo_rev" "$mpi_version" "$iperf_version" "$elapsed" "$braid_cmd" \
+  "$mpi_cmd" "$iters" "$warmup" "$gloo_time" \
+  "$iperf_time" "$braid_json" "$bind" "$interleave" <<'PY'
 import csv, json, os, statistics, sys
 (vals, out_json, out_csv, ranks, rounds, algos, load0, load1, cores, cpu, gloo_rev, mpi_v,
  iperf_v, elapsed, braid_cmd, mpi_cmd, iters, warmup, gloo_time, iperf_time,
- braid_json) = sys.argv[1:22]
+ braid_json, binding, interleave) = sys.argv[1:24]
 algos = algos.split(",")
 per = {}  # (tool, size, key) -> {round: value}
 for line in open(vals):
@@ -476,7 +514,7 @@ def human(s):
     return f"{s >> 20} MiB" if s >= 1 << 20 else f"{s >> 10} KiB"
 print(f"== bench_coll: allreduce float32 sum, {ranks} ranks, TCP loopback, medians over "
       f"{rounds} round(s); busbw GB/s (1e9 B/s); bound = iperf3 -P {cores}: {f(bound)} GB/s")
-print(f"   binding: {os.environ.get('BENCH_BIND')} (the same for every tool)")
+print(f"   binding: {binding} (the same for every tool); interleaving: {interleave}")
 print("   p50: each tool's median call; mean: each tool's mean call; peer = the better of Gloo's "
       "best algorithm and Open MPI")
 hdr = (f"{'size':>8} {'braid p50':>9} {'gloo p50':>8} {'(algo)':<26} {'ompi p50':>8} "
@@ -499,12 +537,12 @@ wrong = {t: sum(v for (tt, s, k), d in per.items() if tt == t and k == "wrong" f
 doc = {
     "benchmark": "allreduce float32 sum", "ranks": int(ranks), "rounds": int(rounds),
     "transport": "TCP loopback (127.0.0.1)", "units": "busbw GB/s (1e9 B/s), 2(n-1)/n factor",
-    "binding": os.environ.get("BENCH_BIND"),
+    "binding": binding, "interleave": interleave,
     "machine": {"nproc": int(cores), "cpu_model": cpu, "load_before": load0, "load_after": load1},
     "elapsed_s": int(elapsed),
     "versions": {"braid": braid_version, "gloo": gloo_rev, "openmpi": mpi_v, "iperf3": iperf_v},
     "commands": {"braid": braid_cmd, "openmpi": mpi_cmd,
-                 "gloo": ("taskset -c CPU(R) " if os.environ.get("BENCH_BIND") == "core" else "") +
+                 "gloo": ("taskset -c CPU(R) " if binding == "core" else "") +
                          f"benchmark --size {ranks} --rank R --shared-path DIR --prefix P "
                          f"--transport tcp --tcp-device lo --elements BYTES/4 "
                          f"--iteration-time {gloo_time}ms --no-verify --nanos ALGO",

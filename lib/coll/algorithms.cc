@@ -264,21 +264,27 @@ void allreduceRecursiveDoubling(const BuildArgs& a, Schedule& s) {
     s.recv(r + 1, dst, bytes, {snd});
     return;
   }
-  int last = a.send != a.recv ? s.copy(dst, a.send, bytes) : -1;
+  // Out of place, the first exchange sends from the caller's buffer and the first reduce
+  // writes dst from it: no copy of the input into dst first.
+  const uint8_t* cur = a.send;
+  int last = -1;
   uint8_t* tmp = a.scratch(3 * bytes);  // two slots for the exchanges, one for the fold
   if (r < 2 * F.rem) {
     int rcv = s.recv(r - 1, tmp + 2 * bytes, bytes);
-    last = s.reduce(dst, dst, tmp + 2 * bytes, bytes, {rcv, last});
+    last = s.reduce(dst, cur, tmp + 2 * bytes, bytes, {rcv});
+    cur = dst;
   }
   std::vector<int> red;
   int k = 0;
   for (int mask = 1; mask < F.p2; mask <<= 1, ++k) {
     int partner = F.real(v ^ mask);
     uint8_t* slot = tmp + static_cast<size_t>(k % 2) * bytes;
-    int snd = s.send(partner, dst, bytes, {last});
+    int snd = s.send(partner, cur, bytes, {last});
     int rcv = s.recv(partner, slot, bytes, {k >= 2 ? red[static_cast<size_t>(k - 2)] : -1});
-    last = s.reduce(dst, dst, slot, bytes, {rcv, snd});
+    // The reduce overwrites what the send reads only when both are dst.
+    last = s.reduce(dst, cur, slot, bytes, {rcv, cur == dst ? snd : -1});
     red.push_back(last);
+    cur = dst;
   }
   if (isAvg(a)) last = s.divide(dst, bytes, {last});
   if (r < 2 * F.rem) s.send(r - 1, dst, bytes, {last});
@@ -297,17 +303,23 @@ void allreduceRabenseifner(const BuildArgs& a, Schedule& s) {
     s.recv(r + 1, dst, bytes, {snd});
     return;
   }
-  int first = a.send != a.recv ? s.copy(dst, a.send, bytes) : -1;
+  // Out of place, the first step sends from the caller's buffer and its reduce writes dst
+  // from it: no copy of the input into dst first (a pass over the whole buffer, and a
+  // second buffer's worth of cache).
+  const uint8_t* cur = a.send;
+  int last = -1;
   Blocks B(a.count, F.p2, es);
-  uint8_t* tmp = a.scratch(std::max(bytes, es));
-  // lastWrite: the task that last wrote any of dst (the reduces touch disjoint halves, but
-  // a chain is simplest and costs nothing here: each step waits for the previous anyway).
-  int last = first;
   if (r < 2 * F.rem) {
     uint8_t* fold = a.scratch(std::max(bytes, es));
     int rcv = s.recv(r - 1, fold, bytes);
-    last = s.reduce(dst, dst, fold, bytes, {rcv, last});
+    last = s.reduce(dst, cur, fold, bytes, {rcv});
+    cur = dst;
   }
+  // Each step receives into its own part of tmp (the kept halves shrink: p2 - 1 blocks in
+  // all), so every receive is posted at the start and its CTS goes at once: a partner
+  // that is ahead sends as soon as it is ready, not after this rank's previous reduce.
+  uint8_t* tmp = a.scratch(std::max(static_cast<size_t>(F.p2) * B.maxLen(), es));
+  size_t tmpOff = 0;
   struct Step {
     int mask, sendLo, sendHi, snd;
   };
@@ -317,11 +329,14 @@ void allreduceRabenseifner(const BuildArgs& a, Schedule& s) {
     int partner = F.real(v ^ mask), mid = lo + (hi - lo) / 2;
     int keepLo = (v & mask) ? mid : lo, keepHi = (v & mask) ? hi : mid;
     int sendLo = (v & mask) ? lo : mid, sendHi = (v & mask) ? mid : hi;
-    int snd = s.send(partner, dst + B.off(sendLo), B.span(sendLo, sendHi), {last});
+    int snd = s.send(partner, cur + B.off(sendLo), B.span(sendLo, sendHi), {last});
     size_t keepOff = B.off(keepLo), keepLen = B.span(keepLo, keepHi);
-    // tmp is reused every step: the receive waits for the previous step's reduce (last).
-    int rcv = s.recv(partner, tmp, keepLen, {last});
-    last = s.reduce(dst + keepOff, dst + keepOff, tmp, keepLen, {rcv});
+    int rcv = s.recv(partner, tmp + tmpOff, keepLen);
+    // The send reads the other half: the reduce need not wait for it. Each reduce waits
+    // for the previous one (it reads what that one wrote).
+    last = s.reduce(dst + keepOff, cur + keepOff, tmp + tmpOff, keepLen, {rcv, last});
+    tmpOff += keepLen;
+    cur = dst;
     steps.push_back({mask, sendLo, sendHi, snd});
     lo = keepLo;
     hi = keepHi;
