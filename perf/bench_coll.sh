@@ -16,14 +16,16 @@
 #           --mca pml ob1 --mca btl tcp,self (TCP loopback, no shared memory), nccl-tests'
 #           timing: WARMUP calls, then ITERS back-to-back, each clocked; mean and median call
 #           averaged over ranks (braid_coll_perf reports both too)
-# busbw = bytes / time * 2(N-1)/N in GB/s (1e9 B/s), as nccl-tests. With --rounds R every tool
-# runs R times; each figure is the median over rounds. --interleave size (the default) runs
-# the three tools back to back on each size in turn (one launch per tool and size), the
-# order of the tools turning by one each round, so that a slow spell of a shared machine
-# (they last seconds to minutes) falls on all three alike; --interleave round runs each
-# tool's whole sweep in turn (bound, braid, gloo, openmpi, bound, ...). Per size and statistic (median call against median call, mean against
-# mean): braid / best peer (max of gloo best and openmpi), and braid / bound; a size meets its
-# target (>= 1.3x the best peer from 1 MiB up, >= 1.0x below) when both ratios do. Progress (one line per tool and size) goes to stderr, the table to stdout.
+# busbw = bytes / time * 2(N-1)/N in GB/s (1e9 B/s), as nccl-tests. With --rounds R every
+# tool runs R times; each figure is the median over rounds. --interleave size (the default)
+# runs the three tools back to back on each size in turn (one launch per tool and size),
+# the order turned by one each round and reversed in even rounds, so that a slow spell of a
+# shared machine (they last seconds to minutes) falls on all three alike; --interleave
+# round runs each tool's whole sweep in turn (bound, braid, gloo, openmpi, bound, ...).
+# Per size and statistic (median call against median call, mean against mean): braid /
+# best peer (max of gloo best and openmpi), and braid / bound; a size meets its target
+# (>= 1.3x the best peer from 1 MiB up, >= 1.0x below) when both ratios do. Progress (one
+# line per tool and size) goes to stderr, the table to stdout.
 # Exit 0 when every tool ran, 1 when one failed (the others are still reported), 2 on a bad
 # command line or a missing prerequisite.
 # Binding (--bind, default core) is the same for every tool: rank r on the r-th CPU of the
@@ -106,7 +108,7 @@ while [[ $# -gt 0 ]]; do
     --raw) rawdir="$2"; shift 2 ;;
     --bind) bind="$2"; shift 2 ;;
     --interleave) interleave="$2"; shift 2 ;;
-    -h|--help) sed -n '2,63p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,65p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) usage_err "unknown option $1 (see --help)" ;;
     *) build="$1"; shift ;;
   esac
@@ -422,9 +424,16 @@ for ((r = 1; r <= rounds; r++)); do
     run_mpi "$r"
     continue
   fi
+  # Round r turns the order by r-1 and runs it backwards in even rounds: each tool takes
+  # each place, and follows a different tool from round to round.
+  order=()
+  for ((k = 0; k < ${#tools[@]}; k++)); do order+=("${tools[$(((k + r - 1) % ${#tools[@]}))]}"); done
+  if ((r % 2 == 0)); then
+    order=("${order[2]}" "${order[1]}" "${order[0]}")
+  fi
   for size in "${sizes[@]}"; do
-    for ((k = 0; k < ${#tools[@]}; k++)); do
-      case "${tools[$(((k + r - 1) % ${#tools[@]}))]}" in
+    for t in "${order[@]}"; do
+      case "$t" in
         braid) run_braid "$r" "$size" "$size" ;;
         gloo) run_gloo "$r" "$size" ;;
         openmpi) run_mpi "$r" "$size" "$size" ;;

@@ -386,17 +386,25 @@ struct CpuSet {
 bool allowedCpus(std::vector<int>& cpus, std::string& error) {
   for (int n = 1024; n <= (1 << 20); n *= 2) {
     CpuSet s(n);
-    if (!s.set) break;
+    if (!s.set) {
+      error = "cannot allocate a CPU set of " + std::to_string(n) + " CPUs";
+      return false;
+    }
     if (::sched_getaffinity(0, s.bytes, s.set) == 0) {
       cpus.clear();
       for (int c = 0; c < n; ++c)
         if (CPU_ISSET_S(static_cast<size_t>(c), s.bytes, s.set)) cpus.push_back(c);
       if (!cpus.empty()) return true;
-      break;
+      error = "sched_getaffinity: an empty CPU set";
+      return false;
     }
-    if (errno != EINVAL) break;  // EINVAL: the kernel's mask is larger: try twice the size
+    const int e = errno;
+    if (e != EINVAL) {  // EINVAL: the kernel's mask is larger: try twice the size
+      error = std::string("sched_getaffinity: ") + std::strerror(e);
+      return false;
+    }
   }
-  error = std::string("sched_getaffinity: ") + std::strerror(errno);
+  error = "sched_getaffinity: the kernel's CPU mask is larger than 1048576 CPUs";
   return false;
 }
 
