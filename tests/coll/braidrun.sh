@@ -164,6 +164,9 @@ fi
 # 11. --bind-to core: rank r runs on the r-th CPU of braidrun's own set (modulo its size),
 # also when that set is narrowed by taskset; --bind-to none leaves the set as it is;
 # --report-bindings says so per rank; a bad value is a usage error.
+# Ranks that share stdout write each line in one write(2): an unbuffered Python
+# (PYTHONUNBUFFERED=1, as on CI) writes print()'s text and its newline apart, and two
+# ranks' lines then interleave ("0,10,1" and "").
 cpus_of() { python3 -c 'import os; print(",".join(map(str, sorted(os.sched_getaffinity(0)))))'; }
 mine=$(cpus_of)
 IFS=, read -r -a cpu <<<"$mine"
@@ -186,11 +189,11 @@ fi
 check
 last=${cpu[$((${#cpu[@]} - 1))]}
 got=$(timeout -k 2 20 taskset -c "$last" "$braidrun" -n 3 --bind-to core sh -c \
-  'python3 -c "import os; print(sorted(os.sched_getaffinity(0)))"' 2>&1 | sort -u)
+  'python3 -c "import os; os.write(1, (str(sorted(os.sched_getaffinity(0))) + \"\\n\").encode())"' 2>&1 | sort -u)
 [[ "$got" == "[$last]" ]] || fail "--bind-to core under taskset -c $last: ranks ran on '$got'"
 check
 got=$(timeout -k 2 20 "$braidrun" -n 2 --bind-to none sh -c \
-  'python3 -c "import os; print(\",\".join(map(str, sorted(os.sched_getaffinity(0)))))"' 2>&1 | sort -u)
+  'python3 -c "import os; os.write(1, (\",\".join(map(str, sorted(os.sched_getaffinity(0)))) + \"\\n\").encode())"' 2>&1 | sort -u)
 [[ "$got" == "$mine" ]] || fail "--bind-to none: ranks ran on '$got', braidrun's '$mine' expected"
 check
 timeout -k 2 20 "$braidrun" -n 2 --bind-to socket true >/dev/null 2>"$out/err"
