@@ -57,7 +57,8 @@
 #                 /var/cache/braid-bench)
 #   --raw DIR     keep every tool's raw output there (default: a temporary dir, removed)
 #   --bind B      core: every tool's rank r on CPU r mod CPUs (default); none: unbound
-#   --interleave  size: tools back to back per size, order turning per round (default);
+#   --interleave  size: tools back to back per size, order turned each round and reversed
+#                 in even rounds (default);
 #                 round: each tool's whole sweep in turn
 # Environment: GLOO_SRC = Gloo's source: a source tree, a git work tree or a bare git dir
 # (cloned from); unset: git clone https://github.com/facebookincubator/gloo. GLOO_REF = the
@@ -108,7 +109,7 @@ while [[ $# -gt 0 ]]; do
     --raw) rawdir="$2"; shift 2 ;;
     --bind) bind="$2"; shift 2 ;;
     --interleave) interleave="$2"; shift 2 ;;
-    -h|--help) sed -n '2,65p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,66p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) usage_err "unknown option $1 (see --help)" ;;
     *) build="$1"; shift ;;
   esac
